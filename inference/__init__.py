@@ -1,0 +1,1 @@
+"""Image loading, preprocessing, models, prediction, Grad-CAM and export. Imports no Qt."""

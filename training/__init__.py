@@ -1,0 +1,1 @@
+"""Datasets, architectures, training and evaluation. Imports no Qt."""

@@ -1,0 +1,1 @@
+"""The PySide6 desktop viewer: all Qt code lives here."""
