@@ -191,6 +191,8 @@ def _read_bytes(path: Path) -> bytes:
         raise _RefusedError("permission denied (your user account may not read this folder)") from None
     except OSError as exc:
         raise _RefusedError(f"the file cannot be read ({exc.strerror or exc})") from None
+    except ValueError:  # e.g. a NUL character in the name
+        raise _RefusedError("the file name is not valid") from None
     if stat.S_ISDIR(st.st_mode):
         raise _RefusedError("it is a folder, not an image file")
     if not stat.S_ISREG(st.st_mode):
@@ -466,14 +468,20 @@ def _load_dicom(path: Path, data: bytes) -> XRayImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    bare = data[128:132] != b"DICM"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # header value quirks are common and harmless here
-            ds = pydicom.dcmread(io.BytesIO(data), force=bare)
-    except (InvalidDicomError, EOFError, struct.error, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise _RefusedError(f"the DICOM header is damaged or truncated ({_short(str(exc), 120)})") from None
+    # Header values that break the standard's rules (a stray character in a UID, a date
+    # written the American way) are common and harmless for viewing: pydicom warns about
+    # each as it is read, which is not news for the reader. Pixel-data warnings are
+    # recorded separately in _decode_first_frame.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
+        except (InvalidDicomError, EOFError, struct.error, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise _RefusedError(f"the DICOM header is damaged or truncated ({_short(str(exc), 120)})") from None
+        return _dicom_image(path, ds)
 
+
+def _dicom_image(path: Path, ds) -> XRayImage:
     if not any(tag in ds for tag in _PIXEL_DATA_TAGS):
         raise _RefusedError(_no_pixel_data_reason(ds))
 

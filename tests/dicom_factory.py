@@ -24,12 +24,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     generate_uid,
 )
 
-__all__ = ["SOP_CLASSES", "make_dicom", "make_dicom_without_pixels"]
+__all__ = ["SOP_CLASSES", "make_dicom", "make_dicom_without_pixels", "save_dicom"]
 
 # Storage SOP classes by modality; anything else is stored as Secondary Capture.
 SOP_CLASSES = {
@@ -171,17 +172,26 @@ def make_dicom(
         ds.file_meta.TransferSyntaxUID = transfer_syntax
 
     if path is not None:
-        _write(ds, Path(path), preamble)
+        save_dicom(ds, path, preamble=preamble)
     return ds
 
 
-def _write(ds: Dataset, path: Path, preamble: bool) -> None:
+def save_dicom(ds: Dataset, path: str | os.PathLike[str], *, preamble: bool = True) -> None:
+    """Write ``ds`` (made by :func:`make_dicom`, possibly edited since) as a DICOM file.
+
+    preamble=True: a standard Part 10 file (preamble, "DICM", file meta filled from the data
+    set). False: the bare data set, as some old modalities and PACS exports write it.
+    """
+    path = Path(path)
     ts = ds.file_meta.TransferSyntaxUID
     if preamble:
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds.save_as(path, enforce_file_format=True)
+        # An unknown (private) syntax UID needs the encoding spelled out; ours is explicit LE.
+        known = UID(ts).is_transfer_syntax
+        encoding = {} if known else {"implicit_vr": False, "little_endian": True}
+        ds.save_as(path, enforce_file_format=True, **encoding)
         return
     if ts not in _UNCOMPRESSED:
         raise ValueError("a bare data set (no file meta) must use an uncompressed little-endian syntax")
