@@ -1,0 +1,55 @@
+"""F1: every shortcut and mouse binding, generated from the same tables the actions use."""
+
+from __future__ import annotations
+
+from html import escape
+
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout, QWidget
+
+from viewer.presets import PRESET_HELP
+from viewer.results_panel import DISCLAIMER
+from viewer.shortcuts import MOUSE, SHORTCUTS, WINDOW_LEVEL_HELP
+
+__all__ = ["HelpDialog", "help_html"]
+
+
+def _keys(keys: tuple[str, ...]) -> str:
+    return " or ".join(f"<b>{escape(k)}</b>" for k in keys)
+
+
+def help_html() -> str:
+    rows: list[str] = []
+    groups: dict[str, list[str]] = {}
+    for s in SHORTCUTS:
+        groups.setdefault(s.group, []).append(f"<tr><td>{_keys(s.keys)}</td><td>{escape(s.help)}</td></tr>")
+    groups.setdefault("Window", [])
+    groups["Window"] += [
+        f"<tr><td><b>{key}</b></td><td>{escape(name)}: {escape(text)}</td></tr>" for key, name, text in PRESET_HELP[1:]
+    ]
+    for group, items in groups.items():
+        rows.append(f"<h3>{escape(group)}</h3><table cellspacing='0' cellpadding='3'>{''.join(items)}</table>")
+    mouse = "".join(f"<tr><td><b>{escape(a)}</b></td><td>{escape(b)}</td></tr>" for a, b in MOUSE)
+    return (
+        "<h2>CXR Viewer: keyboard and mouse</h2>"
+        f"<p style='color:#f0b429'><b>{escape(DISCLAIMER)}.</b></p>"
+        f"<h3>Mouse</h3><table cellspacing='0' cellpadding='3'>{mouse}</table>"
+        f"<h3>Window/level</h3><p>{escape(WINDOW_LEVEL_HELP)}</p>"
+        + "".join(rows)
+        + "<h3>Grad-CAM</h3><p>The overlay shows which regions raised the score of the chosen class "
+        "(Grad-CAM or Grad-CAM++ at the model's last convolution). It is not a lesion outline: use it to "
+        "check that the model looks at the lungs, not at text markers or borders.</p>"
+    )
+
+
+class HelpDialog(QDialog):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Keyboard and mouse")
+        self.resize(640, 720)
+        layout = QVBoxLayout(self)
+        self.browser = QTextBrowser()
+        self.browser.setHtml(help_html())
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(self.browser)
+        layout.addWidget(buttons)

@@ -1,0 +1,124 @@
+"""What the viewer remembers between runs, through QSettings (organisation "CXRViewer").
+
+``CXR_VIEWER_SETTINGS`` names an INI file to use instead of the platform's location: tests
+and the screenshot tool point it at a temporary file so they never touch a user's settings.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QSettings
+
+__all__ = ["ORGANISATION", "APPLICATION", "MAX_RECENT", "ViewerSettings"]
+
+ORGANISATION = "CXRViewer"
+APPLICATION = "CXR Viewer"
+MAX_RECENT = 10
+DEFAULT_OPACITY = 0.45
+DEFAULT_COLORMAP = "jet"
+
+
+class ViewerSettings:
+    """Typed access to the stored settings; every getter has a safe default."""
+
+    def __init__(self, path: str | None = None) -> None:
+        path = path or os.environ.get("CXR_VIEWER_SETTINGS")
+        if path:
+            self._qs = QSettings(path, QSettings.Format.IniFormat)
+        else:
+            self._qs = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, ORGANISATION, APPLICATION)
+
+    @property
+    def file_name(self) -> str:
+        return self._qs.fileName()
+
+    def _get(self, key: str, default: Any, kind: type) -> Any:
+        value = self._qs.value(key, default)
+        if value is None:
+            return default
+        try:
+            if kind is bool:
+                return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+            return kind(value)
+        except (TypeError, ValueError):
+            return default
+
+    def sync(self) -> None:
+        self._qs.sync()
+
+    # -- simple values -------------------------------------------------------------------
+    @property
+    def last_folder(self) -> str:
+        return self._get("files/last_folder", "", str)
+
+    @last_folder.setter
+    def last_folder(self, value: str) -> None:
+        self._qs.setValue("files/last_folder", str(value))
+
+    @property
+    def overlay_opacity(self) -> float:
+        return min(1.0, max(0.0, self._get("overlay/opacity", DEFAULT_OPACITY, float)))
+
+    @overlay_opacity.setter
+    def overlay_opacity(self, value: float) -> None:
+        self._qs.setValue("overlay/opacity", float(value))
+
+    @property
+    def colormap(self) -> str:
+        return self._get("overlay/colormap", DEFAULT_COLORMAP, str)
+
+    @colormap.setter
+    def colormap(self, value: str) -> None:
+        self._qs.setValue("overlay/colormap", str(value))
+
+    @property
+    def overlay_visible(self) -> bool:
+        return self._get("overlay/visible", False, bool)
+
+    @overlay_visible.setter
+    def overlay_visible(self, value: bool) -> None:
+        self._qs.setValue("overlay/visible", bool(value))
+
+    @property
+    def active_model(self) -> str:
+        """Folder of the model to load at start; empty means the bundled model."""
+        return self._get("models/active", "", str)
+
+    @active_model.setter
+    def active_model(self, value: str) -> None:
+        self._qs.setValue("models/active", str(value))
+
+    # -- window layout ---------------------------------------------------------------------
+    def geometry(self) -> QByteArray | None:
+        value = self._qs.value("window/geometry")
+        return value if isinstance(value, QByteArray) and not value.isEmpty() else None
+
+    def set_geometry(self, value: QByteArray) -> None:
+        self._qs.setValue("window/geometry", value)
+
+    def window_state(self) -> QByteArray | None:
+        value = self._qs.value("window/state")
+        return value if isinstance(value, QByteArray) and not value.isEmpty() else None
+
+    def set_window_state(self, value: QByteArray) -> None:
+        self._qs.setValue("window/state", value)
+
+    # -- recent files ------------------------------------------------------------------------
+    @property
+    def recent_files(self) -> list[str]:
+        value = self._qs.value("files/recent", [])
+        if isinstance(value, str):  # QSettings returns a lone string for a one-item list
+            value = [value]
+        return [str(v) for v in (value or []) if v][:MAX_RECENT]
+
+    def add_recent(self, path: str) -> list[str]:
+        items = [p for p in self.recent_files if p != path]
+        items.insert(0, path)
+        items = items[:MAX_RECENT]
+        self._qs.setValue("files/recent", items)
+        return items
+
+    def clear_recent(self) -> None:
+        self._qs.setValue("files/recent", [])

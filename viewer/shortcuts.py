@@ -1,0 +1,73 @@
+"""Every key and mouse binding of the viewer, in one table.
+
+The main window builds its actions from :data:`SHORTCUTS` and the help dialog lists the
+same table, so the documentation cannot drift from the behaviour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Shortcut", "SHORTCUTS", "MOUSE", "WINDOW_LEVEL_HELP", "shortcut_for"]
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    action: str  # the action's id in the main window
+    keys: tuple[str, ...]  # QKeySequence strings; the first is shown in menus
+    text: str  # menu text
+    help: str  # one line for the help dialog
+    group: str
+
+
+SHORTCUTS: tuple[Shortcut, ...] = (
+    Shortcut("open", ("Ctrl+O",), "&Open…", "Open images or DICOM files", "File"),
+    Shortcut("open_folder", ("Ctrl+Shift+O",), "Open &folder…", "Open every image in a folder (recursive)", "File"),
+    Shortcut("export", ("Ctrl+E",), "&Export…", "Export the current or all images (PNG, PDF, DICOM SC, CSV)", "File"),
+    Shortcut("close_image", ("Ctrl+W",), "&Close image", "Close the current image", "File"),
+    Shortcut("quit", ("Ctrl+Q",), "&Quit", "Quit", "File"),
+    Shortcut("default_window", ("0",), "&Default window", "Default window (DICOM header or automatic)", "Window"),
+    Shortcut("invert", ("I",), "&Invert", "Invert gray levels", "Window"),
+    Shortcut("fit", ("=",), "&Fit to window", "Fit the image to the window", "View"),
+    Shortcut("zoom_in", ("+", "Ctrl++"), "Zoom &in", "Zoom in", "View"),
+    Shortcut("zoom_out", ("-", "Ctrl+-"), "Zoom &out", "Zoom out", "View"),
+    Shortcut("actual_size", ("Ctrl+1",), "&Actual pixels", "One image pixel per screen pixel", "View"),
+    Shortcut("reset_view", ("Esc", "Space"), "&Reset view", "Reset zoom, pan, rotation, flips and window", "View"),
+    Shortcut("rotate_left", ("[",), "Rotate &left", "Rotate the view 90° counter-clockwise", "View"),
+    Shortcut("rotate_right", ("]",), "Rotate &right", "Rotate the view 90° clockwise", "View"),
+    Shortcut("flip_h", ("H",), "Flip &horizontal", "Mirror the view left-right", "View"),
+    Shortcut("flip_v", ("V",), "Flip &vertical", "Mirror the view top-bottom", "View"),
+    Shortcut("fullscreen", ("F11",), "&Full screen", "Toggle full screen", "View"),
+    Shortcut("prev_image", ("Up", "PgUp", "Left"), "&Previous image", "Previous image", "Images"),
+    Shortcut("next_image", ("Down", "PgDown", "Right"), "&Next image", "Next image", "Images"),
+    Shortcut("overlay", ("G",), "&Grad-CAM overlay", "Show or hide the Grad-CAM overlay", "AI"),
+    Shortcut("models", ("Ctrl+M",), "&Model manager…", "List, switch, import and delete models", "AI"),
+    Shortcut("train", ("Ctrl+T",), "&Train a model…", "Train a model on a folder of labelled images", "AI"),
+    Shortcut("help", ("F1",), "&Keyboard and mouse…", "This help", "Help"),
+)
+
+MOUSE: tuple[tuple[str, str], ...] = (
+    ("Left drag", "Window/level: right = wider window (less contrast), up = brighter (lower centre)"),
+    ("Ctrl + left drag", "Window/level in fine steps (one tenth)"),
+    ("Middle drag", "Pan"),
+    ("Right drag", "Zoom: up = in, down = out, around the point where the drag started"),
+    ("Right click", "Context menu"),
+    ("Wheel", "Zoom at the cursor"),
+    ("Drop files or folders", "Open them (folders are searched recursively)"),
+)
+
+WINDOW_LEVEL_HELP = (
+    "Left drag sets the window. Horizontal movement changes the width: to the right the window widens "
+    "(less contrast), to the left it narrows (more contrast). Vertical movement changes the centre: up "
+    "lowers the centre (the image gets brighter), down raises it (darker). Hold Ctrl for fine steps. The "
+    "centre and width are shown in the status bar in stored pixel values. Keys 1-9 are presets, 0 returns "
+    "to the default window. Radiographs have no absolute scale like Hounsfield units, so the presets other "
+    "than the file's own window are defined from percentiles of each image's pixel values."
+)
+
+
+def shortcut_for(action: str) -> Shortcut:
+    for shortcut in SHORTCUTS:
+        if shortcut.action == action:
+            return shortcut
+    raise KeyError(action)

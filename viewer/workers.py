@@ -1,0 +1,315 @@
+"""Background work: QObject workers moved to QThreads, talking to the GUI only through signals.
+
+Two long-lived workers, each in its own thread (the napari/superqt pattern, without the
+dependency):
+
+* :class:`ImageLoader` reads files, so dropping fifty DICOMs never freezes the window.
+* :class:`InferenceWorker` imports TensorFlow, loads the model and then serves a queue of
+  jobs (predict, explain, any callable that needs the predictor such as an export). The
+  GUI thread never runs the network.
+
+The queue (:class:`JobQueue`) is plain Python with a lock, so the GUI can cancel the jobs of a
+closed image or move the image on screen to the front without waiting for the worker. Every
+job carries the *generation* of the model it was queued for; after a model switch, results of
+the old generation are dropped on both sides.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from inference.image import ImageLoadError, XRayImage
+
+__all__ = [
+    "THUMBNAIL_SIDE",
+    "Job",
+    "JobQueue",
+    "ImageLoader",
+    "InferenceWorker",
+    "WorkerThread",
+    "make_thumbnail",
+]
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_SIDE = 160
+
+
+def make_thumbnail(image: XRayImage, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """8-bit gray thumbnail through the image's initial window, shown the right way round."""
+    from inference.display import apply_window, initial_window
+    from viewer.render import downsample
+
+    small, _ = downsample(image.pixels, side)
+    return apply_window(small, initial_window(image), invert=image.meta.inverted)
+
+
+class WorkerThread(QThread):
+    """A QThread that owns one worker object and stops cleanly."""
+
+    def __init__(self, worker: QObject, name: str) -> None:
+        super().__init__()
+        self.setObjectName(name)
+        self.worker = worker
+        worker.moveToThread(self)
+
+    def stop(self, wait_ms: int | None = 10000) -> bool:
+        """Quit the event loop once the running job is done; ``wait_ms=None`` waits as long as it takes."""
+        self.quit()
+        return self.wait() if wait_ms is None else self.wait(wait_ms)
+
+
+# ---------------------------------------------------------------------------------------------
+# Image loading
+
+
+class ImageLoader(QObject):
+    """Loads files (expanding folders) and reports each one; one bad file never stops the rest."""
+
+    batch_started = Signal(int, int)  # request id, number of files found
+    loaded = Signal(int, str, object, object)  # request id, path, XRayImage, thumbnail (uint8 gray)
+    failed = Signal(int, str, str)  # request id, path, message for the user
+    batch_finished = Signal(int, int, int)  # request id, files opened, files that failed
+
+    def __init__(self, load: Callable[[str], XRayImage] | None = None) -> None:
+        super().__init__()
+        self._load = load
+        self._cancelled: set[int] = set()
+        self._lock = threading.Lock()
+
+    def cancel(self, request_id: int) -> None:
+        with self._lock:
+            self._cancelled.add(request_id)
+
+    def _is_cancelled(self, request_id: int) -> bool:
+        with self._lock:
+            return request_id in self._cancelled
+
+    @Slot(int, list)
+    def load_paths(self, request_id: int, paths: list) -> None:
+        from viewer.files import expand_paths
+
+        load = self._load
+        if load is None:
+            from inference.loading import load_image as load
+        try:
+            files = expand_paths(paths)
+        except Exception as exc:  # a folder vanished or is unreadable mid-scan
+            self.failed.emit(request_id, ", ".join(map(str, paths)), f"Cannot read the folder: {exc}")
+            self.batch_finished.emit(request_id, 0, 1)
+            return
+        self.batch_started.emit(request_id, len(files))
+        ok = bad = 0
+        for path in files:
+            if self._is_cancelled(request_id):
+                break
+            try:
+                image = load(str(path))
+                thumb = make_thumbnail(image)
+            except ImageLoadError as exc:
+                bad += 1
+                self.failed.emit(request_id, str(path), str(exc))
+                continue
+            except Exception as exc:  # the loader promises ImageLoadError only; never let a bug kill the thread
+                bad += 1
+                log.exception("unexpected error loading %s", path)
+                self.failed.emit(request_id, str(path), f"Cannot open {Path(path).name}: {exc}")
+                continue
+            ok += 1
+            self.loaded.emit(request_id, str(path), image, thumb)
+        self.batch_finished.emit(request_id, ok, bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference
+
+
+@dataclass
+class Job:
+    kind: str  # "load", "predict", "explain" or "call"
+    generation: int
+    doc_id: int | None = None
+    image: XRayImage | None = None
+    class_index: int | None = None
+    method: str = "gradcam"
+    path: str = ""  # model folder, for "load"
+    fn: Callable[[Any], Any] | None = None  # for "call": fn(predictor) -> result
+    token: int = 0  # for "call": echoed back with the result
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class JobQueue:
+    """A thread-safe FIFO of :class:`Job` with cancel-by-image and move-to-front."""
+
+    def __init__(self) -> None:
+        self._jobs: deque[Job] = deque()
+        self._lock = threading.Lock()
+
+    def put(self, job: Job, front: bool = False) -> None:
+        with self._lock:
+            if front:
+                self._jobs.appendleft(job)
+            else:
+                self._jobs.append(job)
+
+    def pop(self) -> Job | None:
+        with self._lock:
+            return self._jobs.popleft() if self._jobs else None
+
+    def cancel_doc(self, doc_id: int) -> int:
+        """Drop the waiting jobs of one image; returns how many were dropped."""
+        with self._lock:
+            before = len(self._jobs)
+            self._jobs = deque(j for j in self._jobs if j.doc_id != doc_id)
+            return before - len(self._jobs)
+
+    def cancel_where(self, keep: Callable[[Job], bool]) -> int:
+        with self._lock:
+            before = len(self._jobs)
+            self._jobs = deque(j for j in self._jobs if keep(j))
+            return before - len(self._jobs)
+
+    def prioritise(self, doc_id: int) -> None:
+        """Move the jobs of ``doc_id`` to the front (the image on screen goes first)."""
+        with self._lock:
+            mine = [j for j in self._jobs if j.doc_id == doc_id]
+            if mine:
+                rest = [j for j in self._jobs if j.doc_id != doc_id]
+                # A pending model load always stays first: nothing can run before it.
+                loads = [j for j in rest if j.kind == "load"]
+                rest = [j for j in rest if j.kind != "load"]
+                self._jobs = deque(loads + mine + rest)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._jobs.clear()
+
+    def kinds(self) -> list[str]:
+        with self._lock:
+            return [j.kind for j in self._jobs]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+
+def default_predictor_factory(path: str) -> Any:
+    from inference.predictor import Predictor
+
+    return Predictor(path)
+
+
+class InferenceWorker(QObject):
+    """Owns the predictor; runs one job per event so a quit or a new job is never stuck behind a long queue."""
+
+    model_loading = Signal(int, str)  # generation, model folder
+    model_ready = Signal(int, object, str)  # generation, BundleInfo, device in words
+    model_failed = Signal(int, str)  # generation, message
+    predicted = Signal(int, int, object)  # generation, doc id, Prediction
+    explained = Signal(int, int, object)  # generation, doc id, Explanation
+    job_failed = Signal(int, int, str, str)  # generation, doc id (-1: none), job kind, message
+    call_done = Signal(int, object)  # token, result
+    call_failed = Signal(int, str)  # token, message
+    job_started = Signal(str, int)  # kind, doc id (-1: none)
+    idle = Signal()  # the queue ran empty
+    colormaps_ready = Signal()
+
+    _wake = Signal()
+
+    def __init__(self, predictor_factory: Callable[[str], Any] | None = None) -> None:
+        super().__init__()
+        self.queue = JobQueue()
+        self._factory = predictor_factory or default_predictor_factory
+        self._predictor: Any = None
+        self._generation = 0
+        self._wake.connect(self._run_one)
+
+    # -- called from the GUI thread ------------------------------------------------------------
+    def submit(self, job: Job, front: bool = False) -> None:
+        self.queue.put(job, front=front)
+        self._wake.emit()  # queued: the worker's thread picks the job up
+
+    def submit_many(self, jobs: Iterable[Job]) -> None:
+        for job in jobs:
+            self.queue.put(job)
+        self._wake.emit()
+
+    @property
+    def predictor(self) -> Any:
+        """The loaded predictor (read-only use from other threads: ``info`` and ``device``)."""
+        return self._predictor
+
+    # -- the worker's thread --------------------------------------------------------------------
+    @Slot()
+    def warm_colormaps(self) -> None:
+        """Sample the overlay colour maps here: importing matplotlib costs the GUI thread nothing."""
+        try:
+            from inference.overlay import COLORMAPS, colormap_lut
+
+            for name in COLORMAPS:
+                colormap_lut(name)
+        except Exception:  # cosmetic; the overlay still works, the colour bar draws later
+            log.exception("colour maps could not be prepared")
+        self.colormaps_ready.emit()
+
+    @Slot()
+    def _run_one(self) -> None:
+        job = self.queue.pop()
+        if job is None:
+            return
+        doc = -1 if job.doc_id is None else job.doc_id
+        self.job_started.emit(job.kind, doc)
+        try:
+            self._run(job)
+        except Exception as exc:  # a failed job is reported, never fatal to the thread
+            log.debug("job %s failed:\n%s", job.kind, traceback.format_exc())
+            message = str(exc) or type(exc).__name__
+            if job.kind == "call":
+                self.call_failed.emit(job.token, message)
+            elif job.kind == "load":
+                self._predictor = None
+                # The jobs queued for this model cannot run; the GUI shows "no model" instead.
+                self.queue.cancel_where(lambda j: j.kind in ("load", "call") or j.generation != job.generation)
+                self.model_failed.emit(job.generation, message)
+            else:
+                self.job_failed.emit(job.generation, doc, job.kind, message)
+        if len(self.queue):
+            self._wake.emit()
+        else:
+            self.idle.emit()
+
+    def _run(self, job: Job) -> None:
+        if job.kind == "load":
+            self._generation = job.generation
+            self._predictor = None
+            self.model_loading.emit(job.generation, job.path)
+            predictor = self._factory(job.path)
+            self._predictor = predictor
+            self.model_ready.emit(job.generation, predictor.info, str(predictor.device))
+            return
+        if job.kind == "call":
+            if job.fn is None:
+                raise ValueError("nothing to run")
+            self.call_done.emit(job.token, job.fn(self._predictor))
+            return
+        if job.generation != self._generation:
+            return  # queued for a model that has since been replaced
+        if self._predictor is None:
+            raise RuntimeError("No model is loaded.")
+        if job.kind == "predict":
+            self.predicted.emit(job.generation, job.doc_id, self._predictor.predict(job.image))
+        elif job.kind == "explain":
+            result = self._predictor.explain(job.image, class_index=job.class_index, method=job.method)
+            self.explained.emit(job.generation, job.doc_id, result)
+        else:
+            raise ValueError(f"unknown job kind {job.kind!r}")
