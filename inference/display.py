@@ -41,8 +41,12 @@ def initial_window(image: XRayImage) -> Window:
     """
     if image.meta.default_window is not None:
         return image.meta.default_window
-    if image.meta.bits_stored <= 8 and np.issubdtype(image.pixels.dtype, np.unsignedinteger):
-        return full_range_window(8)
+    # The full range of the stored depth (0..255 for 8 bits, 0..1 for a 1-bit DICOM mask),
+    # unless a DICOM rescale has moved the values out of it.
+    bits = max(1, image.meta.bits_stored)
+    unsigned = np.issubdtype(image.pixels.dtype, np.unsignedinteger)
+    if bits <= 8 and unsigned and int(image.pixels.max(initial=0)) <= 2**bits - 1:
+        return full_range_window(bits)
     return auto_window(image.pixels)
 
 
@@ -52,9 +56,11 @@ def apply_window(pixels: np.ndarray, window: Window, invert: bool = False) -> np
     width = max(float(window.width), 1e-6)
     out = (np.asarray(pixels, dtype=np.float32) - np.float32(lo)) * np.float32(255.0 / width)
     np.clip(out, 0.0, 255.0, out=out)
-    if invert:
-        np.subtract(255.0, out, out=out)
-    return (out + 0.5).astype(np.uint8)
+    out += 0.5
+    result = out.astype(np.uint8)
+    if invert:  # after rounding, so that inverted is exactly 255 - plain (MONOCHROME1 == flipped MONOCHROME2)
+        np.subtract(255, result, out=result)
+    return result
 
 
 def window_image(image: XRayImage, window: Window | None = None, invert: bool = False) -> np.ndarray:
