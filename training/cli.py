@@ -1,14 +1,229 @@
-"""``main.py train`` and ``main.py evaluate``."""
+"""``main.py train`` and ``main.py evaluate``.
+
+Expected problems (bad data, a wrong path, an existing output folder) end with one line on
+stderr and exit code 1, never a traceback. Ctrl+C during training cancels cooperatively at
+the next batch (exit code 130) and leaves any existing model untouched; a second Ctrl+C
+stops at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from training.architectures import ARCHITECTURES
+
+__all__ = ["register", "run_train", "run_evaluate"]
+
+EXIT_ERROR = 1
+EXIT_CANCELLED = 130
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model bundle from a folder or CSV of labelled images")
-    p.add_argument("data", metavar="DATA")
-    p.set_defaults(func=lambda args: 2)
-    e = sub.add_parser("evaluate", help="evaluate a model bundle on labelled images")
-    e.add_argument("data", metavar="DATA")
-    e.set_defaults(func=lambda args: 2)
+    t = sub.add_parser(
+        "train",
+        help="train a model bundle from a folder or CSV of labelled images",
+        description=(
+            "Train a classifier from DATA: a folder with one subfolder per class (optionally inside "
+            "train/, val/, test/), a CSV (path,label[,patient_id][,split][,source]), the CoronaHack "
+            "metadata CSV or the covid-chestxray-dataset metadata.csv. Writes a model bundle to --out."
+        ),
+    )
+    t.add_argument("data", metavar="DATA", help="folder of class subfolders, or a CSV file")
+    t.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to write the model bundle to")
+    t.add_argument("--arch", choices=ARCHITECTURES, help="network (default: the starting model's, else custom-cnn)")
+    t.add_argument("--epochs", type=int, default=20, help="maximum epochs; early stopping may end sooner (20)")
+    t.add_argument("--image-size", type=int, metavar="S", help="input side in px (default: starting model's, else 224)")
+    t.add_argument(
+        "--init",
+        default="auto",
+        metavar="INIT",
+        help="auto (fine-tune the bundled model when it matches, else scratch), scratch, bundled, "
+        "a model folder, or imagenet:WEIGHTS.h5 (a local 'no top' weights file)",
+    )
+    t.add_argument("--class-map", metavar="MAP", help="merge/rename classes: 'Viral Pneumonia=Pneumonia,Other='")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate of Adam (0.001)")
+    t.add_argument("--val-fraction", type=float, default=0.15, help="validation share when DATA has no val split")
+    t.add_argument("--test-fraction", type=float, default=0.0, help="test share when DATA has no test split (0)")
+    t.add_argument("--seed", type=int, default=0)
+    clahe = t.add_mutually_exclusive_group()
+    clahe.add_argument("--clahe", dest="clahe", action="store_true", default=None, help="contrast equalisation")
+    clahe.add_argument("--no-clahe", dest="clahe", action="store_false")
+    t.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    t.add_argument("--flip", action="store_true", help="also flip images horizontally (off: it breaks anatomy)")
+    t.add_argument("--patience", type=int, default=5, help="epochs without validation improvement before stopping")
+    t.add_argument("--cache-dir", metavar="DIR", help="keep decoded images here to start later runs faster")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
+    t.add_argument("--name", help="model name (default: the --out folder's name)")
+    t.add_argument("--version", default="1.0.0", help="model version (1.0.0)")
+    t.add_argument("--description", default="", help="one line describing the model")
+    t.add_argument(
+        "--csv-kind",
+        default="auto",
+        choices=("auto", "generic", "coronahack", "covid-chestxray"),
+        help=argparse.SUPPRESS,
+    )
+    t.add_argument(
+        "--exclude", action="append", default=[], metavar="GLOB", help="leave out matching images (repeatable)"
+    )
+    t.add_argument("--ignore-split", action="store_true", help="ignore the split DATA declares; split anew")
+    t.add_argument("--all-views", action="store_true", help="covid-chestxray: keep lateral views too")
+    t.set_defaults(func=run_train)
+
+    e = sub.add_parser(
+        "evaluate",
+        help="evaluate a model bundle on labelled images",
+        description="Evaluate a model bundle on labelled images (same DATA forms as train).",
+    )
+    e.add_argument("data", metavar="DATA", help="folder of class subfolders, or a CSV file")
+    e.add_argument("--model", metavar="MODEL_DIR", help="model bundle (default: the bundled model)")
+    e.add_argument("--class-map", metavar="MAP", help="rename classes to the model's: 'Viral Pneumonia=Pneumonia'")
+    e.add_argument("--json", metavar="OUT.json", help="write the metrics as JSON (schema: see the README)")
+    e.add_argument("--report-dir", metavar="DIR", help="also write report.md, report.json and plots here")
+    e.add_argument("--split", choices=("train", "val", "test"), help="only this declared split of DATA")
+    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--cache-dir", metavar="DIR", help="keep decoded images here to start later runs faster")
+    e.add_argument(
+        "--csv-kind",
+        default="auto",
+        choices=("auto", "generic", "coronahack", "covid-chestxray"),
+        help=argparse.SUPPRESS,
+    )
+    e.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="leave out matching images")
+    e.set_defaults(func=run_evaluate)
+
+
+def _error(text: str) -> int:
+    print(f"error: {text}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+class _CancelOnInterrupt:
+    """First Ctrl+C sets the cancel flag (the run stops at the next batch); a second one aborts."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous: Any = None
+
+    def __enter__(self) -> threading.Event:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self.event
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        print("\nCancelling at the next batch (Ctrl+C again to abort now)...", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from inference.bundle import BundleError
+    from inference.image import ImageLoadError
+    from training.evaluate import EvaluationError
+    from training.samples import DatasetError
+    from training.train import TrainingError
+
+    return (DatasetError, TrainingError, BundleError, EvaluationError, ImageLoadError, OSError)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from training.datasets import parse_class_map
+    from training.progress import ConsoleProgress, TrainingCancelled
+    from training.train import TrainConfig, train
+
+    try:
+        config = TrainConfig(
+            data=Path(args.data),
+            out_dir=Path(args.out),
+            arch=args.arch,
+            epochs=args.epochs,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            init=args.init,
+            class_map=parse_class_map(args.class_map) or None,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            clahe=args.clahe,
+            augment=not args.no_augment,
+            horizontal_flip=args.flip,
+            patience=args.patience,
+            cache_dir=args.cache_dir,
+            name=args.name,
+            version=args.version,
+            overwrite=args.overwrite,
+            csv_kind=args.csv_kind,
+            exclude=tuple(args.exclude),
+            use_split=not args.ignore_split,
+            frontal_only=not args.all_views,
+            description=args.description,
+            command="python main.py " + shlex.join(sys.argv[1:]),
+        )
+        progress = ConsoleProgress()
+        with _CancelOnInterrupt() as cancel:
+            result = train(config, progress=progress, cancel=cancel)
+    except TrainingCancelled:
+        print("Training cancelled; no model was written and any existing model is unchanged.", file=sys.stderr)
+        return EXIT_CANCELLED
+    except KeyboardInterrupt:
+        print("Training aborted; any existing model is unchanged.", file=sys.stderr)
+        return EXIT_CANCELLED
+    except _expected_errors() as exc:
+        return _error(str(exc))
+    print(f"Model written to {result.bundle_dir} ({result.epochs_run} epochs, {result.seconds:.0f} s).")
+    for split, m in result.metrics.items():
+        print(f"{split}: accuracy {m['accuracy']:.3f}, macro-F1 {(m['macro_f1'] or 0):.3f} ({m['n_images']} images)")
+    print(f"Report: {result.bundle_dir / 'report' / 'report.md'}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from inference.paths import bundled_model_dir
+    from training.datasets import parse_class_map
+    from training.evaluate import evaluate_bundle, metrics_markdown
+    from training.progress import ConsoleProgress, TrainingCancelled
+
+    model_dir = Path(args.model) if args.model else bundled_model_dir()
+    try:
+        with _CancelOnInterrupt() as cancel:
+            result = evaluate_bundle(
+                model_dir,
+                Path(args.data),
+                class_map=parse_class_map(args.class_map) or None,
+                batch_size=args.batch_size,
+                progress=ConsoleProgress(),
+                split=args.split,
+                csv_kind=args.csv_kind,
+                exclude=tuple(args.exclude),
+                cache_dir=args.cache_dir,
+                cancel=cancel,
+                report_dir=args.report_dir,
+            )
+        if args.json:
+            out = Path(args.json)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    except (TrainingCancelled, KeyboardInterrupt):
+        print("Evaluation cancelled.", file=sys.stderr)
+        return EXIT_CANCELLED
+    except _expected_errors() as exc:
+        return _error(str(exc))
+    print(metrics_markdown(result, heading=f"{result['model']['name']} on {args.data}"))
+    if result["skipped"]:
+        print(f"Skipped {len(result['skipped'])} unreadable files (listed in the JSON).")
+    if args.json:
+        print(f"Metrics written to {args.json}")
+    return 0

@@ -1,0 +1,217 @@
+"""Classifier networks, every one a single flat functional graph.
+
+Why flat: Grad-CAM needs ``keras.Model(model.inputs, [conv_layer.output, model.output])``.
+When a keras.applications base is added as one nested layer, its inner layers belong to
+another graph and that model fails with "Graph disconnected". Building the base on the
+classifier's own input tensor (``input_tensor=``) puts every layer in one graph.
+
+Every model:
+- takes the shared preprocessing's output: float32 ``(S, S, channels)`` in [0, 1];
+- does its own input scaling inside the graph with built-in layers only (no Lambda), so
+  bundles load with ``safe_mode=True``; ImageNet bases get gray expanded to 3 channels;
+- ends ``Dense(name="logits") -> Activation("softmax", name="predictions")`` so Grad-CAM
+  can differentiate the score before the softmax, which saturates.
+
+No weights are ever downloaded: ``weights`` is None or a local file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+
+__all__ = ["ARCHITECTURES", "MIN_INPUT_SIZE", "GRADCAM_LAYERS", "build_model", "count_params"]
+
+ARCHITECTURES = ("custom-cnn", "vgg16", "resnet50", "densenet121", "xception", "mobilenetv2", "efficientnetb0")
+
+# Smallest input side each network accepts (Xception's stem and its valid-padded convs need 71).
+MIN_INPUT_SIZE = {
+    "custom-cnn": 16,
+    "vgg16": 32,
+    "resnet50": 32,
+    "densenet121": 32,
+    "xception": 71,
+    "mobilenetv2": 32,
+    "efficientnetb0": 32,
+}
+
+GRADCAM_LAYERS = {
+    "custom-cnn": "last_conv",
+    "vgg16": "block5_conv3",
+    "resnet50": "conv5_block3_out",
+    "densenet121": "relu",
+    "xception": "block14_sepconv2_act",
+    "mobilenetv2": "out_relu",
+    "efficientnetb0": "top_activation",
+}
+
+# keras.applications' own input conventions, on [0, 255] RGB:
+# "caffe": BGR minus the ImageNet mean; "torch": [0, 1] minus mean, divided by std;
+# "tf": [-1, 1]; "raw": the application scales by itself (EfficientNet has its own layers).
+_IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+_SCALING = {
+    "vgg16": "caffe",
+    "resnet50": "caffe",
+    "densenet121": "torch",
+    "xception": "tf",
+    "mobilenetv2": "tf",
+    "efficientnetb0": "raw",
+}
+
+
+def _application(arch: str) -> Callable[..., Any]:
+    import keras
+
+    return {
+        "vgg16": keras.applications.VGG16,
+        "resnet50": keras.applications.ResNet50,
+        "densenet121": keras.applications.DenseNet121,
+        "xception": keras.applications.Xception,
+        "mobilenetv2": keras.applications.MobileNetV2,
+        "efficientnetb0": keras.applications.EfficientNetB0,
+    }[arch]
+
+
+def _check(arch: str, input_size: int, channels: int, n_classes: int) -> None:
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
+    if input_size < MIN_INPUT_SIZE[arch]:
+        raise ValueError(f"{arch} needs an input of at least {MIN_INPUT_SIZE[arch]} px (asked for {input_size}).")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, not {channels}.")
+    if n_classes < 2:
+        raise ValueError("a classifier needs at least two classes.")
+
+
+def build_model(
+    arch: str,
+    input_size: int,
+    channels: int,
+    n_classes: int,
+    weights: str | Path | None = None,
+    dropout: float = 0.3,
+) -> tuple[keras.Model, str]:
+    """The network and the name of its Grad-CAM target layer (its last convolutional feature map).
+
+    ``weights``: None (random initialisation) or a local ImageNet "no top" weights file of
+    this architecture (``.h5`` or ``.weights.h5``) for the convolutional base.
+    """
+    import keras
+
+    _check(arch, input_size, channels, n_classes)
+    inputs = keras.Input((input_size, input_size, channels), name="image")
+    if arch == "custom-cnn":
+        if weights is not None:
+            raise ValueError("custom-cnn has no ImageNet weights; initialise it from scratch or from a model bundle.")
+        features = _custom_cnn(inputs)
+    else:
+        features = _application_base(arch, inputs, channels, weights)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    logits = keras.layers.Dense(n_classes, name="logits")(x)
+    outputs = keras.layers.Activation("softmax", name="predictions", dtype="float32")(logits)
+    model = keras.Model(inputs, outputs, name=arch.replace("-", "_"))
+    return model, GRADCAM_LAYERS[arch]
+
+
+def _conv_bn_relu(x: Any, filters: int, name: str, strides: int = 1, act_name: str | None = None) -> Any:
+    import keras
+
+    x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    # momentum 0.9 (Keras: 0.99): the moving statistics settle within a few dozen batches,
+    # so a short run on a small folder does not predict with untrained statistics.
+    x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    return keras.layers.Activation("relu", name=act_name or f"{name}_relu")(x)
+
+
+def _custom_cnn(inputs: Any) -> Any:
+    """A small VGG-style CNN (about 0.85 M parameters, 3.5 MB) that trains on a 2-core CPU.
+
+    A stride-2 stem halves the cost of every later layer; BatchNorm lets it train from
+    scratch with a high learning rate; the last block stays at 1/16 of the input (14x14 at
+    224 px) so Grad-CAM maps are not too coarse.
+    """
+    import keras
+
+    x = keras.layers.Rescaling(2.0, offset=-1.0, name="input_scaling")(inputs)  # [0, 1] -> [-1, 1]
+    x = _conv_bn_relu(x, 24, "stem", strides=2)
+    for i, filters in enumerate((32, 64, 128), start=1):
+        x = _conv_bn_relu(x, filters, f"block{i}a")
+        x = _conv_bn_relu(x, filters, f"block{i}b")
+        x = keras.layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
+    x = _conv_bn_relu(x, 192, "block4a")
+    return _conv_bn_relu(x, 192, "block4b", act_name="last_conv")
+
+
+def _imagenet_scaling(arch: str, x: Any) -> Any:
+    """Turn [0, 1] input into what ``arch`` was trained on, with serialisable built-in layers."""
+    import keras
+
+    mode = _SCALING[arch]
+    if mode == "caffe":  # gray is identical in R, G and B, so the BGR swap is a no-op
+        x = keras.layers.Rescaling(255.0, name="input_to_255")(x)
+        variance = [1.0, 1.0, 1.0]
+        return keras.layers.Normalization(mean=list(_IMAGENET_MEAN_BGR), variance=variance, name="imagenet_norm")(x)
+    if mode == "torch":
+        variance = [s * s for s in _TORCH_STD]
+        return keras.layers.Normalization(mean=list(_TORCH_MEAN), variance=variance, name="imagenet_norm")(x)
+    if mode == "tf":
+        return keras.layers.Rescaling(2.0, offset=-1.0, name="input_scaling")(x)
+    return keras.layers.Rescaling(255.0, name="input_to_255")(x)  # EfficientNet rescales inside
+
+
+def _application_base(arch: str, inputs: Any, channels: int, weights: str | Path | None) -> Any:
+    import keras
+
+    x = inputs
+    if channels == 1:
+        x = keras.layers.Concatenate(axis=-1, name="gray_to_rgb")([x, x, x])
+    x = _imagenet_scaling(arch, x)
+    base = _application(arch)(include_top=False, weights=None, input_tensor=x)
+    if weights is not None:
+        _load_base_weights(arch, base, Path(weights), int(inputs.shape[1]))
+    return base.output
+
+
+def _weighted_layers(model: keras.Model, skip: set[str]) -> list[Any]:
+    return [layer for layer in model.layers if layer.weights and layer.name not in skip]
+
+
+def _load_base_weights(arch: str, flat_base: keras.Model, path: Path, input_size: int) -> None:
+    """Load a "no top" weights file into the base that lives inside the flat graph.
+
+    The file fits a stand-alone application model, so it is loaded into one and copied
+    layer by layer in graph order: layer names of unnamed layers differ between the two
+    builds, their order does not.
+    """
+    if not path.is_file():
+        raise ValueError(f"Weights file not found: {path}")
+    reference = _application(arch)(include_top=False, weights=None, input_shape=(input_size, input_size, 3))
+    try:
+        reference.load_weights(str(path))
+    except Exception as exc:
+        raise ValueError(
+            f"{path} does not hold {arch} 'no top' weights for this input (e.g. the Keras "
+            f"'{arch}_weights_tf_dim_ordering_tf_kernels_notop.h5' file): {exc}"
+        ) from None
+    ours = {"imagenet_norm"}  # our scaling layer has no trainable weights but may hold constants
+    src = _weighted_layers(reference, set())
+    dst = _weighted_layers(flat_base, ours)
+    if len(src) != len(dst):
+        raise ValueError(f"{path}: {len(src)} weighted layers, the {arch} base has {len(dst)}.")
+    for a, b in zip(src, dst):
+        wa = a.get_weights()
+        if [w.shape for w in wa] != [w.shape for w in b.get_weights()]:
+            raise ValueError(f"{path}: layer {a.name} does not match {b.name} of the {arch} base.")
+        b.set_weights(wa)
+
+
+def count_params(model: keras.Model) -> int:
+    return int(sum(int(w.numpy().size) for w in model.weights))

@@ -1,0 +1,269 @@
+"""From files to batches: decode once, cache, then feed Keras through tf.data.
+
+Images are decoded with the app's own loader and brought to the model's size with the one
+shared preprocessing (:func:`inference.preprocess.preprocess_uint8`), exactly as inference
+does. The compact uint8 result is what gets cached (a 224 px image is 50 kB), and the final
+scaling in :func:`make_tf_dataset` is the same arithmetic as
+:func:`inference.preprocess.to_model_input`, so training never sees an input that
+prediction would not produce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from inference.preprocess import PreprocessConfig
+from training.progress import TrainingProgress, check_cancel
+from training.samples import Sample
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+    import tensorflow as tf
+
+__all__ = [
+    "AugmentConfig",
+    "load_arrays",
+    "make_tf_dataset",
+    "build_augmenter",
+    "class_weights",
+    "predict_arrays",
+]
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random changes a radiograph plausibly undergoes between two acquisitions.
+
+    Small on purpose: the disease signs are subtle, and big distortions teach the model
+    images it will never see. No horizontal flip by default: the heart is on the left, and
+    a flipped chest is an anatomy that does not occur (situs inversus aside).
+    """
+
+    rotation: float = 0.025  # fraction of a full turn: +-9 degrees
+    zoom: float = 0.10
+    translation: float = 0.06  # fraction of the side
+    brightness: float = 0.10  # on the [0, 1] scale
+    contrast: float = 0.15
+    horizontal_flip: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding and caching
+
+
+def _cache_key(samples: Sequence[Sample], config: PreprocessConfig) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": CACHE_VERSION, "config": config.to_dict()}, sort_keys=True).encode())
+    for s in samples:
+        try:
+            st = os.stat(s.path)
+            stamp = f"{st.st_mtime_ns}:{st.st_size}"
+        except OSError:
+            stamp = "missing"
+        h.update(f"{s.path}|{stamp}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _decode_one(path: Path, config: PreprocessConfig) -> tuple[np.ndarray | None, str]:
+    from inference.image import ImageLoadError
+    from inference.loading import load_image
+    from inference.preprocess import preprocess_uint8
+
+    try:
+        small, _ = preprocess_uint8(load_image(path), config)
+    except ImageLoadError as exc:
+        return None, str(exc)
+    except Exception as exc:  # a decoder bug on one odd file must not end a long run
+        return None, f"cannot be read ({type(exc).__name__}: {exc})"
+    return small, ""
+
+
+def load_arrays(
+    samples: Sequence[Sample],
+    config: PreprocessConfig,
+    cache_dir: Path | str | None = None,
+    progress: TrainingProgress | None = None,
+    cancel: threading.Event | None = None,
+    workers: int | None = None,
+) -> tuple[np.ndarray, list[Sample], list[tuple[str, str]]]:
+    """Decode and preprocess ``samples``: ``(uint8 [N, S, S], kept samples, skipped (path, reason))``.
+
+    Decoding runs in a thread pool (the decoders release the GIL). With ``cache_dir`` the
+    result is stored as ``.npy`` keyed by the files (path, mtime, size) and the
+    preprocessing parameters, so a second run with the same data starts training at once.
+    """
+    samples = list(samples)
+    size = config.size
+    cache_npy = cache_json = None
+    if cache_dir is not None:
+        cache = Path(cache_dir)
+        key = _cache_key(samples, config)
+        cache_npy, cache_json = cache / f"{key}.npy", cache / f"{key}.json"
+        if cache_npy.is_file() and cache_json.is_file():
+            try:
+                meta = json.loads(cache_json.read_text(encoding="utf-8"))
+                x = np.load(cache_npy, mmap_mode=None)
+                kept = [samples[i] for i in meta["kept"]]
+                if x.shape == (len(kept), size, size):
+                    if progress is not None:
+                        progress.on_stage("decoding", f"{len(kept)} images from the cache")
+                    return x, kept, [tuple(p) for p in meta["skipped"]]
+            except (OSError, ValueError, KeyError, IndexError):
+                pass  # a damaged cache is rebuilt
+    n = len(samples)
+    x = np.zeros((n, size, size), dtype=np.uint8)
+    ok = np.zeros(n, dtype=bool)
+    skipped: list[tuple[str, str]] = []
+    every = max(1, n // 100)
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for i, (arr, reason) in enumerate(pool.map(lambda s: _decode_one(s.path, config), samples)):
+            if arr is None:
+                skipped.append((str(samples[i].path), reason))
+            else:
+                x[i] = arr
+                ok[i] = True
+            if progress is not None and ((i + 1) % every == 0 or i + 1 == n):
+                progress.on_stage("decoding", f"{i + 1}/{n}")
+            if i % 16 == 0:
+                check_cancel(cancel)
+    kept_idx = np.flatnonzero(ok)
+    x = x[kept_idx] if len(kept_idx) != n else x
+    kept = [samples[i] for i in kept_idx]
+    if cache_npy is not None and cache_json is not None:
+        try:
+            cache_npy.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_npy.with_name(cache_npy.name + ".tmp.npy")
+            np.save(tmp, x)
+            os.replace(tmp, cache_npy)
+            cache_json.write_text(json.dumps({"kept": kept_idx.tolist(), "skipped": skipped}), encoding="utf-8")
+        except OSError:
+            pass  # the cache is an optimisation; a read-only or full disk must not stop training
+    return x, kept, skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# tf.data
+
+
+def build_augmenter(augment: AugmentConfig, seed: int = 0) -> keras.Sequential:
+    """Keras preprocessing layers on ``[0, 1]`` float images (batch, S, S, C)."""
+    import keras
+
+    layers: list[keras.layers.Layer] = []
+    if augment.horizontal_flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if augment.rotation:
+        layers.append(keras.layers.RandomRotation(augment.rotation, fill_mode="constant", seed=seed + 1))
+    if augment.zoom:
+        layers.append(keras.layers.RandomZoom(augment.zoom, fill_mode="constant", seed=seed + 2))
+    if augment.translation:
+        layers.append(
+            keras.layers.RandomTranslation(
+                augment.translation, augment.translation, fill_mode="constant", seed=seed + 3
+            )
+        )
+    if augment.brightness:
+        layers.append(keras.layers.RandomBrightness(augment.brightness, value_range=(0.0, 1.0), seed=seed + 4))
+    if augment.contrast:
+        layers.append(keras.layers.RandomContrast(augment.contrast, value_range=(0.0, 1.0), seed=seed + 5))
+    return keras.Sequential(layers, name="augment")
+
+
+def make_tf_dataset(
+    x_uint8: np.ndarray,
+    y: np.ndarray | None,
+    config: PreprocessConfig,
+    batch_size: int,
+    training: bool,
+    seed: int = 0,
+    augment: AugmentConfig | bool | None = None,
+    sample_weight: np.ndarray | None = None,
+) -> tf.data.Dataset:
+    """Batches of ``(x, y[, w])`` (or ``x`` when ``y`` is None) for ``model.fit``/``predict``.
+
+    ``training`` shuffles (reproducibly from ``seed``) and, unless ``augment`` is False,
+    augments with :class:`AugmentConfig` (``True``/None mean the defaults). The arrays stay
+    in NumPy and are gathered per batch, so a large cache never becomes a graph constant.
+    """
+    import tensorflow as tf
+
+    n, size = len(x_uint8), config.size
+    if x_uint8.shape[1:] != (size, size):
+        raise ValueError(f"images are {x_uint8.shape[1:]}, the configuration says {size}x{size}")
+    have_y = y is not None
+    have_w = sample_weight is not None
+    y_arr = np.asarray(y, dtype=np.int32) if have_y else None
+    w_arr = np.asarray(sample_weight, dtype=np.float32) if have_w else None
+
+    def fetch(idx: np.ndarray) -> tuple[np.ndarray, ...]:
+        out: list[np.ndarray] = [x_uint8[idx]]
+        if y_arr is not None:
+            out.append(y_arr[idx])
+        if w_arr is not None:
+            out.append(w_arr[idx])
+        return tuple(out)
+
+    types = [tf.uint8] + ([tf.int32] if have_y else []) + ([tf.float32] if have_w else [])
+
+    def gather(idx: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        parts = tf.numpy_function(fetch, [idx], types)
+        parts[0].set_shape([None, size, size])
+        for p in parts[1:]:
+            p.set_shape([None])
+        return tuple(parts)
+
+    # Same arithmetic as inference.preprocess.to_model_input: float32 multiply by 1/255.
+    scale = tf.constant(1.0 / 255.0, dtype=tf.float32)
+    augmenter = None
+    if training and augment is not False:
+        augmenter = build_augmenter(augment if isinstance(augment, AugmentConfig) else AugmentConfig(), seed)
+
+    def to_input(x: tf.Tensor, *rest: tf.Tensor) -> Any:
+        x = tf.cast(x, tf.float32) * scale
+        x = x[..., tf.newaxis]
+        if augmenter is not None:
+            x = tf.clip_by_value(augmenter(x, training=True), 0.0, 1.0)
+        if config.channels > 1:
+            x = tf.repeat(x, config.channels, axis=-1)
+        return (x, *rest) if rest else x
+
+    ds = tf.data.Dataset.range(n)
+    if training:
+        ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(to_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def predict_arrays(
+    model: keras.Model, x_uint8: np.ndarray, config: PreprocessConfig, batch_size: int = 32
+) -> np.ndarray:
+    """Class probabilities ``(N, n_classes)`` for preprocessed uint8 images."""
+    if len(x_uint8) == 0:
+        return np.zeros((0, int(model.outputs[0].shape[-1])), dtype=np.float32)
+    ds = make_tf_dataset(x_uint8, None, config, batch_size, training=False)
+    return np.asarray(model.predict(ds, verbose=0), dtype=np.float32)
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """``n / (n_classes * count)`` per class, so each class weighs the same in the loss."""
+    y = np.asarray(y, dtype=np.int64)
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    total = counts.sum()
+    return {i: (float(total / (n_classes * c)) if c > 0 else 1.0) for i, c in enumerate(counts)}

@@ -1,0 +1,456 @@
+"""``train``: from a folder or CSV of labelled images to a model bundle.
+
+The steps, and why they are in this order:
+
+1. Check the output folder first, so a typo does not cost an hour of training.
+2. Find the images, split them patient by patient (``training.splits``), decode them once
+   through the shared preprocessing (``training.pipeline``), and report near-duplicates
+   between training and validation/test before any time is spent on a model.
+3. Train with Adam, class weights, early stopping on the validation loss (the best epoch's
+   weights are restored, so the saved model is the best one seen, not the last one) and
+   learning-rate reduction on plateaus; seeds fixed so a run can be repeated.
+4. Evaluate on the validation (and test) split, write the report, and only then write
+   the bundle with ``inference.bundle.write_bundle``, which replaces the folder atomically.
+   A cancelled or failed run never gets there, so an existing model is never damaged.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import platform
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.bundle import BundleInfo, write_bundle
+from training.architectures import ARCHITECTURES, MIN_INPUT_SIZE, build_model
+from training.datasets import discover
+from training.duplicates import find_near_duplicates
+from training.evaluate import compute_metrics, metrics_by_group, worst_group, write_report
+from training.init import InitPlan, init_from_bundle, resolve_init
+from training.pipeline import AugmentConfig, class_weights, load_arrays, make_tf_dataset, predict_arrays
+from training.progress import KerasProgressCallback, NullProgress, TrainingCancelled, TrainingProgress, check_cancel
+from training.samples import SPLITS, DatasetError, Sample
+from training.splits import patient_overlap, split_dataset
+
+__all__ = ["TrainConfig", "TrainResult", "TrainingError", "TrainingCancelled", "train"]
+
+
+class TrainingError(Exception):
+    """Training cannot start or finish as asked; the message says why."""
+
+
+@dataclass
+class TrainConfig:
+    data: Path | str
+    out_dir: Path | str
+    # None: as the starting bundle has it (see ``init``), else custom-cnn / 224 px / no CLAHE.
+    arch: str | None = None
+    epochs: int = 20
+    image_size: int | None = None
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    # "auto" (fine-tune the bundled model when it matches, else scratch), "scratch",
+    # "bundled", a bundle folder, or "imagenet:WEIGHTS.h5".
+    init: str = "auto"
+    class_map: dict[str, str] | None = None
+    val_fraction: float = 0.15
+    test_fraction: float = 0.0
+    seed: int = 0
+    clahe: bool | None = None
+    augment: bool = True
+    horizontal_flip: bool = False
+    patience: int = 5
+    cache_dir: Path | str | None = None
+    name: str | None = None
+    version: str = "1.0.0"
+    overwrite: bool = False
+    csv_kind: str = "auto"
+    exclude: tuple[str, ...] = ()
+    use_split: bool = True  # keep the split the data declares (train/val/test folders, a split column)
+    frontal_only: bool = True
+    dropout: float = 0.3
+    duplicate_distance: int = 4  # dHash bits; 0 finds exact copies only
+    description: str = ""
+    command: str = ""  # the command line that started the run, recorded in the bundle
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("data", "out_dir", "cache_dir"):
+            if d[key] is not None:
+                d[key] = str(d[key])
+        d["exclude"] = list(self.exclude)
+        return d
+
+
+@dataclass
+class TrainResult:
+    bundle_dir: Path
+    info: BundleInfo
+    history: dict[str, list[float]]
+    metrics: dict[str, Any]  # {"val": {...}, "test": {...}} as compute_metrics returns
+    skipped: list[tuple[str, str]]
+    duplicates: list[dict[str, Any]]
+    init: str
+    epochs_run: int
+    seconds: float
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def train(
+    config: TrainConfig,
+    progress: TrainingProgress | None = None,
+    cancel: threading.Event | None = None,
+) -> TrainResult:
+    """Train a model as ``config`` says and write it to ``config.out_dir``.
+
+    Raises :class:`DatasetError` or :class:`TrainingError` for bad data or settings,
+    :class:`TrainingCancelled` when ``cancel`` is set (checked between files and batches).
+    """
+    progress = progress or NullProgress()
+    started = time.time()
+    out_dir = Path(config.out_dir).expanduser()
+    _check_config(config, out_dir)
+    # An empty folder (made by a file dialog, say) may be replaced without --overwrite.
+    replace_ok = config.overwrite or (out_dir.is_dir() and not any(out_dir.iterdir()))
+    try:
+        plan = resolve_init(config.init, config.arch, config.image_size, config.clahe)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    if plan.size < MIN_INPUT_SIZE[plan.arch]:
+        raise TrainingError(f"{plan.arch} needs images of at least {MIN_INPUT_SIZE[plan.arch]} px.")
+
+    progress.on_stage("scanning", str(config.data))
+    ds = discover(
+        config.data,
+        config.class_map,
+        csv_kind=config.csv_kind,
+        frontal_only=config.frontal_only,
+        use_split=config.use_split,
+        exclude=config.exclude,
+    )
+    classes = ds.classes
+    progress.on_message(plan.description)
+    if ds.skipped:
+        progress.on_message(f"Skipped {len(ds.skipped)} files while scanning (listed in the report).")
+    splits = split_dataset(ds.samples, config.val_fraction, config.test_fraction, config.seed)
+    overlap = patient_overlap(splits)
+    if overlap:
+        progress.on_message(
+            f"Warning: {len(overlap)} patients have images in more than one of the declared splits "
+            f"(e.g. {next(iter(overlap))}); their validation/test scores are optimistic."
+        )
+    check_cancel(cancel)
+
+    ordered = [s for name in SPLITS for s in splits[name]]
+    x_all, kept, skipped = load_arrays(ordered, plan.preprocessing, config.cache_dir, progress, cancel)
+    all_skipped = list(ds.skipped) + list(skipped)
+    if skipped:
+        progress.on_message(f"Skipped {len(skipped)} unreadable images (listed in the report).")
+    if not kept:
+        raise DatasetError("None of the images could be read.")
+    class_index = {c: i for i, c in enumerate(classes)}
+    arrays: dict[str, tuple[np.ndarray, np.ndarray, list[Sample]]] = {}
+    for name in SPLITS:
+        idx = [i for i, s in enumerate(kept) if s.split == name]
+        arrays[name] = (
+            x_all[idx],
+            np.asarray([class_index[kept[i].label] for i in idx], np.int32),
+            [kept[i] for i in idx],
+        )
+    del x_all
+    counts = {name: _counts(arrays[name][2], classes) for name in SPLITS}
+    missing = [c for c, n in counts["train"].items() if n == 0]
+    if missing:
+        raise DatasetError(f"No readable training images left for class(es): {', '.join(missing)}.")
+
+    duplicates = _report_duplicates(arrays, config.duplicate_distance, progress)
+    check_cancel(cancel)
+
+    model, gradcam_layer, init_note = _build(plan, classes, config)
+    progress.on_message(init_note)
+    history, best_epoch = _fit(model, arrays, plan, config, progress, cancel)
+    epochs_run = len(history.get("loss", []))
+    train_seconds = time.time() - started
+
+    progress.on_stage("evaluating")
+    metrics: dict[str, Any] = {}
+    predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in ("val", "test"):
+        x, y, samples = arrays[name]
+        if len(x) == 0:
+            continue
+        check_cancel(cancel)
+        probs = predict_arrays(model, x, plan.preprocessing, config.batch_size)
+        m = compute_metrics(y, probs, classes)
+        sources = [s.source for s in samples]
+        if len({s for s in sources if s}) > 1:
+            m["by_source"] = metrics_by_group(y, probs, [s or "(unknown)" for s in sources], classes)
+            worst = worst_group(m["by_source"])
+            if worst:
+                m["worst_source"] = {"source": worst[0], "accuracy": worst[1]}
+        metrics[name] = m
+        predictions[name] = (y, probs)
+        progress.on_message(
+            f"{name}: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1'] or 0:.3f} on {m['n_images']} images"
+        )
+
+    check_cancel(cancel)
+    progress.on_stage("saving", str(out_dir))
+    info = BundleInfo(
+        name=config.name or out_dir.name,
+        version=config.version,
+        architecture=plan.arch,
+        class_names=list(classes),
+        preprocessing=plan.preprocessing,
+        gradcam_layer=gradcam_layer,
+        description=config.description,
+        training={
+            "data": {
+                "path": str(config.data),
+                "origin": ds.origin,
+                "counts": counts,
+                "sources": _sources(arrays),
+                "n_images": int(sum(len(a[0]) for a in arrays.values())),
+                "skipped": len(all_skipped),
+                "patients_in_several_splits": len(overlap),
+                "near_duplicates": len(duplicates),
+            },
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": config.command,
+            "config": config.to_dict(),
+            "init": plan.description + " " + init_note,
+            "epochs_run": epochs_run,
+            "best_epoch": best_epoch,
+            "training_seconds": round(train_seconds, 1),
+            "hardware": _hardware(),
+            "augmentation": _augment_config(config).to_dict() if config.augment else None,
+        },
+        metrics=metrics,
+    )
+    with tempfile.TemporaryDirectory(prefix="cxr-train-report-") as tmp:
+        notes = [
+            f"Data: {config.data} ({ds.origin}); classes: {', '.join(classes)}",
+            "Images per split: " + "; ".join(f"{n}: {sum(c.values())} {c}" for n, c in counts.items() if c),
+            f"Initialisation: {plan.description} {init_note}",
+            f"Epochs run: {epochs_run} (best: {best_epoch}); training time {train_seconds:.0f} s on {_hardware()}",
+            f"Skipped files: {len(all_skipped)}; near-duplicate pairs across splits: {len(duplicates)}",
+        ]
+        paths = (
+            write_report(
+                metrics or {},
+                tmp,
+                history=history,
+                title=f"Training report: {info.display_name}",
+                predictions=predictions,
+                notes=notes,
+            )
+            if metrics
+            else _history_only_report(tmp, history, info.display_name, notes)
+        )
+        extra = {f"report/{name}": path for name, path in paths.items()}
+        extra["report/skipped.csv"] = _write_rows(Path(tmp) / "skipped.csv", ("path", "reason"), all_skipped)
+        extra["report/duplicates.csv"] = _write_rows(
+            Path(tmp) / "duplicates.csv",
+            ("split_a", "path_a", "split_b", "path_b", "distance"),
+            [(d["split_a"], d["path_a"], d["split_b"], d["path_b"], d["distance"]) for d in duplicates],
+        )
+        check_cancel(cancel)
+        bundle = write_bundle(model, info, out_dir, extra_files=extra, overwrite=replace_ok)
+    return TrainResult(
+        bundle_dir=bundle,
+        info=info,
+        history=history,
+        metrics=metrics,
+        skipped=all_skipped,
+        duplicates=duplicates,
+        init=plan.description,
+        epochs_run=epochs_run,
+        seconds=time.time() - started,
+        counts=counts,
+    )
+
+
+def _check_config(config: TrainConfig, out_dir: Path) -> None:
+    if config.arch is not None and config.arch not in ARCHITECTURES:
+        raise TrainingError(f"Unknown architecture {config.arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
+    if config.epochs < 1:
+        raise TrainingError("epochs must be at least 1.")
+    if config.batch_size < 1:
+        raise TrainingError("batch size must be at least 1.")
+    if not config.learning_rate > 0:
+        raise TrainingError("the learning rate must be positive.")
+    if not 0 <= config.val_fraction < 1 or not 0 <= config.test_fraction < 1:
+        raise TrainingError("validation and test fractions must be between 0 and 1.")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TrainingError(f"{out_dir} is a file; the model is written to a folder.")
+    if out_dir.exists() and any(out_dir.iterdir()) and not config.overwrite:
+        raise TrainingError(f"{out_dir} already exists; choose another folder or allow overwriting (--overwrite).")
+
+
+def _counts(samples: list[Sample], classes: list[str]) -> dict[str, int]:
+    counts = dict.fromkeys(classes, 0)
+    for s in samples:
+        counts[s.label] += 1
+    return counts
+
+
+def _sources(arrays: dict[str, tuple[np.ndarray, np.ndarray, list[Sample]]]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for name, (_, _, samples) in arrays.items():
+        for s in samples:
+            if s.source:
+                out.setdefault(s.source, {}).setdefault(name, 0)
+                out[s.source][name] += 1
+    return dict(sorted(out.items()))
+
+
+def _report_duplicates(
+    arrays: dict[str, tuple[np.ndarray, np.ndarray, list[Sample]]], max_distance: int, progress: TrainingProgress
+) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    xt, _, st = arrays["train"]
+    for other in ("val", "test"):
+        xo, _, so = arrays[other]
+        if len(xo) == 0:
+            continue
+        for a, b, d in find_near_duplicates(st, so, max_distance, arrays=(xt, xo)):
+            found.append(
+                {"split_a": "train", "path_a": str(a.path), "split_b": other, "path_b": str(b.path), "distance": d}
+            )
+    if found:
+        first = found[0]
+        progress.on_message(
+            f"Warning: {len(found)} near-duplicate image pairs between training and validation/test "
+            f"(e.g. {Path(first['path_a']).name} ~ {Path(first['path_b']).name}); listed in the report. "
+            "Their scores will be optimistic."
+        )
+    return found
+
+
+def _augment_config(config: TrainConfig) -> AugmentConfig:
+    return AugmentConfig(horizontal_flip=config.horizontal_flip)
+
+
+def _build(plan: InitPlan, classes: list[str], config: TrainConfig) -> tuple[Any, str, str]:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(config.seed)
+    gpus = tf.config.list_physical_devices("GPU")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    try:
+        with strategy.scope():
+            if plan.kind == "bundle":
+                model, layer, note = init_from_bundle(
+                    plan.bundle_dir, classes, plan.arch, plan.size, dropout=config.dropout
+                )
+            else:
+                model, layer = build_model(
+                    plan.arch,
+                    plan.size,
+                    plan.preprocessing.channels,
+                    len(classes),
+                    weights=plan.weights,
+                    dropout=config.dropout,
+                )
+                note = ""
+            model.compile(
+                optimizer=keras.optimizers.Adam(config.learning_rate),
+                loss=keras.losses.SparseCategoricalCrossentropy(),
+                metrics=["accuracy"],
+            )
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    if len(gpus) > 1:
+        note = (note + f" Training on {len(gpus)} GPUs (MirroredStrategy).").strip()
+    return model, layer, note
+
+
+def _fit(
+    model: Any,
+    arrays: dict[str, tuple[np.ndarray, np.ndarray, list[Sample]]],
+    plan: InitPlan,
+    config: TrainConfig,
+    progress: TrainingProgress,
+    cancel: threading.Event | None,
+) -> tuple[dict[str, list[float]], int]:
+    import keras
+
+    xt, yt, _ = arrays["train"]
+    xv, yv, _ = arrays["val"]
+    n_classes = int(model.outputs[0].shape[-1])
+    train_ds = make_tf_dataset(
+        xt,
+        yt,
+        plan.preprocessing,
+        config.batch_size,
+        training=True,
+        seed=config.seed,
+        augment=_augment_config(config) if config.augment else False,
+    )
+    val_ds = make_tf_dataset(xv, yv, plan.preprocessing, config.batch_size, training=False) if len(xv) else None
+    monitor = "val_loss" if val_ds is not None else "loss"
+    steps = math.ceil(len(xt) / config.batch_size)
+    early = keras.callbacks.EarlyStopping(
+        monitor=monitor, patience=config.patience, restore_best_weights=True, verbose=0
+    )
+    callbacks = [
+        KerasProgressCallback(progress, cancel, epochs=config.epochs, steps_per_epoch=steps),
+        early,
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, factor=0.3, patience=max(1, config.patience // 2), min_lr=config.learning_rate / 100
+        ),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    progress.on_stage("training", f"{len(xt)} images, {steps} batches per epoch")
+    fit = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        class_weight=class_weights(yt, n_classes),
+        callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles, reproducibly from the seed
+        verbose=0,
+    )
+    check_cancel(cancel)
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    if any(not math.isfinite(v) for v in history.get("loss", [])):
+        raise TrainingError("The training loss became NaN; try a lower learning rate (--lr).")
+    return history, int(early.best_epoch) + 1
+
+
+def _hardware() -> str:
+    from inference.device import describe_device
+
+    cpu = platform.processor() or platform.machine()
+    return f"{describe_device()}; {os.cpu_count()} CPU cores ({cpu}); {platform.system()} {platform.release()}"
+
+
+def _write_rows(path: Path, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def _history_only_report(tmp: str, history: dict[str, list[float]], title: str, notes: list[str]) -> dict[str, Path]:
+    """Without a validation split there is nothing to evaluate; keep the curves and notes."""
+    from training.evaluate import plot_training_curves
+
+    out = Path(tmp)
+    lines = [f"# Training report: {title}", "", "No validation split: no metrics.", ""] + [f"- {n}" for n in notes]
+    paths = {"report.md": out / "report.md"}
+    paths["report.md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if history:
+        paths["training_curves.png"] = plot_training_curves(history, out / "training_curves.png")
+    return paths
