@@ -1,0 +1,127 @@
+"""The annotated image: the radiograph with its heat map, and a caption strip underneath.
+
+The caption (result, probabilities, model, "research use only") sits in a black strip
+below the image rather than over it, so no text ever hides lung. Text is drawn with
+anti-aliased DejaVu Sans (shipped with matplotlib) and sized from the image width, so it
+reads the same on a 224 px thumbnail (enlarged to :data:`MIN_WIDTH`) and on a 3000 px film.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from inference.display import window_image
+from inference.export.facts import result_lines
+from inference.export.options import DISCLAIMER, ExportOptions
+from inference.image import XRayImage
+from inference.overlay import blend, colormap_lut, to_rgb
+from inference.predictor import Explanation, Prediction
+
+__all__ = ["MIN_WIDTH", "display_gray", "overlay_rgb", "render_annotated"]
+
+# Narrower images are enlarged to this width: below it the caption cannot be both complete and legible.
+MIN_WIDTH = 768
+_WHITE = (255, 255, 255)
+_GRAY = (190, 190, 190)
+_AMBER = (255, 191, 0)
+_BANNER = (0, 0, 0)
+
+
+def display_gray(image: XRayImage, options: ExportOptions) -> np.ndarray:
+    """The 8-bit gray image as the reader saw it (the export's window and invert)."""
+    return window_image(image, options.window, options.invert)
+
+
+def overlay_rgb(image: XRayImage, explanation: Explanation | None, options: ExportOptions) -> np.ndarray:
+    """The windowed image with the heat map blended in (plain gray RGB when there is no map)."""
+    gray = display_gray(image, options)
+    if explanation is None or not options.include_heatmap:
+        return to_rgb(gray)
+    return blend(gray, explanation.heatmap_original, options.opacity, options.colormap, options.threshold)
+
+
+@lru_cache(maxsize=32)
+def _font(size: int, bold: bool = False) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    from matplotlib import get_data_path
+
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    try:
+        return ImageFont.truetype(str(Path(get_data_path()) / "fonts" / "ttf" / name), size)
+    except OSError:  # a stripped matplotlib: Pillow's built-in font still gives legible text
+        return ImageFont.load_default(size)
+
+
+def _fitting_font(text: str, size: int, max_width: float, bold: bool = False):
+    """The font at ``size``, or smaller until ``text`` fits in ``max_width`` pixels."""
+    font = _font(size, bold)
+    while size > 8 and font.getlength(text) > max_width:
+        size = max(8, int(size * 0.92))
+        font = _font(size, bold)
+    return font
+
+
+def render_annotated(
+    image: XRayImage,
+    prediction: Prediction,
+    explanation: Explanation | None = None,
+    options: ExportOptions | None = None,
+) -> np.ndarray:
+    """The annotated export image as ``(H, W, 3)`` uint8 RGB."""
+    options = options or ExportOptions()
+    picture = overlay_rgb(image, explanation, options)
+    h, w = picture.shape[:2]
+    if w < MIN_WIDTH:
+        scale = MIN_WIDTH / w
+        picture = cv2.resize(picture, (MIN_WIDTH, max(1, round(h * scale))), interpolation=cv2.INTER_LINEAR)
+        h, w = picture.shape[:2]
+
+    lines = result_lines(prediction, explanation)
+    show_scale = explanation is not None and options.include_heatmap
+    base = max(12, round(w / 42))
+    pad = round(base * 0.8)
+    scale_w = round(w * 0.16) if show_scale else 0
+    text_w = w - 2 * pad - (scale_w + pad if show_scale else 0)
+    styled = [
+        (lines[0], _fitting_font(lines[0], round(base * 1.3), text_w, bold=True), _WHITE),
+        (lines[1], _fitting_font(lines[1], base, text_w), _WHITE),
+        (lines[2], _fitting_font(lines[2], round(base * 0.85), text_w), _GRAY),
+        (DISCLAIMER.upper(), _fitting_font(DISCLAIMER.upper(), base, text_w, bold=True), _AMBER),
+    ]
+    heights = [font.getbbox("Ag")[3] for _, font, _ in styled]
+    gap = round(base * 0.45)
+    banner_h = pad * 2 + sum(heights) + gap * (len(styled) - 1)
+
+    canvas = Image.new("RGB", (w, h + banner_h), _BANNER)
+    canvas.paste(Image.fromarray(picture), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    y = h + pad
+    for (text, font, colour), line_h in zip(styled, heights):
+        draw.text((pad, y), text, font=font, fill=colour)
+        y += line_h + gap
+    if show_scale:
+        _draw_colour_scale(canvas, draw, (w - pad - scale_w, h + pad, scale_w, banner_h - 2 * pad), options, base)
+    return np.asarray(canvas)
+
+
+def _draw_colour_scale(canvas: Image.Image, draw: ImageDraw.ImageDraw, box, options: ExportOptions, base: int) -> None:
+    """A horizontal colour bar with "low"/"high" under it: how to read the overlay's colours."""
+    x, y, width, height = box
+    label_font = _font(max(8, round(base * 0.75)))
+    title = "Grad-CAM"
+    title_h = label_font.getbbox("Ag")[3]
+    bar_h = max(6, round(height * 0.25))
+    draw.text((x, y), title, font=label_font, fill=_GRAY)
+    bar_y = y + title_h + round(base * 0.3)
+    lut = colormap_lut(options.colormap)
+    ramp = lut[np.linspace(0, 255, max(2, width)).astype(np.int64)]
+    bar = np.broadcast_to(ramp[np.newaxis], (bar_h, ramp.shape[0], 3)).astype(np.uint8)
+    canvas.paste(Image.fromarray(np.ascontiguousarray(bar)), (x, bar_y))
+    label_y = bar_y + bar_h + round(base * 0.2)
+    draw.text((x, label_y), "low", font=label_font, fill=_GRAY)
+    high_w = label_font.getlength("high")
+    draw.text((x + width - high_w, label_y), "high", font=label_font, fill=_GRAY)

@@ -1,0 +1,81 @@
+"""The facts an export states about the input file, the model and the result, as text.
+
+One place decides what is said and, above all, what is left out: patient name, ID and
+birth date appear only with ``keep_identifiers``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from inference.image import XRayImage
+from inference.predictor import Explanation, Prediction
+
+__all__ = ["IDENTIFIER_KEYWORDS", "input_facts", "identifiers", "result_lines", "format_probability"]
+
+IDENTIFIER_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate")
+_IDENTIFIER_LABELS = {"PatientName": "Patient name", "PatientID": "Patient ID", "PatientBirthDate": "Birth date"}
+
+
+def format_probability(p: float) -> str:
+    """``"87.3%"``; extreme values keep a "<"/">" so that 99.96% is not shown as a certain 100.0%."""
+    pct = 100.0 * float(p)
+    if pct >= 99.95:
+        return ">99.9%"
+    if 0.0 < pct < 0.05:
+        return "<0.1%"
+    return f"{pct:.1f}%"
+
+
+def identifiers(image: XRayImage, keep_identifiers: bool) -> dict[str, str]:
+    """Patient name, ID and birth date of ``image`` when they may be exported, else nothing."""
+    if not keep_identifiers:
+        return {}
+    return {k: v for k in IDENTIFIER_KEYWORDS if (v := str(image.meta.patient.get(k, "")).strip())}
+
+
+def input_facts(image: XRayImage, keep_identifiers: bool = False) -> list[tuple[str, str]]:
+    """(label, value) pairs describing the input file, in reading order; empty values left out."""
+    m = image.meta
+    facts: list[tuple[str, str]] = [
+        ("File", Path(m.path).name),
+        ("Format", m.format + (f" ({m.transfer_syntax})" if m.transfer_syntax else "")),
+        ("Size", f"{m.width} x {m.height} px"),
+        ("Bits stored", str(m.bits_stored)),
+        ("Modality", m.modality),
+        ("View", m.view_position),
+        ("Photometric", m.photometric if m.format == "DICOM" else ""),
+    ]
+    if m.pixel_spacing:
+        where = " at detector" if m.spacing_source == "ImagerPixelSpacing" else ""
+        facts.append(("Pixel spacing", f"{m.pixel_spacing[0]:.3g} x {m.pixel_spacing[1]:.3g} mm{where}"))
+    if m.number_of_frames > 1:
+        facts.append(("Frame", f"{m.frame_index + 1} of {m.number_of_frames}"))
+    facts += [
+        ("Study date", _dicom_date(m.study.get("StudyDate", ""))),
+        ("Study", m.study.get("StudyDescription", "")),
+        ("Sex / age", " / ".join(v for v in (m.patient_sex, m.patient_age) if v)),
+    ]
+    facts += [(_IDENTIFIER_LABELS[k], v) for k, v in identifiers(image, keep_identifiers).items()]
+    return [(k, v) for k, v in facts if v]
+
+
+def result_lines(prediction: Prediction, explanation: Explanation | None) -> list[str]:
+    """The result in a few short lines: top class, all probabilities, model and heat map."""
+    lines = [f"AI result: {prediction.label} ({format_probability(prediction.confidence)})"]
+    lines.append("   ".join(f"{name} {format_probability(p)}" for name, p in prediction.probabilities.items()))
+    model = f"Model {prediction.model_name} {prediction.model_version}"
+    if explanation is not None:
+        method = "Grad-CAM++" if explanation.method == "gradcam++" else "Grad-CAM"
+        model += f"   |   {method} for {explanation.class_name}"
+        if explanation.lung_heat_fraction is not None:
+            model += f", {100 * explanation.lung_heat_fraction:.0f}% of heat in the lungs"
+    lines.append(model)
+    return lines
+
+
+def _dicom_date(value: str) -> str:
+    value = value.strip()
+    if len(value) == 8 and value.isdigit():
+        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return value

@@ -1,0 +1,121 @@
+"""Batch summaries: one record per file, written as JSON (a list) or CSV (one row each).
+
+:func:`result_record` is the one definition of a record; the ``predict`` command prints
+the same records (its docstring documents the schema).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from inference.export.facts import identifiers
+from inference.export.files import atomic_write
+from inference.predictor import FileResult
+
+__all__ = ["result_record", "records_to_csv", "write_json", "write_csv"]
+
+
+def _number(value: float, digits: int = 6) -> float | None:
+    value = float(value)
+    return round(value, digits) if math.isfinite(value) else None
+
+
+def result_record(
+    result: FileResult,
+    model: tuple[str, str] | None = None,
+    device: str | None = None,
+    keep_identifiers: bool = False,
+    exports: Sequence[str | os.PathLike[str]] | None = None,
+) -> dict[str, Any]:
+    """The summary of one file. ``model`` (name, version) and ``device`` fill in failed files."""
+    p = result.prediction
+    record: dict[str, Any] = {
+        "file": str(result.file),
+        "ok": bool(result.ok),
+        "error": result.error or None,
+        "label": p.label if p else None,
+        "class_index": p.class_index if p else None,
+        "probabilities": {k: _number(v) for k, v in p.probabilities.items()} if p else None,
+        "model": {"name": p.model_name, "version": p.model_version}
+        if p
+        else ({"name": model[0], "version": model[1]} if model else None),
+        "device": p.device if p else device,
+    }
+    if result.image is not None:
+        m = result.image.meta
+        record["image"] = {
+            "format": m.format,
+            "width": m.width,
+            "height": m.height,
+            "bits_stored": m.bits_stored,
+            "modality": m.modality or None,
+            "view_position": m.view_position or None,
+        }
+        if keep_identifiers:
+            record["patient"] = identifiers(result.image, True)
+    if result.explanation is not None:
+        e = result.explanation
+        peak = e.peak()
+        record["gradcam"] = {
+            "method": e.method,
+            "class": e.class_name,
+            "peak": list(peak) if peak else None,
+            "lung_heat_fraction": None if e.lung_heat_fraction is None else _number(e.lung_heat_fraction, 4),
+        }
+    if exports is not None:
+        record["exports"] = [str(x) for x in exports]
+    return record
+
+
+def _flatten(record: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {k: record.get(k) for k in ("file", "ok", "error", "label")}
+    for name, p in (record.get("probabilities") or {}).items():
+        row[f"p_{name}"] = p
+    model = record.get("model") or {}
+    row["model_name"], row["model_version"] = model.get("name"), model.get("version")
+    row["device"] = record.get("device")
+    for key, value in (record.get("image") or {}).items():
+        row[f"image_{key}"] = value
+    gradcam = record.get("gradcam")
+    if gradcam:
+        row["gradcam_method"], row["gradcam_class"] = gradcam["method"], gradcam["class"]
+        peak = gradcam.get("peak") or (None, None)
+        row["gradcam_peak_x"], row["gradcam_peak_y"] = peak
+        row["lung_heat_fraction"] = gradcam.get("lung_heat_fraction")
+    for key, value in (record.get("patient") or {}).items():
+        row[key] = value
+    if "exports" in record:
+        row["exports"] = ";".join(record["exports"])
+    return row
+
+
+def records_to_csv(records: Iterable[dict[str, Any]]) -> str:
+    """CSV text, one row per record; columns are the union in first-seen order (blank when absent)."""
+    rows = [_flatten(r) for r in records]
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return out.getvalue()
+
+
+def write_json(path: str | os.PathLike[str], records: Sequence[dict[str, Any]], overwrite: bool = False) -> Path:
+    text = json.dumps(list(records), indent=2, ensure_ascii=False) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite)
+
+
+def write_csv(path: str | os.PathLike[str], records: Sequence[dict[str, Any]], overwrite: bool = False) -> Path:
+    text = records_to_csv(records)
+    # utf-8-sig: Excel, where most of these tables will be opened, needs the BOM to read UTF-8.
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8-sig", newline=""), overwrite)

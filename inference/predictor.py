@@ -1,0 +1,317 @@
+"""Prediction and Grad-CAM with one loaded model bundle.
+
+A :class:`Predictor` loads a bundle once and then answers three questions: what does the
+model say about this image (:meth:`Predictor.predict`), where did it look
+(:meth:`Predictor.explain`, both at once with :meth:`Predictor.predict_and_explain`), and
+what does it say about these many files (:meth:`Predictor.predict_paths`, which decodes the
+next files on a thread pool while the model works on the current batch).
+
+Every image reaches the model through :func:`inference.preprocess.preprocess` and nothing
+else, and every heat map goes back onto the original image through the same
+:class:`~inference.preprocess.Geometry`. Single images run through a compiled
+``tf.function`` rather than ``model.predict``, whose per-call set-up costs more than a
+small CNN's forward pass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from inference.bundle import BundleError, load_bundle
+from inference.gradcam import METHODS, CamEngine, cam_engine, upsample
+from inference.image import ImageLoadError, XRayImage
+from inference.preprocess import Geometry, preprocess
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+
+__all__ = ["Prediction", "Explanation", "FileResult", "Predictor", "CropLocator"]
+
+# Returns the crop box (x0, y0, x1, y1) in original pixels for bundles whose preprocessing
+# crops (``crop="lungs"``, issue 7), or None to use the whole image.
+CropLocator = Callable[[XRayImage], "tuple[int, int, int, int] | None"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probabilities: dict[str, float]  # class name -> probability, in the bundle's class order
+    probs: np.ndarray  # the same as float32 (K,)
+    label: str
+    class_index: int
+    model_name: str
+    model_version: str
+    device: str
+    geometry: Geometry
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probs[self.class_index])
+
+
+@dataclass
+class Explanation:
+    """A Grad-CAM map and what it explains.
+
+    ``cam`` is the map on the target layer's feature grid, ``heatmap_model`` the same over the
+    model input, and ``heatmap_original`` (computed on first use: a 3000x3000 float map is
+    36 MB) lies on the original image pixel for pixel. All three are float32 in [0, 1].
+    """
+
+    cam: np.ndarray
+    heatmap_model: np.ndarray
+    class_index: int
+    class_name: str
+    method: str
+    geometry: Geometry
+    # Share of the heat inside the lung fields (issue 7); None until a lung model supplies it.
+    lung_heat_fraction: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def heatmap_original(self) -> np.ndarray:
+        # Straight from the feature grid to the original: one interpolation, not two.
+        return np.clip(self.geometry.to_original(self.cam), 0.0, 1.0)
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the gradients vanished and the map holds no evidence at all."""
+        return not bool(np.any(self.cam > 0))
+
+    def peak(self) -> tuple[int, int] | None:
+        """(x, y) of the hottest pixel on the original image, or None for an empty map."""
+        if self.is_empty:
+            return None
+        y, x = np.unravel_index(int(np.argmax(self.heatmap_original)), self.heatmap_original.shape)
+        return int(x), int(y)
+
+
+@dataclass
+class FileResult:
+    file: str
+    ok: bool
+    error: str = ""
+    prediction: Prediction | None = None
+    image: XRayImage | None = None  # kept only when asked (exports need it)
+    explanation: Explanation | None = None
+
+
+class Predictor:
+    """One model bundle, loaded once, ready to predict and explain.
+
+    Loading takes seconds (TensorFlow import and model build): a GUI creates it off the
+    main thread. Methods may be called from any one thread at a time per call site;
+    TensorFlow itself is thread-safe.
+    """
+
+    def __init__(self, bundle_dir: str | os.PathLike[str], crop_locator: CropLocator | None = None):
+        import tensorflow as tf
+
+        from inference.device import describe_device
+
+        self.bundle_dir = Path(bundle_dir)
+        self.model: keras.Model
+        self.model, self.info = load_bundle(self.bundle_dir)
+        self.device = describe_device()
+        self.crop_locator = crop_locator
+        layer = self.model.get_layer(self.info.gradcam_layer)
+        if len(layer.output.shape) != 4:
+            raise BundleError(
+                f"The Grad-CAM layer {self.info.gradcam_layer!r} of {self.bundle_dir} has no spatial output "
+                f"(shape {tuple(layer.output.shape)})."
+            )
+        spec = tf.TensorSpec((None, self.info.input_size, self.info.input_size, self.info.channels), tf.float32)
+        model = self.model
+        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+    # -- description -------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info.class_names)
+
+    @property
+    def cam(self) -> CamEngine:
+        """The Grad-CAM engine for the bundle's target layer (built on first use)."""
+        return cam_engine(self.model, self.info.gradcam_layer)
+
+    def warm_up(self, explain: bool = True) -> None:
+        """Trace the compiled passes now, so that the first real image is not the slow one."""
+        x = np.zeros((1, self.info.input_size, self.info.input_size, self.info.channels), np.float32)
+        self._forward(x)
+        if explain:
+            self.cam.run(x)
+
+    # -- single images and batches -----------------------------------------------------------
+    def prepare(self, image: XRayImage) -> tuple[np.ndarray, Geometry]:
+        """The model input of ``image`` and its geometry (the one shared preprocessing)."""
+        box = self.crop_locator(image) if self.crop_locator is not None else None
+        return preprocess(image, self.info.preprocessing, box)
+
+    def predict(self, image: XRayImage) -> Prediction:
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Iterable[XRayImage]) -> list[Prediction]:
+        prepared = [self.prepare(im) for im in images]
+        if not prepared:
+            return []
+        probs = self._probabilities(np.stack([x for x, _ in prepared]))
+        return [self._prediction(p, geom) for p, (_, geom) in zip(probs, prepared)]
+
+    def explain(self, image: XRayImage, class_index: int | None = None, method: str = "gradcam") -> Explanation:
+        """Grad-CAM of ``class_index`` (default: the predicted class) on ``image``."""
+        return self.predict_and_explain(image, class_index, method)[1]
+
+    def predict_and_explain(
+        self, image: XRayImage, class_index: int | None = None, method: str = "gradcam"
+    ) -> tuple[Prediction, Explanation]:
+        """Prediction and Grad-CAM from one forward and one backward pass."""
+        x, geom = self.prepare(image)
+        probs, chosen, cams = self.cam.run(x[np.newaxis], class_index, method)
+        return self._prediction(probs[0], geom), self._explanation(cams[0], int(chosen[0]), geom, method)
+
+    # -- many files --------------------------------------------------------------------------
+    def predict_paths(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        batch_size: int = 16,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        explain: bool = False,
+        method: str = "gradcam",
+        keep_images: bool = False,
+        workers: int | None = None,
+    ) -> Iterator[FileResult]:
+        """Predict files in input order; a file that cannot be read gives ``ok=False``, never an exception.
+
+        Decoding and preprocessing run on ``workers`` threads, up to two batches ahead of the
+        model, so the model rarely waits for the disk or the decoder. ``progress(done, total)``
+        is called after each result. With ``explain`` every result carries a Grad-CAM
+        explanation of its predicted class.
+        """
+        if method not in METHODS:
+            raise ValueError(f"unknown Grad-CAM method {method!r}; choose one of {', '.join(METHODS)}")
+        batch_size = max(1, int(batch_size))
+        items = [str(p) for p in paths]
+        total = len(items)
+        workers = workers or max(2, min(4, os.cpu_count() or 2))
+        lookahead = 2 * batch_size + workers
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxr-decode")
+        pending: deque[Future[_Prepared]] = deque()
+        source = iter(items)
+
+        def refill() -> None:
+            while len(pending) < lookahead:
+                path = next(source, None)
+                if path is None:
+                    return
+                pending.append(pool.submit(self._prepare_file, path))
+
+        done = 0
+        try:
+            refill()
+            while pending:
+                chunk: list[_Prepared] = []
+                n_ready = 0
+                while pending and n_ready < batch_size:
+                    item = pending.popleft().result()
+                    refill()
+                    chunk.append(item)
+                    n_ready += item.error is None
+                for result in self._run_chunk(chunk, explain, method, keep_images):
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+                    yield result
+        finally:
+            # Also reached when the caller stops early: do not decode files nobody will read.
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _prepare_file(self, path: str) -> _Prepared:
+        from inference.loading import load_image
+
+        try:
+            image = load_image(path)
+        except ImageLoadError as exc:
+            return _Prepared(path, error=str(exc))
+        except Exception as exc:  # the loader promises ImageLoadError only; never let a slip stop a batch
+            return _Prepared(path, error=f"{Path(path).name} cannot be read ({type(exc).__name__}: {exc})")
+        try:
+            x, geom = self.prepare(image)
+        except Exception as exc:
+            return _Prepared(path, error=f"{Path(path).name} cannot be prepared for the model ({exc})")
+        return _Prepared(path, image=image, x=x, geometry=geom)
+
+    def _run_chunk(self, chunk: list[_Prepared], explain: bool, method: str, keep_images: bool) -> list[FileResult]:
+        ready = [item for item in chunk if item.error is None]
+        predictions: dict[int, tuple[Prediction, Explanation | None]] = {}
+        if ready:
+            batch = np.stack([item.x for item in ready])
+            if explain:
+                probs, chosen, cams = self.cam.run(batch, None, method)
+                for i, item in enumerate(ready):
+                    predictions[id(item)] = (
+                        self._prediction(probs[i], item.geometry),
+                        self._explanation(cams[i], int(chosen[i]), item.geometry, method),
+                    )
+            else:
+                probs = self._probabilities(batch)
+                for i, item in enumerate(ready):
+                    predictions[id(item)] = (self._prediction(probs[i], item.geometry), None)
+        results = []
+        for item in chunk:
+            if item.error is not None:
+                results.append(FileResult(file=item.path, ok=False, error=item.error))
+                continue
+            prediction, explanation = predictions[id(item)]
+            image = item.image if keep_images else None
+            results.append(FileResult(item.path, True, "", prediction, image, explanation))
+        return results
+
+    # -- building results --------------------------------------------------------------------
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._forward(np.asarray(batch, dtype=np.float32)), dtype=np.float32)
+
+    def _prediction(self, probs: np.ndarray, geometry: Geometry) -> Prediction:
+        probs = np.asarray(probs, dtype=np.float32)
+        index = int(np.argmax(probs))
+        names = self.info.class_names
+        return Prediction(
+            probabilities={name: float(p) for name, p in zip(names, probs)},
+            probs=probs,
+            label=names[index],
+            class_index=index,
+            model_name=self.info.name,
+            model_version=self.info.version,
+            device=self.device,
+            geometry=geometry,
+        )
+
+    def _explanation(self, cam: np.ndarray, class_index: int, geometry: Geometry, method: str) -> Explanation:
+        size = self.info.input_size
+        return Explanation(
+            cam=cam,
+            heatmap_model=upsample(cam, (size, size)),
+            class_index=class_index,
+            class_name=self.info.class_names[class_index],
+            method=method,
+            geometry=geometry,
+        )
+
+
+@dataclass
+class _Prepared:
+    """A decoded, preprocessed file waiting for the model (or the reason it could not be)."""
+
+    path: str
+    image: XRayImage | None = None
+    x: np.ndarray | None = None
+    geometry: Geometry | None = None
+    error: str | None = None
