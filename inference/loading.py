@@ -29,7 +29,6 @@ import os
 import stat
 import struct
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -102,6 +101,10 @@ _PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # Pixel Data, Float and
 _TAG_VALUE_CHARS = 200
 
 
+# Exceptions that must keep their meaning (the user pressed Ctrl+C, the app is exiting).
+_FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
 class _RefusedError(Exception):
     """Internal: a reason to refuse the file, turned into ImageLoadError at the boundary."""
 
@@ -160,7 +163,11 @@ def load_image(path: str | os.PathLike[str]) -> XRayImage:
         raise ImageLoadError(f"Cannot open {label}: {exc}") from None
     except MemoryError:
         raise ImageLoadError(f"Cannot open {label}: there is not enough memory to open this image") from None
-    except Exception as exc:  # the boundary: whatever a decoder throws becomes our one exception
+    except _FATAL:
+        raise
+    except BaseException as exc:  # the boundary: whatever a decoder throws becomes our one exception
+        # BaseException, not Exception: the Rust decoders (pylibjpeg-rle) panic with pyo3's
+        # PanicException, which derives from BaseException.
         raise ImageLoadError(
             f"Cannot open {label}: the file is damaged or uses a variant this program cannot read "
             f"({type(exc).__name__}: {_short(str(exc), 160)})"
@@ -346,7 +353,7 @@ def _load_png(path: Path, data: bytes) -> XRayImage:
         raise _RefusedError(f"the PNG data is corrupt (bit depth {depth}, colour type {color_type})")
     _check_size(width, height)
     _check_png_chunks(data)
-    pixels = _quiet_cv2(lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None or pixels.size == 0:
         raise _RefusedError("the PNG data is corrupt and cannot be decoded")
     gray = _to_gray(pixels, "BGR")
@@ -372,16 +379,6 @@ def _check_png_chunks(data: bytes) -> None:
             return
         pos = end
     raise _RefusedError("the file is truncated (the PNG data ends early); it may have been copied incompletely")
-
-
-def _quiet_cv2(fn: Callable[[], np.ndarray | None]) -> np.ndarray | None:
-    """Run an OpenCV call without its console warnings (we report problems ourselves)."""
-    previous = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    try:
-        return fn()
-    finally:
-        cv2.utils.logging.setLogLevel(previous)
 
 
 # --------------------------------------------------------------------------- JPEG
@@ -432,7 +429,7 @@ def _load_jpeg(path: Path, data: bytes) -> XRayImage:
         try:
             img = Image.open(io.BytesIO(data), formats=["JPEG"])
             img.load()
-        except OSError as exc:
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
             if "truncated" in str(exc).lower():
                 raise _RefusedError(
                     "the file is truncated (the JPEG data ends early); it may have been copied incompletely"
@@ -544,6 +541,8 @@ def _dicom_image(path: Path, ds) -> XRayImage:
 def _no_pixel_data_reason(ds) -> str:
     sop = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
     name = getattr(sop, "name", "") if sop else ""
+    if name == str(sop):  # pydicom names unknown UIDs by the UID itself: say nothing rather than that
+        name = ""
     if "Rows" in ds or "Columns" in ds or "Image Storage" in name:
         return (
             "the file is truncated or damaged: its header describes an image, but the image data is missing; "
@@ -603,9 +602,9 @@ def _decode_first_frame(ds, ts, warned: list[str]) -> np.ndarray:
             # index=0 decodes only the first frame; it also ignores surplus frames that
             # extra bytes at the end of the pixel data would otherwise suggest.
             pixels = pixel_array(ds, index=0)
-        except MemoryError:
+        except (MemoryError, *_FATAL):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # includes decoder panics (see load_image)
             text = str(exc)
             if "less than expected" in text or "insufficient" in text.lower() or isinstance(exc, EOFError):
                 raise _RefusedError(

@@ -576,6 +576,22 @@ def test_unreadable_file(tmp_path):
         path.chmod(0o600)
 
 
+def test_permission_error_is_explained(tmp_path, monkeypatch):
+    """Root ignores file modes, so simulate what a locked file does to ``open``."""
+    path = tmp_path / "locked.png"
+    path.write_bytes(valid_png_bytes())
+    real_open = Path.open
+
+    def locked_open(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", locked_open)
+    with pytest.raises(ImageLoadError, match="permission denied"):
+        load_image(path)
+
+
 @pytest.mark.parametrize(
     ("head", "words"),
     [
@@ -596,16 +612,22 @@ def test_other_formats_are_named(tmp_path, head, words):
 # --------------------------------------------------------------------------- property: no other exception
 
 
-def _valid_dicom_bytes() -> bytes:
+def _valid_dicom_bytes(**kwargs) -> bytes:
     directory = Path(tempfile.mkdtemp())
     try:
-        make_dicom(directory / "v.dcm", ramp((16, 16), 4095), bits_stored=12, window=(2048, 4096))
+        make_dicom(directory / "v.dcm", ramp((16, 16), 4095), bits_stored=12, window=(2048, 4096), **kwargs)
         return (directory / "v.dcm").read_bytes()
     finally:
         shutil.rmtree(directory)
 
 
-VALID = {"png": valid_png_bytes(16), "jpeg": valid_jpeg_bytes(16), "dicom": _valid_dicom_bytes()}
+VALID = {
+    "png": valid_png_bytes(16),
+    "jpeg": valid_jpeg_bytes(16),
+    "dicom": _valid_dicom_bytes(),
+    "dicom_rle": _valid_dicom_bytes(transfer_syntax=RLELossless),
+    "dicom_bare": _valid_dicom_bytes(preamble=False),
+}
 _SCRATCH = Path(tempfile.mkdtemp(prefix="loader-fuzz-"))
 
 
@@ -618,6 +640,15 @@ def _load_only_our_error(data: bytes) -> None:
         assert str(exc)
         return
     assert image.pixels.ndim == 2 and image.pixels.size > 0
+
+
+def test_decoder_panic_becomes_image_load_error(tmp_path):
+    """pylibjpeg-rle is written in Rust; corrupt runs make it panic with a BaseException."""
+    data = bytearray(VALID["dicom_rle"])
+    data[-300] = 0x81  # a run that reaches past the end of its segment (found by the fuzz test below)
+    (tmp_path / "bad_rle.dcm").write_bytes(bytes(data))
+    with pytest.raises(ImageLoadError, match="RLE Lossless"):
+        load_image(tmp_path / "bad_rle.dcm")
 
 
 @st.composite
