@@ -442,15 +442,24 @@ def _find(index: dict[str, list[Path]], name: str, hint: str = "") -> Path | Non
 
 
 def _special_label(raw: str, class_map: dict[str, str] | None, default: dict[str, str]) -> str | None:
-    """A user's map entry for the raw label wins, else the default, then the user's map again."""
-    user = map_label(raw, class_map)
-    if user is not None:
-        return user
-    label = map_label(raw, default)
-    if label is None:
-        return None
-    again = map_label(label, class_map) if label else None
-    return label if again is None else again
+    """The most specific key of the default and the user's map wins (the user's on a tie).
+
+    So ``Pnemonia/Virus=Viral Pneumonia`` renames the viral pneumonias but leaves the more
+    specific default ``Pnemonia/Virus/COVID-19`` -> COVID-19 alone. A default's result then
+    passes through the user's map once more (``Pneumonia=Other`` renames the default target).
+    """
+    user = {k.strip().lower(): v for k, v in (class_map or {}).items()}
+    combined = {k.strip().lower(): (v, False) for k, v in default.items()}
+    combined.update({k: (v, True) for k, v in user.items()})
+    parts = [p.strip() for p in raw.split("/")]
+    for n in range(len(parts), 0, -1):
+        hit = combined.get("/".join(parts[:n]).lower())
+        if hit is not None:
+            label, from_user = hit
+            if from_user or not label:
+                return label
+            return user.get(label.lower(), label)
+    return None
 
 
 def _coronahack_csv(
