@@ -1,0 +1,284 @@
+"""The image canvas: fast windowing, mouse tools, and an overlay that follows every view change."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication
+
+from inference.display import apply_window, window_image
+from inference.image import Window
+from tests.tiny_bundle import xray_from_array
+from viewer.canvas import ImageCanvas
+from viewer.render import Renderer
+
+
+def deep_image(h: int = 300, w: int = 400):
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 4096, size=(h, w)).astype(np.uint16)
+    return xray_from_array(pixels, bits_stored=12)
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        np.random.default_rng(0).integers(0, 65536, size=(70, 90)).astype(np.uint16),
+        np.random.default_rng(1).integers(-1024, 3000, size=(70, 90)).astype(np.int16),
+        np.random.default_rng(2).normal(0, 100, size=(70, 90)).astype(np.float32),
+        np.random.default_rng(3).integers(0, 256, size=(70, 90)).astype(np.uint8),
+    ],
+)
+@pytest.mark.parametrize("invert", [False, True])
+def test_renderer_matches_apply_window_exactly(pixels, invert):
+    window = Window(center=float(np.median(pixels)), width=float(np.ptp(pixels)) / 3 + 1)
+    renderer = Renderer(pixels)
+    assert np.array_equal(renderer.render(window, invert), apply_window(pixels, window, invert=invert))
+
+
+def test_renderer_uses_a_table_for_integers_and_previews_large_images():
+    pixels = np.random.default_rng(0).integers(0, 4096, size=(2400, 1800)).astype(np.uint16)
+    renderer = Renderer(pixels, preview_side=512)
+    assert renderer.uses_lut
+    preview = renderer.render(Window(2000, 1000), preview=True)
+    assert max(preview.shape) == 512 and preview.dtype == np.uint8
+    assert renderer.render(Window(2000, 1000)).shape == pixels.shape
+
+
+@pytest.fixture
+def canvas(qtbot):
+    view = ImageCanvas()
+    qtbot.addWidget(view)
+    view.resize(600, 500)
+    view.show()
+    qtbot.waitExposed(view)
+    return view
+
+
+def drag(qtbot, widget, start: QPoint, end: QPoint, button=Qt.MouseButton.LeftButton, modifier=None, steps=5):
+    """A drag as the window system delivers it: press, moves with the button and modifiers held, release.
+
+    (``qtbot.mouseMove`` cannot carry keyboard modifiers, so the moves are sent as real events.)
+    """
+    modifier = modifier or Qt.KeyboardModifier.NoModifier
+    qtbot.mousePress(widget, button, modifier, start)
+    for i in range(1, steps + 1):
+        p = QPointF(start + (end - start) * (i / steps))
+        event = QMouseEvent(QEvent.Type.MouseMove, p, widget.mapToGlobal(p), Qt.MouseButton.NoButton, button, modifier)
+        QApplication.sendEvent(widget, event)
+    qtbot.mouseRelease(widget, button, modifier, end)
+
+
+def test_displayed_pixels_equal_window_image(canvas):
+    image = deep_image()
+    canvas.set_image(image)
+    shown = canvas.image_item.pixmap().toImage()
+    assert (shown.width(), shown.height()) == (400, 300)
+    expected = window_image(image)
+    for x, y in [(0, 0), (10, 20), (399, 299), (200, 150)]:
+        assert shown.pixelColor(x, y).red() == expected[y, x]
+
+
+def test_left_drag_changes_window_width_and_centre(canvas, qtbot):
+    canvas.set_image(deep_image())
+    before = canvas.window()
+    vp = canvas.viewport()
+    centre = vp.rect().center()
+    # Right widens the window.
+    drag(qtbot, vp, centre, centre + QPoint(100, 0))
+    after_right = canvas.window()
+    assert after_right.width > before.width
+    assert after_right.center == pytest.approx(before.center)
+    # Down raises the centre (darker image).
+    drag(qtbot, vp, centre, centre + QPoint(0, 80))
+    after_down = canvas.window()
+    assert after_down.center > after_right.center
+    assert after_down.width == pytest.approx(after_right.width)
+    # Up and left go the other way.
+    drag(qtbot, vp, centre, centre + QPoint(-100, -80))
+    assert canvas.window().width == pytest.approx(before.width, rel=1e-6)
+    assert canvas.window().center == pytest.approx(before.center, rel=1e-6)
+    assert not canvas.showing_preview  # full resolution again after the release
+
+
+def test_ctrl_drag_takes_fine_steps(canvas, qtbot):
+    canvas.set_image(deep_image())
+    vp = canvas.viewport()
+    c = vp.rect().center()
+    w0 = canvas.window().width
+    drag(qtbot, vp, c, c + QPoint(100, 0))
+    coarse = canvas.window().width - w0
+    w1 = canvas.window().width
+    drag(qtbot, vp, c, c + QPoint(100, 0), modifier=Qt.KeyboardModifier.ControlModifier)
+    fine = canvas.window().width - w1
+    assert coarse > 0 and fine > 0
+    assert fine == pytest.approx(coarse / 10, rel=0.05)
+
+
+def test_window_changed_signal_is_live_during_drag(canvas, qtbot):
+    canvas.set_image(deep_image(1500, 1500))
+    seen = []
+    canvas.window_changed.connect(seen.append)
+    vp = canvas.viewport()
+    c = vp.rect().center()
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=c)
+    qtbot.mouseMove(vp, c + QPoint(30, 0))
+    qtbot.mouseMove(vp, c + QPoint(60, 0))
+    assert len(seen) >= 2 and canvas.showing_preview  # preview while dragging a large image
+    qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=c + QPoint(60, 0))
+    assert not canvas.showing_preview
+    assert canvas.image_item.pixmap().width() == 1500
+
+
+def test_middle_drag_pans_and_right_drag_zooms(canvas, qtbot):
+    canvas.set_image(deep_image())
+    vp = canvas.viewport()
+    c = vp.rect().center()
+    before = canvas.image_to_view(0, 0)
+    drag(qtbot, vp, c, c + QPoint(40, 25), button=Qt.MouseButton.MiddleButton)
+    after = canvas.image_to_view(0, 0)
+    assert after.x() - before.x() == pytest.approx(40, abs=2)
+    assert after.y() - before.y() == pytest.approx(25, abs=2)
+    zoom = canvas.zoom()
+    drag(qtbot, vp, c, c + QPoint(0, -100), button=Qt.MouseButton.RightButton)
+    assert canvas.zoom() > zoom * 1.3
+    drag(qtbot, vp, c, c + QPoint(0, 200), button=Qt.MouseButton.RightButton)
+    assert canvas.zoom() < zoom
+
+
+def test_wheel_zooms_at_the_cursor(canvas, qtbot):
+    canvas.set_image(deep_image())
+    vp = canvas.viewport()
+    at = QPoint(150, 120)
+    scene_before = canvas.mapToScene(at)
+    zoom = canvas.zoom()
+    canvas.set_zoom(zoom * 2, at=at)
+    assert canvas.zoom() == pytest.approx(zoom * 2)
+    scene_after = canvas.mapToScene(at)
+    assert scene_after.x() == pytest.approx(scene_before.x(), abs=1.5 / canvas.zoom() + 0.5)
+    assert scene_after.y() == pytest.approx(scene_before.y(), abs=1.5 / canvas.zoom() + 0.5)
+    assert vp is canvas.viewport()
+
+
+def test_fit_and_zoom_steps(canvas):
+    canvas.set_image(deep_image())
+    fitted = canvas.zoom()
+    canvas.zoom_in()
+    assert canvas.zoom() == pytest.approx(fitted * 1.25)
+    canvas.zoom_out()
+    canvas.zoom_out()
+    assert canvas.zoom() < fitted
+    canvas.fit()
+    assert canvas.zoom() == pytest.approx(fitted)
+    corner = canvas.image_to_view(400, 300)
+    assert 0 <= corner.x() <= canvas.viewport().width() and 0 <= corner.y() <= canvas.viewport().height()
+
+
+def _corner_positions(canvas):
+    return {name: canvas.image_to_view(x, y) for name, (x, y) in {"tl": (0, 0), "br": (400, 300)}.items()}
+
+
+def test_rotation_and_flips_change_the_view_only(canvas):
+    image = deep_image()
+    canvas.set_image(image)
+    pixels_before = image.pixels.copy()
+    canvas.rotate_right()
+    pos = _corner_positions(canvas)
+    # Clockwise: the image's top-left corner is now at the top-right of the screen.
+    assert pos["tl"].x() > pos["br"].x() and pos["tl"].y() < pos["br"].y()
+    assert canvas.rotation() == 90
+    canvas.rotate_left()
+    canvas.flip_horizontal()
+    pos = _corner_positions(canvas)
+    assert pos["tl"].x() > pos["br"].x() and pos["tl"].y() < pos["br"].y()
+    assert canvas.is_mirrored()
+    canvas.flip_vertical()
+    pos = _corner_positions(canvas)
+    assert pos["tl"].x() > pos["br"].x() and pos["tl"].y() > pos["br"].y()
+    assert not canvas.is_mirrored() and canvas.rotation() == 180  # both flips = a half turn
+    canvas.reset_view()
+    pos = _corner_positions(canvas)
+    assert pos["tl"].x() < pos["br"].x() and pos["tl"].y() < pos["br"].y()
+    assert np.array_equal(image.pixels, pixels_before)
+
+
+def test_overlay_follows_zoom_pan_rotation_and_flips(canvas, qtbot):
+    image = deep_image()
+    canvas.set_image(image)
+    heat = np.zeros((30, 40, 3), np.uint8)  # a low-resolution overlay is stretched over the image
+    canvas.set_overlay(heat)
+    canvas.set_overlay_visible(True)
+    image_item, overlay_item = canvas.image_item, canvas.overlay_item
+    assert image_item.scene() is overlay_item.scene()
+    assert overlay_item.zValue() > image_item.zValue()
+
+    def check():
+        assert overlay_item.sceneBoundingRect() == image_item.sceneBoundingRect()
+        to_screen = canvas.viewportTransform()
+        # Overlay pixel (u, v) covers image pixel (10u, 10v): both land on the same screen point,
+        # whatever zoom, pan, rotation or flip the view has.
+        for u, v in [(0, 0), (40, 0), (0, 30), (40, 30), (12.35, 7.725), (20, 15)]:
+            via_overlay = to_screen.map(overlay_item.mapToScene(QPointF(u, v)))
+            via_image = to_screen.map(image_item.mapToScene(QPointF(u * 10, v * 10)))
+            assert via_overlay.x() == pytest.approx(via_image.x(), abs=1e-6)
+            assert via_overlay.y() == pytest.approx(via_image.y(), abs=1e-6)
+
+    check()
+    canvas.set_zoom(3.0, at=QPoint(100, 100))
+    check()
+    canvas.pan_by(37, -12)
+    check()
+    canvas.rotate_right()
+    check()
+    canvas.flip_horizontal()
+    check()
+    canvas.flip_vertical()
+    check()
+    # While window/level drags show a preview pixmap, the overlay still matches.
+    vp = canvas.viewport()
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=QPoint(50, 50))
+    qtbot.mouseMove(vp, QPoint(90, 60))
+    check()
+    qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=QPoint(90, 60))
+
+
+def test_overlay_opacity_and_visibility(canvas):
+    canvas.set_image(deep_image())
+    canvas.set_overlay(np.full((10, 10, 3), 200, np.uint8))
+    canvas.set_overlay_opacity(0.7)
+    assert canvas.overlay_item.opacity() == pytest.approx(0.7)
+    canvas.set_overlay_opacity(3)
+    assert canvas.overlay_opacity() == 1.0
+    canvas.set_overlay_visible(False)
+    assert not canvas.overlay_item.isVisible()
+    canvas.set_overlay_visible(True)
+    assert canvas.overlay_item.isVisible() and canvas.has_overlay()
+
+
+def test_pixel_value_under_the_cursor_in_stored_units(canvas, qtbot):
+    image = deep_image()
+    canvas.set_image(image)
+    seen = []
+    canvas.cursor_moved.connect(seen.append)
+    target = canvas.image_to_view(123.5, 45.5).toPoint()
+    qtbot.mouseMove(canvas.viewport(), target)
+    info = seen[-1]
+    assert info is not None
+    assert abs(info.x - 123) <= 1 and abs(info.y - 45) <= 1
+    assert info.value == image.pixels[info.y, info.x]
+    canvas.rotate_right()
+    target = canvas.image_to_view(10.5, 250.5).toPoint()
+    qtbot.mouseMove(canvas.viewport(), target)
+    info = seen[-1]
+    assert abs(info.x - 10) <= 1 and abs(info.y - 250) <= 1
+
+
+def test_monochrome1_is_shown_inverted_and_invert_toggles(canvas):
+    pixels = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (10, 1))
+    image = xray_from_array(pixels, photometric="MONOCHROME1")
+    canvas.set_image(image)
+    first = canvas.image_item.pixmap().toImage().pixelColor(0, 0).red()
+    assert first == 255  # stored 0 is white in MONOCHROME1
+    canvas.set_inverted(True)
+    assert canvas.image_item.pixmap().toImage().pixelColor(0, 0).red() == 0

@@ -1,0 +1,331 @@
+"""The main window with a fake predictor: opening files, keyboard, overlay, settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from tests.bad_inputs import make_bad_inputs
+
+
+def mime_for(*paths: Path) -> QMimeData:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    return mime
+
+
+def drop_on(widget, *paths: Path) -> None:
+    """Drag enter, then drop, on ``widget`` as the window system sends them (Qt delivers a drop
+    only to the widget that accepted the drag)."""
+    mime = mime_for(*paths)
+    pos = QPointF(widget.width() / 2, widget.height() / 2)
+    args = (Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(pos, *args)
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted(), "the widget refused the drag"
+    drop = QDropEvent(pos, *args)
+    QApplication.sendEvent(widget, drop)
+    assert drop.isAccepted()
+
+
+def opened_names(window) -> list[str]:
+    return [window.docs[i].name for i in window.document_ids()]
+
+
+def test_window_opens_before_the_model_and_says_it_is_loading(qtbot, viewer_env, fake_factory):
+    from viewer.main_window import MainWindow
+    from viewer.settings import ViewerSettings
+
+    fake_factory.delay = 0.0
+    window = MainWindow(settings=ViewerSettings(), model_dir="fake-model", predictor_factory=fake_factory)
+    qtbot.addWidget(window)
+    window.show()
+    assert window.inference is None  # nothing heavy before the window is up
+    window.start_background()
+    assert window.model_label.text() == "Loading model…"
+    qtbot.waitUntil(lambda: window.model_state == "ready", timeout=5000)
+    assert window.model_label.text() == "Model: fake-model 1.0.0 · CPU"
+    assert "Research use only, not for clinical diagnosis" in window.disclaimer_label.text()
+    assert "Research use only, not for clinical diagnosis" in window.results.disclaimer.text()
+    window.close()
+
+
+def test_drop_files_and_a_folder_with_a_bad_file_among_good_ones(make_window, qtbot, image_files, tmp_path):
+    window = make_window()
+    bad = make_bad_inputs(tmp_path / "bad")
+    folder = image_files["deep"].parent  # a sub-folder: scanned recursively
+    with qtbot.waitSignal(window.open_finished, timeout=10000) as blocker:
+        drop_on(window.canvas.viewport(), image_files["dark"], bad["truncated_png"], folder, image_files["bright"])
+    assert blocker.args == [3, 1]
+    assert sorted(opened_names(window)) == ["bright.png", "dark.png", "deep16.png"]
+    assert window.current is not None and window.current.name == "dark.png"  # the first good file is shown
+    # The failure is reported without a modal dialog: status bar and the Messages panel.
+    assert any("truncated" in m.lower() for m in window.messages.messages())
+    assert "truncated" in window.statusBar().currentMessage().lower()
+    assert QApplication.activeModalWidget() is None
+    # Every good image gets its prediction and its badge.
+    qtbot.waitUntil(lambda: all(d.prediction is not None for d in window.docs.values()), timeout=10000)
+    for doc_id, doc in window.docs.items():
+        assert window.thumbnails.badge(doc_id).startswith(doc.prediction.label)
+
+
+def test_drop_of_the_whole_bad_input_corpus_never_crashes(make_window, qtbot, tmp_path, image_files):
+    window = make_window()
+    bad = make_bad_inputs(tmp_path / "bad")
+    with qtbot.waitSignal(window.open_finished, timeout=20000) as blocker:
+        window.drop_mime(mime_for(*bad.values(), image_files["bright"]))
+    assert blocker.args == [1, len(bad)]
+    assert opened_names(window) == ["bright.png"]
+    assert len(window.messages.messages()) == len(bad)
+
+
+def test_drop_event_on_the_main_window_and_dock_area(make_window, qtbot, image_files):
+    window = make_window()
+    with qtbot.waitSignal(window.open_finished, timeout=10000):
+        drop_on(window, image_files["dark"])
+    assert opened_names(window) == ["dark.png"]
+    with qtbot.waitSignal(window.open_finished, timeout=10000) as blocker:
+        drop_on(window, image_files["dark"])  # the same file again: not opened twice
+    assert opened_names(window) == ["dark.png"]
+    assert blocker.args[1] == 0
+
+
+def test_recent_files_are_remembered(make_window, qtbot, image_files):
+    window = make_window()
+    with qtbot.waitSignal(window.open_finished, timeout=10000):
+        window.open_paths([str(image_files["dark"])])
+    assert window.settings.recent_files[0] == str(image_files["dark"].resolve())
+    window._fill_recent_menu()
+    texts = [a.text() for a in window.recent_menu.actions()]
+    assert str(image_files["dark"].resolve()) in texts
+
+
+def open_and_wait(window, qtbot, *paths) -> None:
+    with qtbot.waitSignal(window.open_finished, timeout=10000):
+        window.open_paths([str(p) for p in paths])
+    qtbot.waitUntil(lambda: all(d.prediction is not None for d in window.docs.values()), timeout=10000)
+
+
+def press(qtbot, window, key, modifier=Qt.KeyboardModifier.NoModifier) -> None:
+    qtbot.keyClick(window.canvas, key, modifier)
+
+
+@pytest.fixture
+def reading_window(make_window, qtbot, image_files):
+    window = make_window()
+    window.activateWindow()
+    window.canvas.setFocus()
+    open_and_wait(window, qtbot, image_files["deep"], image_files["dark"], image_files["bright"])
+    assert window.current.name == "deep16.png"
+    return window
+
+
+def test_keyboard_shortcuts(reading_window, qtbot):
+    w = reading_window
+    canvas = w.canvas
+    default = canvas.window()
+    press(qtbot, w, Qt.Key.Key_2)  # lung preset
+    lung = canvas.window()
+    assert lung != default and lung.source == "preset"
+    press(qtbot, w, Qt.Key.Key_3)  # bone preset: higher centre than lung for a MONOCHROME2 image
+    assert canvas.window().center > lung.center
+    press(qtbot, w, Qt.Key.Key_0)
+    assert canvas.window() == default
+    press(qtbot, w, Qt.Key.Key_I)
+    assert canvas.inverted() and w.current.invert
+    press(qtbot, w, Qt.Key.Key_I)
+    assert not canvas.inverted()
+    fitted = canvas.zoom()
+    press(qtbot, w, Qt.Key.Key_Plus)
+    assert canvas.zoom() > fitted
+    press(qtbot, w, Qt.Key.Key_Minus)
+    press(qtbot, w, Qt.Key.Key_Minus)
+    assert canvas.zoom() < fitted
+    press(qtbot, w, Qt.Key.Key_Equal)
+    assert canvas.zoom() == pytest.approx(fitted)
+    press(qtbot, w, Qt.Key.Key_BracketRight)
+    assert canvas.rotation() == 90
+    press(qtbot, w, Qt.Key.Key_BracketLeft)
+    press(qtbot, w, Qt.Key.Key_BracketLeft)
+    assert canvas.rotation() == 270
+    press(qtbot, w, Qt.Key.Key_H)
+    assert canvas.is_mirrored()
+    press(qtbot, w, Qt.Key.Key_V)
+    assert not canvas.is_mirrored()
+    press(qtbot, w, Qt.Key.Key_I)
+    canvas.set_zoom(5.0)
+    press(qtbot, w, Qt.Key.Key_Escape)  # reset view: orientation, zoom, window, invert
+    assert canvas.rotation() == 0 and not canvas.is_mirrored() and not canvas.inverted()
+    assert canvas.zoom() == pytest.approx(fitted)
+    assert canvas.window() == default
+
+
+def test_keys_move_between_images(reading_window, qtbot):
+    w = reading_window
+    names = opened_names(w)
+    press(qtbot, w, Qt.Key.Key_Down)
+    assert w.current.name == names[1]
+    press(qtbot, w, Qt.Key.Key_PageDown)
+    assert w.current.name == names[2]
+    press(qtbot, w, Qt.Key.Key_Down)  # stays on the last one
+    assert w.current.name == names[2]
+    press(qtbot, w, Qt.Key.Key_Up)
+    assert w.current.name == names[1]
+    press(qtbot, w, Qt.Key.Key_PageUp)
+    assert w.current.name == names[0]
+    press(qtbot, w, Qt.Key.Key_Right)
+    assert w.current.name == names[1]
+    press(qtbot, w, Qt.Key.Key_Left)
+    assert w.current.name == names[0]
+
+
+def test_each_image_keeps_its_own_window(reading_window, qtbot):
+    w = reading_window
+    press(qtbot, w, Qt.Key.Key_2)
+    lung = w.canvas.window()
+    press(qtbot, w, Qt.Key.Key_Down)
+    assert w.canvas.window() != lung
+    press(qtbot, w, Qt.Key.Key_Up)
+    assert w.canvas.window() == lung
+
+
+def test_window_level_drag_updates_the_status_bar(reading_window, qtbot):
+    w = reading_window
+    vp = w.canvas.viewport()
+    c = vp.rect().center()
+    before = w.wl_label.text()
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=c)
+    qtbot.mouseMove(vp, c + QPoint(60, 30))
+    qtbot.mouseRelease(vp, Qt.MouseButton.LeftButton, pos=c + QPoint(60, 30))
+    assert w.wl_label.text() != before
+    window = w.canvas.window()
+    assert w.wl_label.text() == f"C {window.center:.6g} / W {window.width:.6g}"
+    qtbot.mouseMove(vp, w.canvas.image_to_view(5.5, 6.5).toPoint())
+    assert w.pixel_label.text().startswith("x ")
+
+
+def test_overlay_toggle_opacity_colormap_and_class(reading_window, qtbot):
+    w = reading_window
+    canvas = w.canvas
+    assert not canvas.overlay_visible()
+    with qtbot.waitSignal(w.overlay_shown, timeout=10000):
+        press(qtbot, w, Qt.Key.Key_G)
+    assert canvas.overlay_visible() and canvas.has_overlay()
+    assert w.actions_by_id["overlay"].isChecked() and w.overlay_panel.show_box.isChecked()
+    predicted = w.current.prediction.class_index
+    assert (predicted, "gradcam") in w.current.explanations
+    # Opacity slider drives the overlay item.
+    w.overlay_panel.opacity_slider.setValue(80)
+    assert canvas.overlay_opacity() == pytest.approx(0.8)
+    # Another colour map recolours the same heat map.
+    before = canvas.overlay_item.pixmap().toImage()
+    w.overlay_panel.set_colormap("viridis")
+    assert canvas.overlay_item.pixmap().toImage() != before
+    # Explain another class than the predicted one.
+    other = (predicted + 1) % 3
+    with qtbot.waitSignal(w.overlay_shown, timeout=10000):
+        w.overlay_panel.class_combo.setCurrentIndex(other + 1)
+    assert (other, "gradcam") in w.current.explanations
+    assert w.overlay_panel.status.text().endswith(w.model_info.class_names[other])
+    # Grad-CAM++ on request.
+    with qtbot.waitSignal(w.overlay_shown, timeout=10000):
+        w.overlay_panel.method_combo.setCurrentIndex(1)
+    assert (other, "gradcam++") in w.current.explanations
+    # The toolbar action hides it again.
+    w.actions_by_id["overlay"].trigger()
+    assert not canvas.overlay_visible() and not w.overlay_panel.show_box.isChecked()
+
+
+def test_results_panel_shows_the_current_prediction(reading_window, qtbot):
+    w = reading_window
+    p = w.current.prediction
+    assert w.results.headline.text() == p.label
+    assert w.results.bars.values() == pytest.approx(p.probabilities)
+    assert "fake-model 1.0.0" in w.results.model_label.text()
+    press(qtbot, w, Qt.Key.Key_Down)
+    assert w.results.headline.text() == w.current.prediction.label
+
+
+def test_tag_panel_search(make_window, qtbot, tmp_path):
+    from tests.dicom_factory import make_dicom
+
+    path = tmp_path / "chest.dcm"
+    make_dicom(path, (np.arange(64 * 64).reshape(64, 64) % 4096).astype(np.uint16), bits_stored=12)
+    window = make_window()
+    open_and_wait(window, qtbot, path)
+    tags = window.tags
+    total = tags.visible_rows()
+    assert total > 5
+    tags.search.setText("modality")
+    assert 1 <= tags.visible_rows() < total
+    tags.search.setText("no-such-tag-anywhere")
+    assert tags.visible_rows() == 0
+    tags.search.clear()
+    assert tags.visible_rows() == total
+
+
+def test_closing_an_image_cancels_its_queued_jobs(make_window, qtbot, image_files, fake_factory):
+    fake_factory.delay = 0.3
+    window = make_window()
+    with qtbot.waitSignal(window.open_finished, timeout=10000):
+        window.open_paths([str(p) for p in image_files.values()])
+    last = window.document_ids()[-1]
+    window.close_document(last)
+    assert last not in window.docs
+    assert all(j != last for j in [job.doc_id for job in list(window.inference.queue._jobs)])
+    qtbot.waitUntil(lambda: all(d.prediction is not None for d in window.docs.values()), timeout=10000)
+    assert last not in window.thumbnails.document_ids()
+    assert fake_factory.made[-1].calls.count("predict") == 2  # the closed one was never predicted
+
+
+def test_settings_persist_between_runs(make_window, qtbot, image_files):
+    window = make_window()
+    window.overlay_panel.set_opacity(0.7)
+    window.overlay_panel.set_colormap("inferno")
+    window.settings.last_folder = str(image_files["dark"].parent)
+    window.resize(760, 560)  # inside the offscreen screen (800x600): restoreGeometry clamps to it
+    window.close()
+    again = make_window()
+    assert again.overlay_panel.opacity() == pytest.approx(0.7)
+    assert again.canvas.overlay_opacity() == pytest.approx(0.7)
+    assert again.overlay_panel.colormap() == "inferno"
+    assert again.settings.last_folder == str(image_files["dark"].parent)
+    assert again.width() == 760  # the height is held up by the docks' minimum sizes
+
+
+def test_help_dialog_lists_every_shortcut(make_window, qtbot):
+    from viewer.help_dialog import help_html
+    from viewer.shortcuts import SHORTCUTS
+
+    html = help_html()
+    for shortcut in SHORTCUTS:
+        assert shortcut.help.split(" (")[0].replace("&", "&amp;") in html
+    for word in ("Lung", "Bone", "Left drag", "Middle drag", "Right drag", "Wheel", "wider", "Research use only"):
+        assert word in html
+    window = make_window()
+    press(qtbot, window, Qt.Key.Key_F1)
+    assert window._help_dialog.isVisible()
+
+
+def test_missing_model_leaves_a_working_viewer(make_window, qtbot, image_files):
+    window = make_window(model_dir="/nowhere/missing-model")
+    assert window.model_state == "failed"
+    open_and_wait_no_model(window, qtbot, image_files["dark"])
+    assert window.current is not None and window.current.prediction is None
+    assert window.results.headline.text() == "No model loaded"
+    assert any("could not be loaded" in m for m in window.messages.messages())
+
+
+def open_and_wait_no_model(window, qtbot, *paths) -> None:
+    with qtbot.waitSignal(window.open_finished, timeout=10000):
+        window.open_paths([str(p) for p in paths])
+
+
+def test_sixteen_bit_png_keeps_its_depth(reading_window):
+    doc = reading_window.docs[reading_window.document_ids()[0]]
+    assert doc.image.pixels.dtype == np.uint16 and doc.image.pixels.max() > 255
