@@ -58,6 +58,14 @@ class ViewerSettings:
         self._qs.setValue("files/last_folder", str(value))
 
     @property
+    def last_export_folder(self) -> str:
+        return self._get("files/last_export_folder", "", str)
+
+    @last_export_folder.setter
+    def last_export_folder(self, value: str) -> None:
+        self._qs.setValue("files/last_export_folder", str(value))
+
+    @property
     def overlay_opacity(self) -> float:
         return min(1.0, max(0.0, self._get("overlay/opacity", DEFAULT_OPACITY, float)))
 
