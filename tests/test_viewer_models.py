@@ -1,0 +1,135 @@
+"""Installed models: the store, the model manager dialog, and the viewer on a real (tiny) Keras model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+
+from inference.bundle import BundleError
+from viewer import model_store
+from viewer.model_card import model_card_html
+
+
+@pytest.fixture
+def models_env(viewer_env, tiny_bundle_dir, tmp_path, monkeypatch):
+    """A bundled model (a copy of the tiny bundle) and an empty user models folder."""
+    bundled = tmp_path / "resources" / "models" / "default"
+    shutil.copytree(tiny_bundle_dir, bundled)
+    monkeypatch.setattr(model_store, "bundled_model_dir", lambda: bundled)
+    monkeypatch.setattr("inference.paths.bundled_model_dir", lambda: bundled)
+    return bundled
+
+
+def test_store_lists_imports_and_deletes(models_env, tiny_bundle_dir, tmp_path):
+    entries = model_store.list_models()
+    assert [e.bundled for e in entries] == [True]
+    first = model_store.import_bundle(tiny_bundle_dir)
+    second = model_store.import_bundle(tiny_bundle_dir)  # never overwrites: a second folder
+    assert first != second and first.parent == second.parent == model_store.user_models_dir()
+    assert (first / "model.keras").is_file() and (second / "model.json").is_file()
+    labels = [e.label for e in model_store.list_models()]
+    assert labels == ["tiny-test 0.0.1 (bundled)", "tiny-test 0.0.1", "tiny-test 0.0.1"]
+    model_store.delete_user_model(first)
+    assert not first.exists() and second.exists()
+    with pytest.raises(ValueError):
+        model_store.delete_user_model(models_env)  # the bundled model is not the user's to delete
+    assert models_env.exists()
+
+
+def test_import_refuses_a_folder_that_is_not_a_bundle(models_env, tmp_path):
+    bad = tmp_path / "not-a-model"
+    bad.mkdir()
+    (bad / "model.json").write_text(json.dumps({"format": "something else"}))
+    (bad / "model.keras").write_bytes(b"zip?")
+    with pytest.raises(BundleError):
+        model_store.import_bundle(bad)
+    assert not model_store.user_models_dir().exists() or not any(model_store.user_models_dir().iterdir())
+
+
+def test_model_card_shows_classes_data_and_metrics(tiny_bundle_dir):
+    from inference.bundle import read_bundle_info
+
+    info = read_bundle_info(tiny_bundle_dir)
+    info.training = {"data": {"counts": {"train": {"COVID-19": 5, "Normal": 6, "Pneumonia": 7}}, "n_images": 18}}
+    info.metrics = {
+        "val": {
+            "accuracy": 0.75,
+            "macro_f1": 0.7,
+            "n_images": 4,
+            "per_class": {"Normal": {"precision": 1.0, "recall": 0.5, "f1": 0.667, "support": 2}},
+            "confusion_matrix": {"classes": ["Normal", "Pneumonia"], "matrix": [[1, 1], [0, 2]]},
+        }
+    }
+    html = model_card_html(info, str(tiny_bundle_dir), bundled=True, active=True)
+    for text in ("tiny-test 0.0.1", "COVID-19, Normal, Pneumonia", "Validation split", "0.750", "Confusion matrix",
+                 "bundled", "active", "Research use only"):  # fmt: skip
+        assert text in html
+
+
+def test_model_manager_switches_imports_and_deletes(make_window, qtbot, models_env, tiny_bundle_dir, image_files):
+    from viewer.model_manager import ModelManagerDialog
+
+    window = make_window(model_dir=str(models_env))
+    with qtbot.waitSignal(window.open_finished, timeout=10000):
+        window.open_paths([str(image_files["dark"])])
+    qtbot.waitUntil(lambda: window.current is not None and window.current.prediction is not None, timeout=10000)
+    assert window.current.prediction.model_name == "default"  # the fake predictor names itself after the folder
+
+    dialog = ModelManagerDialog(window)
+    qtbot.addWidget(dialog)
+    assert dialog.list.count() == 1
+    assert dialog.list.item(0).text().startswith("●")  # the active one is marked
+    assert not dialog.delete_button.isEnabled()  # the bundled model cannot be deleted
+    assert "tiny-test 0.0.1" in dialog.card.toPlainText()
+
+    imported = dialog.import_folder(str(tiny_bundle_dir))
+    assert imported is not None and imported.is_dir()
+    assert dialog.list.count() == 2 and dialog.selected().path == imported
+    assert dialog.delete_button.isEnabled()
+    # Not a bundle: a clear note, nothing imported.
+    assert dialog.import_folder(str(image_files["dark"].parent)) is None
+    assert "Not imported" in dialog.note.text()
+
+    with qtbot.waitSignal(window.model_changed, timeout=10000):
+        dialog.activate_selected()
+    assert window.model_dir == str(imported)
+    assert window.settings.active_model == str(imported)
+    qtbot.waitUntil(lambda: window.current.prediction is not None, timeout=10000)
+    assert window.current.prediction.model_name == imported.name  # predictions refreshed by the new model
+
+    # Delete asks first; "no" keeps the model.
+    dialog.confirm_delete = lambda entry: False
+    assert not dialog.delete_selected() and imported.exists()
+    dialog.confirm_delete = lambda entry: True
+    with qtbot.waitSignal(window.model_changed, timeout=10000):
+        assert dialog.delete_selected()
+    assert not imported.exists()
+    assert window.model_dir == str(models_env)  # deleting the active model falls back to the bundled one
+    assert dialog.list.count() == 1
+
+
+@pytest.mark.slow
+def test_viewer_with_a_real_keras_model(make_window, qtbot, tiny_bundle_dir, image_files):
+    """The real Predictor in the inference thread: prediction, results panel and Grad-CAM overlay."""
+    from viewer.workers import default_predictor_factory
+
+    window = make_window(model_dir=str(tiny_bundle_dir), factory=default_predictor_factory)
+    assert window.model_state == "ready", window.messages.messages()
+    assert window.model_label.text().startswith("Model: tiny-test 0.0.1 · ")
+    with qtbot.waitSignal(window.open_finished, timeout=20000):
+        window.open_paths([str(image_files["deep"])])
+    qtbot.waitUntil(lambda: window.current is not None and window.current.prediction is not None, timeout=60000)
+    prediction = window.current.prediction
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    assert window.results.headline.text() == prediction.label
+    with qtbot.waitSignal(window.overlay_shown, timeout=60000):
+        qtbot.keyClick(window.canvas, Qt.Key.Key_G)
+    explanation = window.current.explanations[(prediction.class_index, "gradcam")]
+    assert explanation.heatmap_original.shape == window.current.image.shape
+    assert window.canvas.has_overlay()
+    assert window.canvas.overlay_item.sceneBoundingRect() == window.canvas.image_item.sceneBoundingRect()
+    assert Path(window.model_dir) == tiny_bundle_dir

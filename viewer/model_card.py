@@ -1,0 +1,147 @@
+"""Model cards and evaluation reports as HTML, for the model manager and the training dialog."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from inference.bundle import BundleInfo
+
+__all__ = ["model_card_html", "metrics_html", "confusion_html"]
+
+_HEADLINE = (
+    ("accuracy", "Accuracy"),
+    ("balanced_accuracy", "Balanced accuracy"),
+    ("macro_f1", "Macro F1"),
+    ("macro_auc", "Macro AUC (one-vs-rest)"),
+    ("ece", "Calibration error (ECE)"),
+    ("n_images", "Images"),
+)
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return escape(str(value))
+
+
+def confusion_html(cm: dict[str, Any]) -> str:
+    classes = [str(c) for c in cm.get("classes", [])]
+    matrix = cm.get("matrix", [])
+    if not classes or not matrix:
+        return ""
+    head = "".join(f"<th>{escape(c)}</th>" for c in classes)
+    rows = []
+    for name, row in zip(classes, matrix):
+        total = sum(row) or 1
+        cells = []
+        for j, v in enumerate(row):
+            shade = int(40 + 160 * v / total)
+            colour = f"rgb(30,{shade // 2 + 40},{shade})" if classes[j] == name else f"rgb({shade // 2 + 30},40,45)"
+            cells.append(f"<td align='center' style='background:{colour}'>{int(v)}</td>")
+        rows.append(f"<tr><th align='left'>{escape(name)}</th>{''.join(cells)}</tr>")
+    return (
+        "<p><b>Confusion matrix</b> (rows: true class, columns: predicted)</p>"
+        f"<table cellspacing='0' cellpadding='4' border='1'><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+    )
+
+
+def metrics_html(metrics: dict[str, Any]) -> str:
+    """One evaluation (``training.evaluate.compute_metrics``) as headline figures, per-class table, matrix."""
+    if not metrics:
+        return "<p>No metrics.</p>"
+    head = "".join(
+        f"<tr><td>{label}</td><td align='right'><b>{_num(metrics.get(key))}</b></td></tr>"
+        for key, label in _HEADLINE
+        if key in metrics
+    )
+    parts = [f"<table cellspacing='0' cellpadding='3'>{head}</table>"]
+    per_class = metrics.get("per_class") or {}
+    if per_class:
+        cols = ("precision", "recall", "specificity", "f1", "auc", "support")
+        header = "".join(f"<th>{c.capitalize() if c != 'recall' else 'Recall (sens.)'}</th>" for c in cols)
+        rows = "".join(
+            f"<tr><td>{escape(name)}</td>" + "".join(f"<td align='right'>{_num(m.get(c))}</td>" for c in cols) + "</tr>"
+            for name, m in per_class.items()
+        )
+        parts.append(
+            f"<table cellspacing='0' cellpadding='3' border='1'><tr><th>Class</th>{header}</tr>{rows}</table>"
+        )
+    if metrics.get("confusion_matrix"):
+        parts.append(confusion_html(metrics["confusion_matrix"]))
+    return "".join(parts)
+
+
+def _split_metrics(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Metrics per split ({"val": {...}, "test": {...}}) or a single evaluation."""
+    if "accuracy" in metrics or "per_class" in metrics:
+        return [("Evaluation", metrics)]
+    names = {"val": "Validation split", "test": "Test split", "train": "Training split"}
+    return [(names.get(k, str(k)), v) for k, v in metrics.items() if isinstance(v, dict)]
+
+
+def model_card_html(info: BundleInfo, path: str = "", bundled: bool = False, active: bool = False) -> str:
+    tags = []
+    if bundled:
+        tags.append("bundled")
+    if active:
+        tags.append("active")
+    training = info.training or {}
+    data = training.get("data") or {}
+    rows = [
+        ("Architecture", info.architecture),
+        ("Classes", ", ".join(info.class_names)),
+        ("Input", f"{info.input_size} × {info.input_size}, {info.channels} channel{'s' if info.channels != 1 else ''}"),
+        ("Grad-CAM layer", info.gradcam_layer),
+        ("Created", info.created),
+        ("Keras / TensorFlow", " / ".join(v for v in (info.keras_version, info.tensorflow_version) if v)),
+        ("Folder", path),
+    ]
+    if training.get("init"):
+        rows.append(("Initialisation", str(training["init"])))
+    if training.get("epochs_run") is not None:
+        rows.append(("Epochs", str(training["epochs_run"])))
+    if training.get("hardware"):
+        rows.append(("Trained on", f"{training['hardware']} in {training.get('training_seconds', '?')} s"))
+    facts = "".join(f"<tr><td><i>{escape(k)}</i></td><td>{escape(str(v))}</td></tr>" for k, v in rows if v)
+    parts = [
+        f"<h2>{escape(info.display_name)}</h2>",
+        f"<p><b>{escape(' · '.join(tags))}</b></p>" if tags else "",
+        f"<p>{escape(info.description)}</p>" if info.description else "",
+        f"<table cellspacing='0' cellpadding='2'>{facts}</table>",
+    ]
+    counts = data.get("counts") or {}
+    if counts:
+        classes = list(info.class_names)
+        splits = [s for s, c in counts.items() if c]
+        header = "".join(f"<th>{escape(s)}</th>" for s in splits)
+        body = "".join(
+            f"<tr><td>{escape(c)}</td>"
+            + "".join(f"<td align='right'>{counts[s].get(c, 0)}</td>" for s in splits)
+            + "</tr>"
+            for c in classes
+        )
+        parts.append(
+            f"<h3>Training data</h3><p>{escape(str(data.get('path', '')))} "
+            f"({_num(data.get('n_images'))} images)</p>"
+            f"<table cellspacing='0' cellpadding='3' border='1'><tr><th>Class</th>{header}</tr>{body}</table>"
+        )
+    sources = data.get("sources") or {}
+    if sources:
+        items = ", ".join(f"{escape(str(k))}: {escape(str(v))}" for k, v in sources.items())
+        parts.append(f"<p><i>Sources:</i> {items}</p>")
+    for title, m in _split_metrics(info.metrics or {}):
+        parts.append(f"<h3>{escape(title)}</h3>{metrics_html(m)}")
+    if not info.metrics:
+        parts.append("<p><i>No evaluation stored with this model.</i></p>")
+    parts.append(
+        "<p style='color:#f0b429'><b>Research use only, not for clinical diagnosis.</b> Figures measured on data "
+        "from the training sources usually overstate performance in other hospitals.</p>"
+    )
+    return "".join(parts)

@@ -1,0 +1,198 @@
+"""Model manager: list the installed models with their cards, switch, import, delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+
+from viewer.model_card import model_card_html
+from viewer.model_store import ModelEntry, delete_user_model, import_bundle, list_models
+
+__all__ = ["ModelManagerDialog"]
+
+PATH_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+def _same(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+class ModelManagerDialog(QDialog):
+    model_activated = Signal(str)
+
+    def __init__(self, window: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent or window)
+        self.main = window
+        self.setWindowTitle("Models")
+        self.resize(900, 600)
+        layout = QVBoxLayout(self)
+        splitter = QSplitter()
+        self.list = QListWidget()
+        self.list.setMinimumWidth(240)
+        self.card = QTextBrowser()
+        self.card.setOpenExternalLinks(False)
+        splitter.addWidget(self.list)
+        splitter.addWidget(self.card)
+        splitter.setStretchFactor(1, 1)
+        layout.addWidget(splitter, 1)
+        self.note = QLabel("")
+        self.note.setObjectName("muted")
+        self.note.setWordWrap(True)
+        layout.addWidget(self.note)
+        buttons = QHBoxLayout()
+        self.activate_button = QPushButton("Use this model")
+        self.import_button = QPushButton("Import folder…")
+        self.delete_button = QPushButton("Delete…")
+        close = QPushButton("Close")
+        self.activate_button.clicked.connect(self.activate_selected)
+        self.import_button.clicked.connect(self._import_dialog)
+        self.delete_button.clicked.connect(self.delete_selected)
+        close.clicked.connect(self.accept)
+        for b in (self.activate_button, self.import_button, self.delete_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        buttons.addWidget(close)
+        layout.addLayout(buttons)
+        self.list.currentItemChanged.connect(self._on_select)
+        self.entries: list[ModelEntry] = []
+        self.refresh()
+
+    # -- list -------------------------------------------------------------------------------------
+    def refresh(self, select: str | Path | None = None) -> None:
+        self.entries = list_models()
+        active = self.main.model_dir
+        self.list.clear()
+        chosen = None
+        for entry in self.entries:
+            label = entry.label
+            is_active = bool(active) and _same(entry.path, active)
+            if is_active:
+                label = f"● {label}"
+            if entry.info is None:
+                label += " (unreadable)"
+            item = QListWidgetItem(label)
+            item.setData(PATH_ROLE, str(entry.path))
+            item.setToolTip(str(entry.path) if not entry.error else entry.error)
+            if entry.info is None:
+                item.setForeground(QColor("#ef5b5b"))
+            self.list.addItem(item)
+            if (select is not None and _same(entry.path, select)) or (select is None and is_active):
+                chosen = item
+        if not self.entries:
+            self.card.setHtml("<p>No model is installed. Import a model folder or train one (AI &gt; Train).</p>")
+        self.list.setCurrentItem(chosen or self.list.item(0))
+        self._update_buttons()
+
+    def model_paths(self) -> list[str]:
+        return [str(e.path) for e in self.entries]
+
+    def selected(self) -> ModelEntry | None:
+        item = self.list.currentItem()
+        if item is None:
+            return None
+        path = item.data(PATH_ROLE)
+        return next((e for e in self.entries if str(e.path) == path), None)
+
+    def select_path(self, path: str | Path) -> None:
+        for row in range(self.list.count()):
+            if _same(self.list.item(row).data(PATH_ROLE), path):
+                self.list.setCurrentRow(row)
+                return
+
+    def _on_select(self, *_args) -> None:
+        entry = self.selected()
+        if entry is None:
+            return
+        if entry.info is None:
+            self.card.setHtml(f"<h2>{entry.path.name}</h2><p style='color:#ef5b5b'>{entry.error}</p>")
+        else:
+            active = bool(self.main.model_dir) and _same(entry.path, self.main.model_dir)
+            self.card.setHtml(model_card_html(entry.info, str(entry.path), entry.bundled, active))
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        entry = self.selected()
+        self.activate_button.setEnabled(entry is not None and entry.info is not None)
+        self.delete_button.setEnabled(entry is not None and not entry.bundled)
+        if entry is not None and entry.bundled:
+            self.delete_button.setToolTip("The bundled model is part of the app and cannot be deleted.")
+        else:
+            self.delete_button.setToolTip("Delete this model folder")
+
+    # -- actions -------------------------------------------------------------------------------------
+    def activate_selected(self) -> None:
+        entry = self.selected()
+        if entry is None or entry.info is None:
+            return
+        self.main.activate_model(str(entry.path))
+        self.note.setText(f"Active model: {entry.info.display_name}. Opened images are analysed again.")
+        self.model_activated.emit(str(entry.path))
+        self.refresh(select=entry.path)
+
+    def _import_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Import a model folder (model.keras + model.json)")
+        if folder:
+            self.import_folder(folder)
+
+    def import_folder(self, folder: str) -> Path | None:
+        from inference.bundle import BundleError
+
+        try:
+            dest = import_bundle(folder)
+        except (BundleError, OSError) as exc:
+            self.note.setText(f"Not imported: {exc}")
+            return None
+        self.note.setText(f"Imported into {dest}. Select it and press \u201cUse this model\u201d to switch.")
+        self.refresh(select=dest)
+        return dest
+
+    def confirm_delete(self, entry: ModelEntry) -> bool:
+        """Ask before deleting (tests replace this)."""
+        answer = QMessageBox.question(
+            self,
+            "Delete model",
+            f"Delete the model {entry.label}?\n\n{entry.path}\n\nThis cannot be undone.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def delete_selected(self) -> bool:
+        entry = self.selected()
+        if entry is None or entry.bundled:
+            return False
+        if not self.confirm_delete(entry):
+            return False
+        was_active = bool(self.main.model_dir) and _same(entry.path, self.main.model_dir)
+        try:
+            delete_user_model(entry.path)
+        except (OSError, ValueError) as exc:
+            self.note.setText(f"Not deleted: {exc}")
+            return False
+        self.note.setText(f"Deleted {entry.label}.")
+        if was_active:  # fall back to the bundled model
+            from inference.paths import bundled_model_dir
+
+            self.main.activate_model(str(bundled_model_dir()))
+        self.refresh()
+        return True
