@@ -63,7 +63,10 @@ class CamEngine:
         if len(target.output.shape) != 4:
             raise ValueError(f"Grad-CAM needs a layer with a spatial output; {layer_name!r} has {target.output.shape}")
         score, score_is_prob = _score_tensor(model)
-        self.grad_model = keras.Model(model.inputs, [target.output, score, model.outputs[0]])
+        if len(model.inputs) != 1:
+            raise ValueError(f"Grad-CAM expects a model with one input; {model.name} has {len(model.inputs)}")
+        # The bare input tensor, not a one-element list: Keras warns when the call's structure differs.
+        self.grad_model = keras.Model(model.inputs[0], [target.output, score, model.outputs[0]])
         self.score_is_prob = score_is_prob
         self.input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
         self._spec = (
