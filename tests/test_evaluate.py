@@ -1,0 +1,203 @@
+"""Metrics on hand-made cases, reports, and ``main.py evaluate``."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.training_data import make_class_folder  # noqa: E402
+from training.evaluate import (  # noqa: E402
+    compute_metrics,
+    metrics_by_group,
+    roc_auc,
+    roc_curve,
+    write_report,
+)
+
+NAMES = ["COVID-19", "Normal", "Pneumonia"]
+
+
+def _probs_for(pred: list[int], k: int = 3, conf: float = 0.8) -> np.ndarray:
+    p = np.full((len(pred), k), (1 - conf) / (k - 1))
+    p[np.arange(len(pred)), pred] = conf
+    return p
+
+
+def test_known_confusion_matrix() -> None:
+    y_true = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    y_pred = [0, 0, 0, 1, 1, 1, 2, 2, 2, 0]
+    m = compute_metrics(np.array(y_true), _probs_for(y_pred), NAMES)
+    assert m["confusion_matrix"] == {"classes": NAMES, "matrix": [[3, 1, 0], [0, 2, 1], [1, 0, 2]]}
+    assert m["accuracy"] == pytest.approx(0.7)
+    assert m["n_images"] == 10
+    c = m["per_class"]["COVID-19"]
+    assert (c["precision"], c["recall"], c["support"]) == (pytest.approx(3 / 4), pytest.approx(3 / 4), 4)
+    assert c["f1"] == pytest.approx(0.75)
+    assert c["specificity"] == pytest.approx(5 / 6)
+    n = m["per_class"]["Normal"]
+    assert n["precision"] == pytest.approx(2 / 3) and n["recall"] == pytest.approx(2 / 3)
+    f1s = [0.75, 2 / 3, 2 / 3]
+    assert m["macro_f1"] == pytest.approx(np.mean(f1s))
+    assert m["weighted_f1"] == pytest.approx((0.75 * 4 + 2 / 3 * 3 + 2 / 3 * 3) / 10)
+    assert m["macro_recall"] == pytest.approx(np.mean([3 / 4, 2 / 3, 2 / 3])) == m["balanced_accuracy"]
+
+
+def test_perfect_and_reversed_scores_and_absent_class() -> None:
+    y = np.array([0, 0, 1, 1, 1])
+    perfect = _probs_for([0, 0, 1, 1, 1], conf=0.9)
+    m = compute_metrics(y, perfect, NAMES)
+    assert m["accuracy"] == 1.0
+    assert m["per_class"]["COVID-19"]["auc"] == 1.0 and m["per_class"]["Normal"]["auc"] == 1.0
+    # Pneumonia is absent: no recall, no AUC, no F1 -> null, and it does not enter the averages.
+    p = m["per_class"]["Pneumonia"]
+    assert p["support"] == 0 and p["auc"] is None and p["recall"] is None and p["f1"] is None
+    assert m["macro_f1"] == 1.0
+    json.dumps(m, allow_nan=False)
+    assert roc_auc(np.array([1, 1, 0, 0]), np.array([0.1, 0.2, 0.8, 0.9])) == 0.0
+    assert roc_auc(np.array([1, 0, 1, 0]), np.array([0.5, 0.5, 0.5, 0.5])) == 0.5  # ties count half
+    assert roc_auc(np.array([1, 1]), np.array([0.1, 0.2])) is None
+
+
+def test_a_class_never_predicted_has_null_precision_and_zero_f1() -> None:
+    m = compute_metrics(np.array([0, 1, 2]), _probs_for([0, 1, 1]), NAMES)
+    p = m["per_class"]["Pneumonia"]
+    assert p["precision"] is None and p["recall"] == 0.0 and p["f1"] == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 5)), min_size=2, max_size=40))
+def test_rank_auc_equals_pairwise_definition(pairs) -> None:
+    y = np.array([a for a, _ in pairs])
+    s = np.array([b for _, b in pairs], dtype=float)
+    pos, neg = s[y], s[~y]
+    got = roc_auc(y, s)
+    if len(pos) == 0 or len(neg) == 0:
+        assert got is None
+        return
+    expected = np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg])
+    assert got == pytest.approx(expected)
+    fpr, tpr = roc_curve(y, s)
+    assert fpr[0] == tpr[0] == 0.0 and fpr[-1] == pytest.approx(1.0) and tpr[-1] == pytest.approx(1.0)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(expected)  # the curve's area is the AUC
+
+
+def test_expected_calibration_error() -> None:
+    # Calibrated: confidence 0.8 and 8 of 10 right.
+    y = np.array([0] * 8 + [1] * 2)
+    probs = _probs_for([0] * 10, conf=0.8)
+    assert compute_metrics(y, probs, NAMES)["ece"] == pytest.approx(0.0, abs=1e-9)
+    # Overconfident: certain, and right half the time.
+    y = np.array([0, 1] * 5)
+    probs = np.tile([1.0, 0.0, 0.0], (10, 1))
+    assert compute_metrics(y, probs, NAMES)["ece"] == pytest.approx(0.5)
+
+
+def test_metrics_by_group() -> None:
+    y = np.array([0, 1, 0, 1])
+    probs = _probs_for([0, 1, 1, 0])
+    by = metrics_by_group(y, probs, ["a", "a", "b", "b"], NAMES)
+    assert list(by) == ["a", "b"]
+    assert by["a"]["accuracy"] == 1.0 and by["b"]["accuracy"] == 0.0 and by["b"]["n_images"] == 2
+
+
+def test_write_report(tmp_path: Path) -> None:
+    y = np.array([0, 1, 2, 2])
+    probs = _probs_for([0, 1, 2, 1])
+    m = compute_metrics(y, probs, NAMES)
+    history = {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8], "val_accuracy": [0.4, 0.6]}
+    paths = write_report({"val": m}, tmp_path, history=history, predictions={"val": (y, probs)}, title="T")
+    for name in (
+        "report.md",
+        "report.json",
+        "training_curves.png",
+        "confusion_matrix_val.png",
+        "roc_val.png",
+        "reliability_val.png",
+    ):
+        assert paths[name].stat().st_size > 0
+        assert paths[name].parent == tmp_path
+    assert paths["roc_val.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tmp_path / "report.md").read_text()
+    assert "| Pneumonia | 1.000 | 0.500 |" in md and "| COVID-19 | 1 | 0 | 0 |" in md
+    assert json.loads((tmp_path / "report.json").read_text())["metrics"]["val"]["accuracy"] == 0.75
+
+
+# ---------------------------------------------------------------------------------------------
+# main.py evaluate
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_bundle import make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", size=32)
+
+
+@pytest.mark.slow
+def test_cli_evaluate_writes_the_documented_json(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
+    from main import main
+
+    data = tmp_path / "data"
+    make_class_folder(data, {"COVID-19": 3, "Normal": 2, "Viral Pneumonia": 2, "Tuberculosis": 2})
+    (data / "Normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    out = tmp_path / "out" / "metrics.json"
+    rc = main(
+        [
+            "evaluate",
+            str(data),
+            "--model",
+            str(tiny_bundle),
+            "--class-map",
+            "Viral Pneumonia=Pneumonia",
+            "--json",
+            str(out),
+            "--report-dir",
+            str(tmp_path / "report"),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    result = json.loads(out.read_text())
+    assert {"accuracy", "macro_f1", "per_class", "confusion_matrix", "n_images", "ece", "excluded"} <= set(result)
+    assert result["n_images"] == 7
+    assert result["excluded"] == {"Tuberculosis": 2}
+    assert result["confusion_matrix"]["classes"] == NAMES
+    assert set(result["per_class"]) == set(NAMES)
+    for values in result["per_class"].values():
+        assert {"precision", "recall", "f1", "support", "auc"} <= set(values)
+    assert [Path(p).name for p, _ in result["skipped"]] == ["broken.png"]
+    assert (tmp_path / "report" / "report.md").is_file()
+    assert "Tuberculosis: 2" in captured.err
+
+
+def test_cli_evaluate_errors_are_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    from main import main
+
+    assert main(["evaluate", str(tmp_path / "missing"), "--model", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
+    # Without --model the bundled model is used; when it is missing the message says so.
+    import inference.paths
+
+    monkeypatch.setattr(inference.paths, "bundled_model_dir", lambda: tmp_path / "no-default")
+    make_class_folder(tmp_path / "d", {"A": 1})
+    assert main(["evaluate", str(tmp_path / "d")]) == 1
+    assert "no-default" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_data_without_any_known_class(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
+    from main import main
+
+    make_class_folder(tmp_path / "d", {"Cats": 2, "Dogs": 2})
+    assert main(["evaluate", str(tmp_path / "d"), "--model", str(tiny_bundle)]) == 1
+    assert "--class-map" in capsys.readouterr().err
