@@ -340,6 +340,18 @@ def test_dhash_finds_a_resized_recompressed_copy(tmp_path: Path) -> None:
     assert hamming_pairs(h, h, 0) == [(i, i, 0) for i in range(6)]
 
 
+def test_same_hash_without_correlation_is_not_a_duplicate() -> None:
+    """At 9x8 pixels many different chests share a hash; the correlation check tells them apart."""
+    ramp = np.tile(np.linspace(0, 200, 64), (64, 1))
+    bands = 0.1 * ramp + 200 * ((np.arange(64)[:, None] // 8) % 2)  # same left-to-right order, other picture
+    xa = np.stack([ramp]).astype(np.uint8)
+    xb = np.stack([bands, ramp + 20]).astype(np.uint8)
+    assert hamming_pairs(dhash(xa), dhash(xb), 0) == [(0, 0, 0), (0, 1, 0)]
+    a, b = [Sample(Path("a.png"), "x")], [Sample(Path("bands.png"), "x"), Sample(Path("brighter.png"), "x")]
+    pairs = find_near_duplicates(a, b, arrays=(xa, xb))
+    assert [(p.path.name, q.path.name) for p, q, _ in pairs] == [("a.png", "brighter.png")]
+
+
 # ---------------------------------------------------------------------------------------------
 # Decoding, caching and tf.data
 

@@ -78,7 +78,7 @@ class TrainConfig:
     use_split: bool = True  # keep the split the data declares (train/val/test folders, a split column)
     frontal_only: bool = True
     dropout: float = 0.3
-    duplicate_distance: int = 4  # dHash bits; 0 finds exact copies only
+    duplicate_distance: int = 8  # dHash bits (pairs must also correlate >= 0.95, see training.duplicates)
     description: str = ""
     command: str = ""  # the command line that started the run, recorded in the bundle
 

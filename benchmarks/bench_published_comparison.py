@@ -1,0 +1,150 @@
+"""Our architectures against the published comparison on the Kaggle "covid19-image-dataset".
+
+    .venv/bin/python benchmarks/bench_published_comparison.py [--arch custom-cnn vgg16 resnet50]
+        [--epochs 15] [--image-size 160] [--evaluate-model resources/models/default] [--md OUT.md]
+
+Protocol: each architecture is trained with ``training.train`` on the data set's ``train``
+split only (a patient-level validation split is carved from it for early stopping), then
+evaluated once on its ``test`` split (66 images). "Viral Pneumonia" is mapped to
+"Pneumonia", the class name the app uses. The published figures (accuracy on the same test
+split, 3 classes) are custom CNN 0.88, VGG16 0.88, ResNet50 0.95.
+
+Differences to state beside any table this prints: we start from scratch (no ImageNet
+weights are available offline; the published VGG16/ResNet50 were probably ImageNet-
+initialised), with the epochs and image size given here (CPU time is limited), and with
+our own augmentation. ``--evaluate-model`` adds already trained bundles (the bundled model,
+trained on the whole collection without this test split) to the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the checkout
+
+from training.architectures import ARCHITECTURES  # noqa: E402
+
+PUBLISHED = {"custom-cnn": 0.88, "vgg16": 0.88, "resnet50": 0.95}
+CLASS_MAP = {"Viral Pneumonia": "Pneumonia"}
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cxr" / "kaggle_covid19_image_dataset"
+
+
+def _row(name: str, arch: str, result: dict, epochs: str, size: str, seconds: float | None) -> dict:
+    per = result["per_class"]
+    return {
+        "model": name,
+        "arch": arch,
+        "epochs": epochs,
+        "image_size": size,
+        "train_seconds": None if seconds is None else round(seconds),
+        "test_accuracy": result["accuracy"],
+        "test_macro_f1": result["macro_f1"],
+        "recall": {c: per[c]["recall"] for c in per},
+        "n_test": result["n_images"],
+        "published": PUBLISHED.get(arch),
+    }
+
+
+def _markdown(rows: list[dict]) -> str:
+    lines = [
+        "| model | arch | epochs run | px | train time | test accuracy | macro-F1 | published accuracy |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        t = "-" if r["train_seconds"] is None else f"{r['train_seconds']} s"
+        pub = "-" if r["published"] is None else f"{r['published']:.2f}"
+        lines.append(
+            f"| {r['model']} | {r['arch']} | {r['epochs']} | {r['image_size']} | {t} | "
+            f"{r['test_accuracy']:.3f} | {r['test_macro_f1']:.3f} | {pub} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding train/ and test/")
+    parser.add_argument("--arch", nargs="+", default=["custom-cnn", "vgg16", "resnet50"], choices=ARCHITECTURES)
+    parser.add_argument("--epochs", type=int, default=15, help="maximum epochs (early stopping may end sooner)")
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="keep the trained bundles here (default: a temporary folder)")
+    parser.add_argument(
+        "--evaluate-model",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="BUNDLE",
+        help="also evaluate an existing bundle on the test split (repeatable)",
+    )
+    parser.add_argument("--json", type=Path, help="write the rows as JSON")
+    parser.add_argument("--md", type=Path, help="write the table as Markdown")
+    args = parser.parse_args(argv)
+
+    from training.evaluate import evaluate_bundle
+    from training.progress import ConsoleProgress
+    from training.train import TrainConfig, train
+
+    train_dir, test_dir = args.data / "train", args.data / "test"
+    if not train_dir.is_dir() or not test_dir.is_dir():
+        print(f"error: {args.data} must hold train/ and test/ (the Kaggle covid19-image-dataset).", file=sys.stderr)
+        return 1
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="bench-published-") as tmp:
+        out_root = args.out or Path(tmp)
+        for arch in args.arch:
+            print(f"== {arch}: training on {train_dir}", file=sys.stderr)
+            started = time.time()
+            result = train(
+                TrainConfig(
+                    data=train_dir,
+                    out_dir=out_root / arch,
+                    arch=arch,
+                    epochs=args.epochs,
+                    image_size=args.image_size,
+                    batch_size=args.batch_size,
+                    learning_rate=args.lr,
+                    patience=args.patience,
+                    seed=args.seed,
+                    init="scratch",
+                    class_map=CLASS_MAP,
+                    overwrite=True,
+                    name=f"bench-{arch}",
+                    command="benchmarks/bench_published_comparison.py " + " ".join(sys.argv[1:]),
+                ),
+                progress=ConsoleProgress(),
+            )
+            seconds = time.time() - started
+            test = evaluate_bundle(result.bundle_dir, test_dir, class_map=CLASS_MAP, batch_size=args.batch_size)
+            rows.append(_row(arch, arch, test, f"{result.epochs_run}/{args.epochs}", str(args.image_size), seconds))
+            print(f"{arch}: test accuracy {test['accuracy']:.3f}", file=sys.stderr)
+        for bundle in args.evaluate_model:
+            from inference.bundle import read_bundle_info
+
+            info = read_bundle_info(bundle)
+            test = evaluate_bundle(bundle, test_dir, class_map=CLASS_MAP, batch_size=args.batch_size)
+            epochs = str(info.training.get("epochs_run", "?"))
+            rows.append(_row(info.display_name, info.architecture, test, epochs, str(info.input_size), None))
+    table = _markdown(rows)
+    print(table)
+    print(
+        f"\nTrained from scratch on {train_dir.name}/ only, at most {args.epochs} epochs at {args.image_size} px; "
+        f"evaluated on {test_dir} ({rows[0]['n_test'] if rows else 0} images). Published: custom CNN 0.88, "
+        "VGG16 0.88, ResNet50 0.95."
+    )
+    if args.md:
+        args.md.write_text(table + "\n", encoding="utf-8")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
