@@ -162,7 +162,7 @@ class Predictor:
         prepared = [self.prepare(im) for im in images]
         if not prepared:
             return []
-        probs = self._probabilities(np.stack([x for x, _ in prepared]))
+        probs = self.forward(np.stack([x for x, _ in prepared]))
         return [self._prediction(p, geom) for p, (_, geom) in zip(probs, prepared)]
 
     def explain(self, image: XRayImage, class_index: int | None = None, method: str = "gradcam") -> Explanation:
@@ -262,7 +262,7 @@ class Predictor:
                         self._explanation(cams[i], int(chosen[i]), item.geometry, method),
                     )
             else:
-                probs = self._probabilities(batch)
+                probs = self.forward(batch)
                 for i, item in enumerate(ready):
                     predictions[id(item)] = (self._prediction(probs[i], item.geometry), None)
         results = []
@@ -276,7 +276,8 @@ class Predictor:
         return results
 
     # -- building results --------------------------------------------------------------------
-    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities ``(N, K)`` of prepared model inputs ``(N, S, S, C)`` (see :meth:`prepare`)."""
         return np.asarray(self._forward(np.asarray(batch, dtype=np.float32)), dtype=np.float32)
 
     def _prediction(self, probs: np.ndarray, geometry: Geometry) -> Prediction:
