@@ -377,6 +377,11 @@ def test_load_arrays_uses_the_shared_preprocessing_skips_and_caches(tmp_path: Pa
     x2, kept2, skipped2 = load_arrays(samples, config, cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(x2, x)
     assert [s.path for s in kept2] == paths and skipped2 == skipped
+    # The same files in another order (another seed, another split) come from the same cache.
+    x3, kept3, skipped3 = load_arrays(samples[::-1], config, cache_dir=tmp_path / "cache")
+    assert [s.path for s in kept3] == paths[::-1]
+    np.testing.assert_array_equal(x3, x[::-1])
+    assert skipped3 == skipped
 
 
 def test_tf_dataset_matches_to_model_input_and_augments_in_range() -> None:

@@ -66,16 +66,16 @@ class AugmentConfig:
 # Decoding and caching
 
 
-def _cache_key(samples: Sequence[Sample], config: PreprocessConfig) -> str:
+def _cache_key(paths: Sequence[str], config: PreprocessConfig) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"v": CACHE_VERSION, "config": config.to_dict()}, sort_keys=True).encode())
-    for s in samples:
+    for p in paths:
         try:
-            st = os.stat(s.path)
+            st = os.stat(p)
             stamp = f"{st.st_mtime_ns}:{st.st_size}"
         except OSError:
             stamp = "missing"
-        h.update(f"{s.path}|{stamp}\n".encode())
+        h.update(f"{p}|{stamp}\n".encode())
     return h.hexdigest()[:32]
 
 
@@ -103,38 +103,50 @@ def load_arrays(
 ) -> tuple[np.ndarray, list[Sample], list[tuple[str, str]]]:
     """Decode and preprocess ``samples``: ``(uint8 [N, S, S], kept samples, skipped (path, reason))``.
 
-    Decoding runs in a thread pool (the decoders release the GIL). With ``cache_dir`` the
-    result is stored as ``.npy`` keyed by the files (path, mtime, size) and the
-    preprocessing parameters, so a second run with the same data starts training at once.
+    The result keeps the order of ``samples``. Decoding runs in a thread pool (the decoders
+    release the GIL). With ``cache_dir`` the decoded set is stored as ``.npy`` keyed by the
+    files (path, mtime, size) and the preprocessing parameters, independent of their order,
+    so a second run on the same data (another seed or split) starts training at once.
     """
     samples = list(samples)
-    size = config.size
+    paths = [str(s.path) for s in samples]
+    unique = sorted(set(paths))
+    xu, kept_paths, skipped = None, [], []
     cache_npy = cache_json = None
     if cache_dir is not None:
-        cache = Path(cache_dir)
-        key = _cache_key(samples, config)
-        cache_npy, cache_json = cache / f"{key}.npy", cache / f"{key}.json"
-        if cache_npy.is_file() and cache_json.is_file():
-            try:
-                meta = json.loads(cache_json.read_text(encoding="utf-8"))
-                x = np.load(cache_npy, mmap_mode=None)
-                kept = [samples[i] for i in meta["kept"]]
-                if x.shape == (len(kept), size, size):
-                    if progress is not None:
-                        progress.on_stage("decoding", f"{len(kept)} images from the cache")
-                    return x, kept, [tuple(p) for p in meta["skipped"]]
-            except (OSError, ValueError, KeyError, IndexError):
-                pass  # a damaged cache is rebuilt
-    n = len(samples)
+        key = _cache_key(unique, config)
+        cache_npy, cache_json = Path(cache_dir) / f"{key}.npy", Path(cache_dir) / f"{key}.json"
+        xu, kept_paths, skipped = _read_cache(cache_npy, cache_json, config.size)
+        if xu is not None and progress is not None:
+            progress.on_stage("decoding", f"{len(kept_paths)} images from the cache")
+    if xu is None:
+        xu, kept_paths, skipped = _decode_all(unique, config, progress, cancel, workers)
+        if cache_npy is not None and cache_json is not None:
+            _write_cache(cache_npy, cache_json, xu, kept_paths, skipped)
+    row = {p: i for i, p in enumerate(kept_paths)}
+    order = [i for i, p in enumerate(paths) if p in row]
+    x = xu[[row[paths[i]] for i in order]] if order else np.zeros((0, config.size, config.size), np.uint8)
+    wanted = set(paths)
+    return x, [samples[i] for i in order], [(p, r) for p, r in skipped if p in wanted]
+
+
+def _decode_all(
+    paths: list[str],
+    config: PreprocessConfig,
+    progress: TrainingProgress | None,
+    cancel: threading.Event | None,
+    workers: int | None,
+) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+    n, size = len(paths), config.size
     x = np.zeros((n, size, size), dtype=np.uint8)
     ok = np.zeros(n, dtype=bool)
     skipped: list[tuple[str, str]] = []
     every = max(1, n // 100)
-    workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, (arr, reason) in enumerate(pool.map(lambda s: _decode_one(s.path, config), samples)):
+    pool = ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1))
+    try:
+        for i, (arr, reason) in enumerate(pool.map(lambda p: _decode_one(Path(p), config), paths)):
             if arr is None:
-                skipped.append((str(samples[i].path), reason))
+                skipped.append((paths[i], reason))
             else:
                 x[i] = arr
                 ok[i] = True
@@ -142,19 +154,35 @@ def load_arrays(
                 progress.on_stage("decoding", f"{i + 1}/{n}")
             if i % 16 == 0:
                 check_cancel(cancel)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a cancel must not wait for the queued files
     kept_idx = np.flatnonzero(ok)
-    x = x[kept_idx] if len(kept_idx) != n else x
-    kept = [samples[i] for i in kept_idx]
-    if cache_npy is not None and cache_json is not None:
-        try:
-            cache_npy.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_npy.with_name(cache_npy.name + ".tmp.npy")
-            np.save(tmp, x)
-            os.replace(tmp, cache_npy)
-            cache_json.write_text(json.dumps({"kept": kept_idx.tolist(), "skipped": skipped}), encoding="utf-8")
-        except OSError:
-            pass  # the cache is an optimisation; a read-only or full disk must not stop training
-    return x, kept, skipped
+    return (x[kept_idx] if len(kept_idx) != n else x), [paths[i] for i in kept_idx], skipped
+
+
+def _read_cache(npy: Path, meta_json: Path, size: int) -> tuple[np.ndarray | None, list[str], list[tuple[str, str]]]:
+    if not (npy.is_file() and meta_json.is_file()):
+        return None, [], []
+    try:
+        meta = json.loads(meta_json.read_text(encoding="utf-8"))
+        x = np.load(npy)
+        kept = [str(p) for p in meta["kept"]]
+        if x.shape == (len(kept), size, size) and x.dtype == np.uint8:
+            return x, kept, [(str(p), str(r)) for p, r in meta["skipped"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # a damaged cache is rebuilt
+    return None, [], []
+
+
+def _write_cache(npy: Path, meta_json: Path, x: np.ndarray, kept: list[str], skipped: list[tuple[str, str]]) -> None:
+    try:
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        tmp = npy.with_name(npy.name + ".tmp.npy")
+        np.save(tmp, x)
+        os.replace(tmp, npy)
+        meta_json.write_text(json.dumps({"kept": kept, "skipped": skipped}), encoding="utf-8")
+    except OSError:
+        pass  # the cache is an optimisation; a read-only or full disk must not stop training
 
 
 # ---------------------------------------------------------------------------------------------
