@@ -237,6 +237,8 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def plot_training_curves(history: dict[str, list[float]], path: Path) -> Path:
+    from matplotlib.ticker import MaxNLocator
+
     fig = _figure(9.0, 3.6)
     for ax, key in zip(fig.subplots(1, 2), ("loss", "accuracy")):
         for prefix, style in (("", "-"), ("val_", "--")):
@@ -244,6 +246,7 @@ def plot_training_curves(history: dict[str, list[float]], path: Path) -> Path:
             if values:
                 ax.plot(range(1, len(values) + 1), values, style, marker="o", label=(prefix or "train_") + key)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -292,6 +295,14 @@ def plot_reliability(y_true: np.ndarray, probs: np.ndarray, path: Path) -> Path:
     centers = [(lo + hi) / 2 for lo, hi in zip(bins["lower"], bins["upper"])]
     acc = [a if c else 0.0 for a, c in zip(bins["accuracy"], bins["count"])]
     ax.bar(centers, acc, width=1.0 / len(centers), edgecolor="black", alpha=0.7, label="accuracy")
+    used = [i for i, c in enumerate(bins["count"]) if c]
+    ax.plot(
+        [centers[i] for i in used],
+        [bins["confidence"][i] for i in used],
+        "o",
+        color="crimson",
+        label="mean confidence (bins with images)",
+    )
     ax.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
     ax.set_xlabel("confidence (top probability)")
     ax.set_ylabel("accuracy")
@@ -367,8 +378,9 @@ def write_report(
     if history:
         paths["training_curves.png"] = plot_training_curves(history, out / "training_curves.png")
         md += ["![training curves](training_curves.png)", ""]
+    headings = {"val": "Validation split", "test": "Test split", "train": "Training split"}
     for split, m in by_split.items():
-        md.append(metrics_markdown(m, heading=split))
+        md.append(metrics_markdown(m, heading=headings.get(split, split.capitalize())))
         cm_name = f"confusion_matrix_{split}.png"
         paths[cm_name] = plot_confusion_matrix(m, out / cm_name, title=f"Confusion matrix ({split})")
         md += [f"![confusion matrix]({cm_name})", ""]

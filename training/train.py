@@ -167,8 +167,8 @@ def train(
             [kept[i] for i in idx],
         )
     del x_all
-    counts = {name: _counts(arrays[name][2], classes) for name in SPLITS}
-    missing = [c for c, n in counts["train"].items() if n == 0]
+    counts = {name: _counts(arrays[name][2], classes) for name in SPLITS if arrays[name][2]}
+    missing = [c for c, n in counts.get("train", dict.fromkeys(classes, 0)).items() if n == 0]
     if missing:
         raise DatasetError(f"No readable training images left for class(es): {', '.join(missing)}.")
 
@@ -227,7 +227,7 @@ def train(
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": config.command,
             "config": config.to_dict(),
-            "init": plan.description + " " + init_note,
+            "init": " ".join(t for t in (plan.description, init_note) if t),
             "epochs_run": epochs_run,
             "best_epoch": best_epoch,
             "training_seconds": round(train_seconds, 1),
@@ -240,7 +240,7 @@ def train(
         notes = [
             f"Data: {config.data} ({ds.origin}); classes: {', '.join(classes)}",
             "Images per split: " + "; ".join(f"{n}: {sum(c.values())} {c}" for n, c in counts.items() if c),
-            f"Initialisation: {plan.description} {init_note}",
+            "Initialisation: " + " ".join(t for t in (plan.description, init_note) if t),
             f"Epochs run: {epochs_run} (best: {best_epoch}); training time {train_seconds:.0f} s on {_hardware()}",
             f"Skipped files: {len(all_skipped)}; near-duplicate pairs across splits: {len(duplicates)}",
         ]
