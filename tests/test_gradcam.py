@@ -174,3 +174,29 @@ def test_gradcam_works_for_every_architecture(arch):
         heat = upsample(cams[0], (size, size))
         assert heat.shape == (size, size)
         assert np.isfinite(heat).all() and heat.min() >= 0.0 and heat.max() <= 1.0
+
+
+def test_heat_map_of_a_cropped_input_lands_on_the_original(square_predictor, tmp_path: Path):
+    """With a crop box (issue 7's lung crop), the map is placed inside the box and zero outside it."""
+    import json
+    import shutil
+
+    from inference.predictor import Predictor
+
+    bundle = tmp_path / "cropping"
+    shutil.copytree(square_predictor.bundle_dir, bundle)
+    info = json.loads((bundle / "model.json").read_text())
+    info["preprocessing"]["crop"] = "lungs"
+    (bundle / "model.json").write_text(json.dumps(info))
+    box = (30, 20, 128, 96)  # x0, y0, x1, y1: the right part, holding the bottom-right square
+    predictor = Predictor(bundle, crop_locator=lambda image: box)
+
+    img = corner_square_image("br", ORIGINAL, np.random.default_rng(11))
+    pred, expl = predictor.predict_and_explain(xray_from_array(img), class_index=0)
+    assert pred.geometry.crop_box == box
+    heat = expl.heatmap_original
+    assert heat.shape == ORIGINAL
+    assert not heat[:, :30].any() and not heat[:20].any()
+    x0, y0, x1, y1 = _square_box(img)
+    px, py = expl.peak()
+    assert x0 - 8 <= px < x1 + 8 and y0 - 6 <= py < y1 + 6, ((px, py), (x0, y0, x1, y1))
