@@ -57,7 +57,8 @@ class CamEngine:
         import keras
         import tensorflow as tf
 
-        self.model = model
+        # No reference to ``model`` itself: the engine cache below is keyed weakly on it.
+        self.n_classes = int(model.outputs[0].shape[-1])
         self.layer_name = layer_name
         target = model.get_layer(layer_name)  # ValueError names the missing layer
         if len(target.output.shape) != 4:
@@ -142,9 +143,8 @@ class CamEngine:
             cls = np.full((n,), -1, dtype=np.int32)
         else:
             cls = np.broadcast_to(np.asarray(class_index, dtype=np.int32), (n,)).copy()
-            n_classes = int(self.model.outputs[0].shape[-1])
-            if np.any((cls < 0) | (cls >= n_classes)):
-                raise ValueError(f"class index out of range 0..{n_classes - 1}: {class_index}")
+            if np.any((cls < 0) | (cls >= self.n_classes)):
+                raise ValueError(f"class index out of range 0..{self.n_classes - 1}: {class_index}")
         probs, chosen, cams = fn(x, cls)
         cams = np.clip(np.nan_to_num(cams.numpy(), nan=0.0, posinf=0.0, neginf=0.0), 0.0, 1.0)
         return probs.numpy(), chosen.numpy(), cams.astype(np.float32, copy=False)

@@ -16,6 +16,7 @@ small CNN's forward pass.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from inference.bundle import BundleError, load_bundle
-from inference.gradcam import METHODS, CamEngine, cam_engine, upsample
+from inference.gradcam import METHODS, CamEngine, upsample
 from inference.image import ImageLoadError, XRayImage
 from inference.preprocess import Geometry, preprocess
 
@@ -41,7 +42,7 @@ __all__ = ["Prediction", "Explanation", "FileResult", "Predictor", "CropLocator"
 CropLocator = Callable[[XRayImage], "tuple[int, int, int, int] | None"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: NumPy fields make == ambiguous
 class Prediction:
     probabilities: dict[str, float]  # class name -> probability, in the bundle's class order
     probs: np.ndarray  # the same as float32 (K,)
@@ -57,7 +58,7 @@ class Prediction:
         return float(self.probs[self.class_index])
 
 
-@dataclass
+@dataclass(eq=False)
 class Explanation:
     """A Grad-CAM map and what it explains.
 
@@ -94,7 +95,7 @@ class Explanation:
         return int(x), int(y)
 
 
-@dataclass
+@dataclass(eq=False)
 class FileResult:
     file: str
     ok: bool
@@ -131,6 +132,8 @@ class Predictor:
         spec = tf.TensorSpec((None, self.info.input_size, self.info.input_size, self.info.channels), tf.float32)
         model = self.model
         self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        self._cam: CamEngine | None = None
+        self._cam_lock = threading.Lock()
 
     # -- description -------------------------------------------------------------------------
     @property
@@ -139,8 +142,11 @@ class Predictor:
 
     @property
     def cam(self) -> CamEngine:
-        """The Grad-CAM engine for the bundle's target layer (built on first use)."""
-        return cam_engine(self.model, self.info.gradcam_layer)
+        """The Grad-CAM engine for the bundle's target layer (built on first use, owned by this predictor)."""
+        with self._cam_lock:
+            if self._cam is None:
+                self._cam = CamEngine(self.model, self.info.gradcam_layer)
+            return self._cam
 
     def warm_up(self, explain: bool = True) -> None:
         """Trace the compiled passes now, so that the first real image is not the slow one."""

@@ -200,3 +200,19 @@ def test_heat_map_of_a_cropped_input_lands_on_the_original(square_predictor, tmp
     x0, y0, x1, y1 = _square_box(img)
     px, py = expl.peak()
     assert x0 - 8 <= px < x1 + 8 and y0 - 6 <= py < y1 + 6, ((px, py), (x0, y0, x1, y1))
+
+
+def test_engine_cache_lets_a_replaced_model_go():
+    """Switching models in the viewer must free the old one: the cache holds models weakly."""
+    import gc
+    import weakref
+
+    from inference import gradcam as gradcam_module
+
+    model = build_tiny_model(32, 1, 3)
+    ref = weakref.ref(model)
+    gradcam_module.gradcam(model, np.zeros((32, 32, 1), np.float32), "last_conv")
+    assert model in gradcam_module._ENGINES
+    del model
+    gc.collect()
+    assert ref() is None
