@@ -313,6 +313,7 @@ def test_cli_fine_tunes_a_bundle_on_a_small_folder(trained, tmp_path: Path, caps
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "Fine-tuning" in captured.err and "Model written to" in captured.out
+    assert "epoch 1/1: loss " in captured.err and "val_accuracy" in captured.err  # plain lines when not a terminal
     info = read_bundle_info(out)
     assert info.class_names == ["COVID-19", "Normal"] and info.input_size == SIZE
     assert "reused" in info.training["init"]
@@ -320,3 +321,27 @@ def test_cli_fine_tunes_a_bundle_on_a_small_folder(trained, tmp_path: Path, caps
     rc = main(["train", str(data), "--out", str(out), "--epochs", "1"])
     captured = capsys.readouterr()
     assert rc == 1 and "already exists" in captured.err and "Traceback" not in captured.err
+
+
+def test_console_progress_on_a_terminal_and_in_a_log() -> None:
+    import io
+
+    from training.progress import ConsoleProgress
+
+    for bars in (False, True):
+        stream = io.StringIO()
+        p = ConsoleProgress(stream, bars=bars)
+        p.on_stage("decoding", "1/2")
+        p.on_stage("decoding", "2/2")
+        p.on_train_begin(epochs=2, steps_per_epoch=2)
+        for step in range(2):
+            p.on_batch_end(0, step, {"loss": 0.5, "accuracy": 0.75})
+        p.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.75, "val_loss": 0.6, "val_accuracy": 0.5, "lr": 0.001})
+        p.on_message("done")
+        text = stream.getvalue()
+        assert "val_accuracy" in text and "0.75" in text and "done" in text
+        if bars:
+            assert "epoch 1/2" in text and "2/2" in text and "\r" in text
+        else:
+            assert text.splitlines()[0] == "[decoding] 2/2 done"
+            assert "epoch 1/2: loss 0.5 accuracy 0.75 val_loss 0.6 val_accuracy 0.5 lr 0.001" in text

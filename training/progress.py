@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import time
 from typing import Any, Protocol, TextIO, runtime_checkable
 
 __all__ = [
@@ -74,72 +75,96 @@ def _fmt(logs: dict[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
 
 
 class ConsoleProgress:
-    """tqdm bars on stderr: one bar per epoch with loss, accuracy and ETA; stages as lines."""
+    """Progress on stderr for the CLI.
 
-    def __init__(self, stream: TextIO | None = None, disable: bool | None = None) -> None:
+    On a terminal: tqdm bars (one per epoch with loss, accuracy and ETA; one for decoding).
+    Redirected to a file or a CI log, bars would be disabled or garbled, so each epoch and
+    each finished stage becomes one plain line instead.
+    """
+
+    def __init__(self, stream: TextIO | None = None, bars: bool | None = None) -> None:
         self.stream = stream or sys.stderr
-        self.disable = disable
+        if bars is None:
+            isatty = getattr(self.stream, "isatty", None)
+            bars = bool(isatty and isatty())
+        self.bars = bars
         self._bar: Any = None
         self._epochs = 0
         self._steps = 0
         self._stage_bar: Any = None
         self._stage = ""
+        self._epoch_started = 0.0
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
 
     def _close_bar(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
 
-    def on_stage(self, name: str, detail: str = "") -> None:
-        from tqdm import tqdm
-
-        # "decoding 120/500" style details drive a bar; anything else is a line.
-        done_total = detail.split(" ")[0].split("/") if detail else []
-        if len(done_total) == 2 and all(p.isdigit() for p in done_total):
-            done, total = (int(p) for p in done_total)
-            if self._stage_bar is None or self._stage != name:
-                self._close_stage_bar()
-                self._stage = name
-                self._stage_bar = tqdm(total=total, desc=name, file=self.stream, disable=self.disable, leave=False)
-            self._stage_bar.update(done - self._stage_bar.n)
-            return
-        self._close_stage_bar()
-        self._stage = name
-        print(f"[{name}] {detail}".rstrip(), file=self.stream, flush=True)
-
     def _close_stage_bar(self) -> None:
         if self._stage_bar is not None:
             self._stage_bar.close()
             self._stage_bar = None
 
+    def on_stage(self, name: str, detail: str = "") -> None:
+        # "decoding 120/500" style details drive a bar; anything else is a line.
+        done_total = detail.split(" ")[0].split("/") if detail else []
+        if len(done_total) == 2 and all(p.isdigit() for p in done_total):
+            done, total = (int(p) for p in done_total)
+            if not self.bars:
+                if done == total:
+                    self._print(f"[{name}] {done}/{total} done")
+                return
+            from tqdm import tqdm
+
+            if self._stage_bar is None or self._stage != name:
+                self._close_stage_bar()
+                self._stage = name
+                self._stage_bar = tqdm(total=total, desc=name, file=self.stream, leave=False)
+            self._stage_bar.update(done - self._stage_bar.n)
+            return
+        self._close_stage_bar()
+        self._stage = name
+        self._print(f"[{name}] {detail}".rstrip())
+
     def on_train_begin(self, epochs: int, steps_per_epoch: int) -> None:
         self._close_stage_bar()
         self._epochs, self._steps = epochs, steps_per_epoch
+        self._epoch_started = time.monotonic()
 
     def on_batch_end(self, epoch: int, step: int, logs: dict[str, float]) -> None:
+        if not self.bars:
+            return
         from tqdm import tqdm
 
         if self._bar is None:
             self._bar = tqdm(
-                total=self._steps or None,
-                desc=f"epoch {epoch + 1}/{self._epochs}",
-                unit="batch",
-                file=self.stream,
-                disable=self.disable,
+                total=self._steps or None, desc=f"epoch {epoch + 1}/{self._epochs}", unit="batch", file=self.stream
             )
         self._bar.update(1)
         self._bar.set_postfix(_fmt(logs, ("loss", "accuracy")), refresh=False)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        if self._bar is not None:
-            self._bar.set_postfix(_fmt(logs, ("loss", "accuracy", "val_loss", "val_accuracy", "lr")))
+        keys = ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
+        if self.bars and self._bar is not None:
+            self._bar.set_postfix(_fmt(logs, keys))
+        elif not self.bars:
+            now = time.monotonic()
+            values = " ".join(f"{k} {v}" for k, v in _fmt(logs, keys).items())
+            self._print(f"epoch {epoch + 1}/{self._epochs}: {values} ({now - self._epoch_started:.0f} s)")
+            self._epoch_started = now
         self._close_bar()
 
     def on_message(self, text: str) -> None:
         self._close_stage_bar()
-        from tqdm import tqdm
+        if self.bars:
+            from tqdm import tqdm
 
-        tqdm.write(text, file=self.stream)
+            tqdm.write(text, file=self.stream)
+        else:
+            self._print(text)
 
 
 def KerasProgressCallback(  # noqa: N802 - a factory that reads like the class it returns

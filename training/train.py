@@ -176,7 +176,8 @@ def train(
     check_cancel(cancel)
 
     model, gradcam_layer, init_note = _build(plan, classes, config)
-    progress.on_message(init_note)
+    if init_note:
+        progress.on_message(init_note)
     history, best_epoch = _fit(model, arrays, plan, config, progress, cancel)
     epochs_run = len(history.get("loss", []))
     train_seconds = time.time() - started
