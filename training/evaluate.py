@@ -445,6 +445,12 @@ def evaluate_bundle(
     progress.on_stage("scanning", str(data))
     ds = discover(data, class_map, csv_kind=csv_kind, exclude=exclude, min_classes=1, min_per_class=1)
     samples = ds.samples
+    declared = sorted({s.split for s in samples if s.split})
+    if declared and not split:
+        progress.on_message(
+            f"{data} declares the splits {', '.join(declared)}; evaluating all of them together "
+            "(use --split test to evaluate only the test images)."
+        )
     if split:
         samples = [s for s in samples if s.split == split]
         if not samples:
