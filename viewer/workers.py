@@ -37,6 +37,8 @@ __all__ = [
     "ImageLoader",
     "InferenceWorker",
     "WorkerThread",
+    "FunctionWorker",
+    "run_in_thread",
     "make_thumbnail",
 ]
 
@@ -67,6 +69,74 @@ class WorkerThread(QThread):
         """Quit the event loop once the running job is done; ``wait_ms=None`` waits as long as it takes."""
         self.quit()
         return self.wait() if wait_ms is None else self.wait(wait_ms)
+
+
+class FunctionWorker(QObject):
+    """Runs one callable in its own thread and reports the result (superqt's ``create_worker``, minimal)."""
+
+    returned = Signal(object)
+    errored = Signal(object)  # the exception
+    finished = Signal()
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__()
+        self._fn = fn
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            result = self._fn()
+        except BaseException as exc:  # reported to the GUI, which decides what to tell the user
+            log.debug("background call failed:\n%s", traceback.format_exc())
+            self.errored.emit(exc)
+        else:
+            self.returned.emit(result)
+        finally:
+            self.finished.emit()
+
+
+def run_in_thread(
+    fn: Callable[[], Any],
+    on_returned: Callable[[Any], None],
+    on_errored: Callable[[BaseException], None],
+    owner: QObject,
+    name: str = "cxr-task",
+) -> WorkerThread:
+    """Run ``fn()`` in a new thread; the callbacks are called on ``owner``'s (the GUI) thread.
+
+    The thread stops itself when done; ``owner`` keeps it alive until then.
+    """
+    worker = FunctionWorker(fn)
+    thread = WorkerThread(worker, name)
+    relay = _Relay(on_returned, on_errored, owner)
+    worker.returned.connect(relay.returned)
+    worker.errored.connect(relay.errored)
+    worker.finished.connect(thread.quit)
+    thread.started.connect(worker.run)
+    thread.relay = relay  # type: ignore[attr-defined]  # kept alive with the thread
+    running = getattr(owner, "_cxr_threads", [])
+    running = [t for t in running if t.isRunning()]
+    running.append(thread)
+    owner._cxr_threads = running  # type: ignore[attr-defined]
+    thread.start()
+    return thread
+
+
+class _Relay(QObject):
+    """Lives on the GUI thread so that the callbacks run there (queued from the worker)."""
+
+    def __init__(self, on_returned: Callable[[Any], None], on_errored: Callable[[BaseException], None], owner: QObject):
+        super().__init__(owner)
+        self._on_returned = on_returned
+        self._on_errored = on_errored
+
+    @Slot(object)
+    def returned(self, value: Any) -> None:
+        self._on_returned(value)
+
+    @Slot(object)
+    def errored(self, exc: Any) -> None:
+        self._on_errored(exc)
 
 
 # ---------------------------------------------------------------------------------------------
