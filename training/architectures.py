@@ -132,20 +132,28 @@ def _conv_bn_relu(x: Any, filters: int, name: str, strides: int = 1, act_name: s
 
 
 def _custom_cnn(inputs: Any) -> Any:
-    """A small VGG-style CNN (about 0.85 M parameters, 3.5 MB) that trains on a 2-core CPU.
+    """A small VGG-style CNN (about 0.8 M parameters, 3 MB) that trains on a 2-core CPU.
 
-    A stride-2 stem halves the cost of every later layer; BatchNorm lets it train from
-    scratch with a high learning rate; the last block stays at 1/16 of the input (14x14 at
-    224 px) so Grad-CAM maps are not too coarse.
+    A 5x5 stride-2 stem and a pooling step bring 224 px down to 56 before any wide layer,
+    which makes it about 4x cheaper than plain VGG blocks at full resolution (fast enough to
+    train the bundled model on a CPU); BatchNorm lets it train from scratch with a high
+    learning rate; the last block stays at 1/16 of the input (14x14 at 224 px) so Grad-CAM
+    maps are not too coarse.
     """
     import keras
 
     x = keras.layers.Rescaling(2.0, offset=-1.0, name="input_scaling")(inputs)  # [0, 1] -> [-1, 1]
-    x = _conv_bn_relu(x, 24, "stem", strides=2)
-    for i, filters in enumerate((32, 64, 128), start=1):
-        x = _conv_bn_relu(x, filters, f"block{i}a")
-        x = _conv_bn_relu(x, filters, f"block{i}b")
-        x = keras.layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
+    x = keras.layers.Conv2D(32, 5, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name="stem_bn")(x)
+    x = keras.layers.Activation("relu", name="stem_relu")(x)
+    x = keras.layers.MaxPooling2D(2, name="stem_pool")(x)
+    x = _conv_bn_relu(x, 32, "block1a")
+    x = keras.layers.MaxPooling2D(2, name="block1_pool")(x)
+    x = _conv_bn_relu(x, 64, "block2a")
+    x = _conv_bn_relu(x, 64, "block2b")
+    x = keras.layers.MaxPooling2D(2, name="block2_pool")(x)
+    x = _conv_bn_relu(x, 128, "block3a")
+    x = _conv_bn_relu(x, 128, "block3b")
     x = _conv_bn_relu(x, 192, "block4a")
     return _conv_bn_relu(x, 192, "block4b", act_name="last_conv")
 

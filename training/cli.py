@@ -49,7 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--class-map", metavar="MAP", help="merge/rename classes: 'Viral Pneumonia=Pneumonia,Other='")
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate of Adam (0.001)")
+    t.add_argument(
+        "--lr",
+        type=float,
+        help="initial learning rate of Adam (default: 0.0001 when fine-tuning and for vgg16, else 0.001)",
+    )
     t.add_argument("--val-fraction", type=float, default=0.15, help="validation share when DATA has no val split")
     t.add_argument("--test-fraction", type=float, default=0.0, help="test share when DATA has no test split (0)")
     t.add_argument("--seed", type=int, default=0)
@@ -57,6 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     clahe.add_argument("--clahe", dest="clahe", action="store_true", default=None, help="contrast equalisation")
     clahe.add_argument("--no-clahe", dest="clahe", action="store_false")
     t.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    t.add_argument(
+        "--balance",
+        choices=("class", "class-source"),
+        default="class",
+        help="class: class weights (default); class-source: batches balanced over classes and, within a class, "
+        "over the data's sources (needs a source column)",
+    )
     t.add_argument("--flip", action="store_true", help="also flip images horizontally (off: it breaks anatomy)")
     t.add_argument("--patience", type=int, default=5, help="epochs without validation improvement before stopping")
     t.add_argument("--cache-dir", metavar="DIR", help="keep decoded images here to start later runs faster")
@@ -160,6 +171,7 @@ def run_train(args: argparse.Namespace) -> int:
             clahe=args.clahe,
             augment=not args.no_augment,
             horizontal_flip=args.flip,
+            balance=args.balance,
             patience=args.patience,
             cache_dir=args.cache_dir,
             name=args.name,

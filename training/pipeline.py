@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ __all__ = [
     "make_tf_dataset",
     "build_augmenter",
     "class_weights",
+    "group_balanced_weights",
     "predict_arrays",
 ]
 
@@ -56,6 +58,10 @@ class AugmentConfig:
     translation: float = 0.06  # fraction of the side
     brightness: float = 0.10  # on the [0, 1] scale
     contrast: float = 0.15
+    # Acquisition differences between hospitals: detector response curves (gamma, as
+    # exp(U(-g, g))) and quantum noise (Gaussian, sigma up to this on the [0, 1] scale).
+    gamma: float = 0.25
+    noise: float = 0.02
     horizontal_flip: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -222,12 +228,17 @@ def make_tf_dataset(
     seed: int = 0,
     augment: AugmentConfig | bool | None = None,
     sample_weight: np.ndarray | None = None,
+    sampling_weights: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(x, y[, w])`` (or ``x`` when ``y`` is None) for ``model.fit``/``predict``.
 
     ``training`` shuffles (reproducibly from ``seed``) and, unless ``augment`` is False,
     augments with :class:`AugmentConfig` (``True``/None mean the defaults). The arrays stay
     in NumPy and are gathered per batch, so a large cache never becomes a graph constant.
+
+    ``sampling_weights`` (training only) replaces the shuffle by drawing each batch with
+    replacement in proportion to the weights (see :func:`group_balanced_weights`); an
+    "epoch" is then ``ceil(n / batch_size)`` such batches.
     """
     import tensorflow as tf
 
@@ -259,22 +270,49 @@ def make_tf_dataset(
     # Same arithmetic as inference.preprocess.to_model_input: float32 multiply by 1/255.
     scale = tf.constant(1.0 / 255.0, dtype=tf.float32)
     augmenter = None
+    aug_config = augment if isinstance(augment, AugmentConfig) else AugmentConfig()
     if training and augment is not False:
-        augmenter = build_augmenter(augment if isinstance(augment, AugmentConfig) else AugmentConfig(), seed)
+        augmenter = build_augmenter(aug_config, seed)
+        gamma, noise = float(aug_config.gamma), float(aug_config.noise)
+    else:
+        gamma = noise = 0.0
 
     def to_input(x: tf.Tensor, *rest: tf.Tensor) -> Any:
         x = tf.cast(x, tf.float32) * scale
         x = x[..., tf.newaxis]
         if augmenter is not None:
             x = tf.clip_by_value(augmenter(x, training=True), 0.0, 1.0)
+            batch = tf.shape(x)[0]
+            if gamma:
+                x = tf.pow(x + 1e-6, tf.exp(tf.random.uniform([batch, 1, 1, 1], -gamma, gamma)))
+            if noise:
+                sigma = tf.random.uniform([batch, 1, 1, 1], 0.0, noise)
+                x = x + tf.random.normal(tf.shape(x)) * sigma
+            x = tf.clip_by_value(x, 0.0, 1.0)
         if config.channels > 1:
             x = tf.repeat(x, config.channels, axis=-1)
         return (x, *rest) if rest else x
 
-    ds = tf.data.Dataset.range(n)
-    if training:
-        ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if training and sampling_weights is not None:
+        p = np.asarray(sampling_weights, dtype=np.float64)
+        if p.shape != (n,) or not np.all(p >= 0) or p.sum() <= 0:
+            raise ValueError("sampling_weights needs one non-negative weight per image, not all zero")
+        p = p / p.sum()
+        steps = max(1, math.ceil(n / batch_size))
+        rng = np.random.default_rng(seed)
+
+        def draw() -> Any:
+            for _ in range(steps):
+                yield rng.choice(n, size=batch_size, p=p)
+
+        ds = tf.data.Dataset.from_generator(draw, output_signature=tf.TensorSpec([None], tf.int64))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(steps))  # so Keras knows where an epoch ends
+    else:
+        ds = tf.data.Dataset.range(n)
+        if training:
+            ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
+    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.map(to_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -295,3 +333,27 @@ def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     total = counts.sum()
     return {i: (float(total / (n_classes * c)) if c > 0 else 1.0) for i, c in enumerate(counts)}
+
+
+def group_balanced_weights(labels: np.ndarray, groups: Sequence[str], n_classes: int, power: float = 0.5) -> np.ndarray:
+    """Per-image sampling weights: every class the same total, and within a class each group
+    (a source hospital or data set) in proportion to ``size ** power``.
+
+    With ``power=0`` every source of a class counts the same, however small (a 14-image
+    source would be repeated hundreds of times); with ``power=1`` sources count by size, so
+    one big source dominates its class and the model learns its scanner. The square root is
+    between the two: small sources are heard, big ones still count for more.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    groups = np.asarray([str(g) for g in groups])
+    w = np.zeros(len(labels), dtype=np.float64)
+    for c in range(n_classes):
+        in_class = labels == c
+        if not in_class.any():
+            continue
+        names, counts = np.unique(groups[in_class], return_counts=True)
+        mass = counts.astype(np.float64) ** power
+        mass /= mass.sum()
+        for name, count, m in zip(names, counts, mass):
+            w[in_class & (groups == name)] = m / count
+    return w / w.sum()

@@ -36,7 +36,14 @@ from training.datasets import discover
 from training.duplicates import find_near_duplicates
 from training.evaluate import compute_metrics, metrics_by_group, worst_group, write_report
 from training.init import InitPlan, init_from_bundle, resolve_init
-from training.pipeline import AugmentConfig, class_weights, load_arrays, make_tf_dataset, predict_arrays
+from training.pipeline import (
+    AugmentConfig,
+    class_weights,
+    group_balanced_weights,
+    load_arrays,
+    make_tf_dataset,
+    predict_arrays,
+)
 from training.progress import KerasProgressCallback, NullProgress, TrainingCancelled, TrainingProgress, check_cancel
 from training.samples import SPLITS, DatasetError, Sample
 from training.splits import patient_overlap, split_dataset
@@ -57,7 +64,10 @@ class TrainConfig:
     epochs: int = 20
     image_size: int | None = None
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    # None: 1e-4 when fine-tuning (a bundle or ImageNet weights: keep what was learnt) and for
+    # VGG16 from scratch (no BatchNorm: at 1e-3 its loss explodes and it stays at chance),
+    # else 1e-3.
+    learning_rate: float | None = None
     # "auto" (fine-tune the bundled model when it matches, else scratch), "scratch",
     # "bundled", a bundle folder, or "imagenet:WEIGHTS.h5".
     init: str = "auto"
@@ -68,6 +78,10 @@ class TrainConfig:
     clahe: bool | None = None
     augment: bool = True
     horizontal_flip: bool = False
+    # "class": class weights in the loss. "class-source": batches drawn so that classes weigh
+    # the same and, within a class, each source by the square root of its size (needs a
+    # source column); keeps small hospitals from being drowned by one big data set.
+    balance: str = "class"
     patience: int = 5
     cache_dir: Path | str | None = None
     name: str | None = None
@@ -230,6 +244,7 @@ def train(
             "config": config.to_dict(),
             "init": " ".join(t for t in (plan.description, init_note) if t),
             "epochs_run": epochs_run,
+            "learning_rate": initial_learning_rate(plan, config),
             "best_epoch": best_epoch,
             "training_seconds": round(train_seconds, 1),
             "hardware": _hardware(),
@@ -280,14 +295,25 @@ def train(
     )
 
 
+def initial_learning_rate(plan: InitPlan, config: TrainConfig) -> float:
+    """The initial learning rate: the configured one, else the default for this start."""
+    if config.learning_rate is not None:
+        return float(config.learning_rate)
+    if plan.kind in ("bundle", "imagenet") or plan.arch == "vgg16":
+        return 1e-4
+    return 1e-3
+
+
 def _check_config(config: TrainConfig, out_dir: Path) -> None:
     if config.arch is not None and config.arch not in ARCHITECTURES:
         raise TrainingError(f"Unknown architecture {config.arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
     if config.epochs < 1:
         raise TrainingError("epochs must be at least 1.")
+    if config.balance not in ("class", "class-source"):
+        raise TrainingError(f"balance must be 'class' or 'class-source', not {config.balance!r}.")
     if config.batch_size < 1:
         raise TrainingError("batch size must be at least 1.")
-    if not config.learning_rate > 0:
+    if config.learning_rate is not None and not config.learning_rate > 0:
         raise TrainingError("the learning rate must be positive.")
     if not 0 <= config.val_fraction < 1 or not 0 <= config.test_fraction < 1:
         raise TrainingError("validation and test fractions must be between 0 and 1.")
@@ -365,7 +391,7 @@ def _build(plan: InitPlan, classes: list[str], config: TrainConfig) -> tuple[Any
                 )
                 note = ""
             model.compile(
-                optimizer=keras.optimizers.Adam(config.learning_rate),
+                optimizer=keras.optimizers.Adam(initial_learning_rate(plan, config)),
                 loss=keras.losses.SparseCategoricalCrossentropy(),
                 metrics=["accuracy"],
             )
@@ -386,9 +412,17 @@ def _fit(
 ) -> tuple[dict[str, list[float]], int]:
     import keras
 
-    xt, yt, _ = arrays["train"]
+    xt, yt, st = arrays["train"]
     xv, yv, _ = arrays["val"]
     n_classes = int(model.outputs[0].shape[-1])
+    sampling = None
+    weights: dict[int, float] | None = class_weights(yt, n_classes)
+    if config.balance == "class-source":
+        sources = [s.source for s in st]
+        if not any(sources):
+            progress.on_message("No source column in the data: balancing by class only.")
+        else:
+            sampling, weights = group_balanced_weights(yt, [s or "(unknown)" for s in sources], n_classes), None
     train_ds = make_tf_dataset(
         xt,
         yt,
@@ -397,6 +431,7 @@ def _fit(
         training=True,
         seed=config.seed,
         augment=_augment_config(config) if config.augment else False,
+        sampling_weights=sampling,
     )
     val_ds = make_tf_dataset(xv, yv, plan.preprocessing, config.batch_size, training=False) if len(xv) else None
     monitor = "val_loss" if val_ds is not None else "loss"
@@ -408,7 +443,10 @@ def _fit(
         KerasProgressCallback(progress, cancel, epochs=config.epochs, steps_per_epoch=steps),
         early,
         keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, factor=0.3, patience=max(1, config.patience // 2), min_lr=config.learning_rate / 100
+            monitor=monitor,
+            factor=0.3,
+            patience=max(1, config.patience // 2),
+            min_lr=initial_learning_rate(plan, config) / 100,
         ),
         keras.callbacks.TerminateOnNaN(),
     ]
@@ -417,7 +455,7 @@ def _fit(
         train_ds,
         validation_data=val_ds,
         epochs=config.epochs,
-        class_weight=class_weights(yt, n_classes),
+        class_weight=weights,
         callbacks=callbacks,
         shuffle=False,  # the tf.data pipeline shuffles, reproducibly from the seed
         verbose=0,
