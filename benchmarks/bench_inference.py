@@ -6,7 +6,8 @@
 On the same ``--n`` images of the shared data set (a seeded sample across all sources, so
 224 px uploads and full-size films are mixed), it prints:
 
-* model only: forward passes on already preprocessed batches (images/s), the ceiling;
+* model only: forward passes on already preprocessed batches (images/s), the ceiling
+  (best of ``--repeats`` runs, as is the end-to-end figure);
 * end to end: ``Predictor.predict_paths`` on the files (decode + preprocess on a thread
   pool overlapping the model), images/s and as a share of the ceiling (target >= 80%);
 * naive: for each file ``load_image``, ``preprocess``, ``model.predict`` on one image;
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=240, help="number of images (default 240)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--runs", type=int, default=30, help="repetitions for latency medians")
+    parser.add_argument("--repeats", type=int, default=3, help="throughput runs; the best counts (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
@@ -113,22 +115,24 @@ def main(argv: list[str] | None = None) -> int:
     # Preprocess everything once (also warms the page cache for the runs that read files).
     images = [load_image(p) for p in files]
     xs = np.stack([predictor.prepare(im)[0] for im in images])
-    sizes = [im.shape for im in images]
-    print(f"image sizes: {min(sizes)} to {max(sizes)}, median width {int(np.median([s[1] for s in sizes]))} px")
+    pixels = [im.shape[0] * im.shape[1] for im in images]
+    largest = images[int(np.argmax(pixels))].shape
+    print(f"image sizes: median {np.median(pixels) / 1e6:.2f} MP, largest {largest[1]}x{largest[0]} px")
 
-    # 1. Model only.
+    # 1. Model only; 2. end to end through the file pipeline. Best of --repeats runs each,
+    # alternating, so that other load on the machine hits both alike.
     predictor.forward(xs[:bs])
-    t0 = time.perf_counter()
-    for i in range(0, len(xs), bs):
-        predictor.forward(xs[i : i + bs])
-    model_only = len(xs) / (time.perf_counter() - t0)
-
-    # 2. End to end through the file pipeline.
     list(predictor.predict_paths(files[:bs], batch_size=bs))
-    t0 = time.perf_counter()
-    results = list(predictor.predict_paths(files, batch_size=bs))
-    end_to_end = len(files) / (time.perf_counter() - t0)
-    assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
+    model_only = end_to_end = 0.0
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        for i in range(0, len(xs), bs):
+            predictor.forward(xs[i : i + bs])
+        model_only = max(model_only, len(xs) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        results = list(predictor.predict_paths(files, batch_size=bs))
+        end_to_end = max(end_to_end, len(files) / (time.perf_counter() - t0))
+        assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
 
     # 3. Naive: one file at a time with model.predict.
     model = predictor.model
