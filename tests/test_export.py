@@ -166,7 +166,7 @@ def test_pdf_report_has_one_page(tmp_path, dicom_case, predictor):
     assert DISCLAIMER.upper() in text and prediction.label in text and "tiny-test 0.0.1" in text
     assert "Doe" not in text and "PID-0001" not in text and b"Doe" not in data
     kept = write_pdf(tmp_path / "kept.pdf", image, prediction, explanation, ExportOptions(keep_identifiers=True))
-    assert "Doe^Jane" in _pdf_text(kept.read_bytes())
+    assert "Doe, Jane" in _pdf_text(kept.read_bytes())
     no_heat = write_pdf(tmp_path / "plain.pdf", image, prediction, None)
     assert len(re.findall(rb"/Type\s*/Page\b", no_heat.read_bytes())) == 1
 
@@ -179,8 +179,8 @@ def test_input_facts_leave_identifiers_out_by_default(dicom_case):
     text = " ".join(f"{k} {v}" for k, v in facts.items())
     assert "Doe" not in text and "PID-0001" not in text and "1970" not in text
     kept = dict(input_facts(image, keep_identifiers=True))
-    assert kept["Patient name"] == "Doe^Jane" and kept["Patient ID"] == "PID-0001"
-    assert kept["Birth date"] == "19700101"
+    assert kept["Patient name"] == "Doe, Jane" and kept["Patient ID"] == "PID-0001"
+    assert kept["Birth date"] == "1970-01-01" and kept["Sex / age"] == "F / 54 years"
 
 
 # ------------------------------------------------------------------------------ DICOM SC

@@ -54,9 +54,11 @@ def input_facts(image: XRayImage, keep_identifiers: bool = False) -> list[tuple[
     facts += [
         ("Study date", _dicom_date(m.study.get("StudyDate", ""))),
         ("Study", m.study.get("StudyDescription", "")),
-        ("Sex / age", " / ".join(v for v in (m.patient_sex, m.patient_age) if v)),
+        ("Sex / age", " / ".join(v for v in (m.patient_sex, _dicom_age(m.patient_age)) if v)),
     ]
-    facts += [(_IDENTIFIER_LABELS[k], v) for k, v in identifiers(image, keep_identifiers).items()]
+    for key, value in identifiers(image, keep_identifiers).items():
+        readable = {"PatientName": _person_name, "PatientBirthDate": _dicom_date}.get(key, str)(value)
+        facts.append((_IDENTIFIER_LABELS[key], readable))
     return [(k, v) for k, v in facts if v]
 
 
@@ -72,6 +74,24 @@ def result_lines(prediction: Prediction, explanation: Explanation | None) -> lis
             model += f", {100 * explanation.lung_heat_fraction:.0f}% of heat in the lungs"
     lines.append(model)
     return lines
+
+
+_AGE_UNITS = {"D": "days", "W": "weeks", "M": "months", "Y": "years"}
+
+
+def _dicom_age(value: str) -> str:
+    """DICOM Age String ``054Y`` as ``54 years``; anything else as it is."""
+    value = value.strip()
+    if len(value) == 4 and value[:3].isdigit() and value[3] in _AGE_UNITS:
+        return f"{int(value[:3])} {_AGE_UNITS[value[3]]}"
+    return value
+
+
+def _person_name(value: str) -> str:
+    """DICOM Person Name ``Family^Given^Middle^Prefix^Suffix`` as ``Family, Given Middle``."""
+    parts = [p.strip() for p in value.split("=")[0].split("^")]
+    family, rest = parts[0], " ".join(p for p in parts[1:3] if p)
+    return f"{family}, {rest}" if family and rest else (family or rest)
 
 
 def _dicom_date(value: str) -> str:

@@ -110,14 +110,18 @@ def report_figure(
         panels.append((f"{_method_name(explanation)}: {explanation.class_name}", overlay))
     width = 0.42 if len(panels) == 2 else 0.6
     lefts = [0.06, 0.52] if len(panels) == 2 else [0.2]
+    # The panels hang from just below the banner and are as tall as the image's shape needs,
+    # so a wide film leaves no hole above it; everything below follows them up.
+    aspect = gray.shape[0] / gray.shape[1]
+    panel_h = min(0.34, width * A4_INCHES[0] * aspect / A4_INCHES[1])
+    panel_bottom = 0.852 - panel_h
     for left, (title, rgb) in zip(lefts, panels):
-        ax = fig.add_axes((left, 0.525, width, 0.34))
+        ax = fig.add_axes((left, panel_bottom, width, panel_h))
         ax.imshow(rgb, interpolation="antialiased")
-        ax.set_anchor("S")
         ax.set_title(title, fontsize=10, color=_INK, loc="left")
         ax.set_axis_off()
     if show_overlay:
-        cax = fig.add_axes((0.52 + 0.42 * 0.55, 0.51, 0.42 * 0.45, 0.007))
+        cax = fig.add_axes((0.52 + 0.42 * 0.55, panel_bottom - 0.015, 0.42 * 0.45, 0.007))
         cax.imshow(np.linspace(0, 1, 256)[np.newaxis], aspect="auto", cmap=options.colormap)
         cax.set_yticks([])
         cax.set_xticks([0, 255], ["low", "high"], fontsize=7, color=_MUTED)
@@ -126,7 +130,7 @@ def report_figure(
             spine.set_visible(False)
 
     # Result: the top class, then every class as a bar on a light track.
-    top = 0.475
+    top = panel_bottom - 0.05
     fig.text(0.06, top, "Result", fontsize=11.5, fontweight="bold", color=_ACCENT, va="top")
     label = f"{prediction.label}  ({format_probability(prediction.confidence)})"
     fig.text(0.06, top - 0.026, label, fontsize=15, fontweight="bold", color=_INK, va="top")
