@@ -150,7 +150,9 @@ def _pdf_text(data: bytes) -> str:
             content = zlib.decompress(stream.group(1))
         except zlib.error:
             continue
-        for array in re.finditer(rb"\[(.*?)\]\s*TJ", content, re.S):
+        if b"TJ" not in content:  # images and fonts
+            continue
+        for array in re.finditer(rb"\[([^\]]*)\]\s*TJ", content):
             pieces = re.findall(rb"\(((?:\\.|[^\\)])*)\)", array.group(1), re.S)
             lines.append(b"".join(pieces).replace(b"\x00", b"").decode("latin-1"))
     return "\n".join(lines)
