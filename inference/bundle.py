@@ -29,7 +29,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +67,7 @@ class BundleInfo:
     class_names: list[str]
     preprocessing: PreprocessConfig
     gradcam_layer: str
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     keras_version: str = ""
@@ -193,7 +193,9 @@ def load_bundle(path: str | os.PathLike[str]) -> tuple[keras.Model, BundleInfo]:
     try:
         model.get_layer(info.gradcam_layer)
     except ValueError:
-        raise BundleError(f"{INFO_FILE} names Grad-CAM layer {info.gradcam_layer!r}, which the network lacks.") from None
+        raise BundleError(
+            f"{INFO_FILE} names Grad-CAM layer {info.gradcam_layer!r}, which the network lacks."
+        ) from None
     return model, info
 
 
