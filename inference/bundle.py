@@ -239,6 +239,10 @@ def write_bundle(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
+    except OSError as exc:  # a full disk or a read-only folder: the old bundle is still in place
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = exc.strerror or str(exc)
+        raise BundleError(f"The model could not be written to {out}: {reason}. Nothing was replaced.") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
