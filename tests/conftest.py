@@ -82,6 +82,7 @@ class FakePredictor:
         )
         self.calls: list[str] = []
         self.threads: set[str] = set()
+        self.busy = threading.Event()  # set while a call is inside the (slow) network
 
     @property
     def class_names(self) -> list[str]:
@@ -101,7 +102,9 @@ class FakePredictor:
         self.calls.append("predict")
         self.threads.add(threading.current_thread().name)
         if self.delay:
+            self.busy.set()
             time.sleep(self.delay)
+            self.busy.clear()
         probs = self._probs(image)
         idx = int(np.argmax(probs))
         h, w = image.shape

@@ -106,21 +106,21 @@ def test_jobs_of_an_old_model_are_dropped(worker, qtbot):
 
 
 def test_event_loop_keeps_running_while_inference_runs(worker, qtbot):
-    """A QTimer on the GUI thread keeps ticking while a slow predictor works in the worker."""
-    w = worker(lambda path: FakePredictor(path, delay=0.4))
+    """A QTimer on the GUI thread keeps ticking while a slow predictor is inside the network."""
+    made = []
+    w = worker(lambda path: made.append(FakePredictor(path, delay=0.5)) or made[-1])
     with qtbot.waitSignal(w.model_ready, timeout=5000):
         w.submit(Job(kind="load", generation=1, path="m"))
-    ticks: list[int] = []
+    busy_ticks: list[int] = []
     timer = QTimer()
     timer.setInterval(20)
-    timer.timeout.connect(lambda: ticks.append(1))
+    timer.timeout.connect(lambda: made[0].busy.is_set() and busy_ticks.append(1))
     timer.start()
     with qtbot.waitSignal(w.predicted, timeout=5000):
         w.submit(Job(kind="predict", generation=1, doc_id=1, image=image()))
-        assert not ticks  # submitting returned at once, before any inference happened
     timer.stop()
-    # 0.4 s of inference at 20 ms per tick: a frozen loop would have ticked at most once.
-    assert len(ticks) >= 5
+    # Ticks counted only while the predictor was busy: a GUI thread running the network would have none.
+    assert len(busy_ticks) >= 2
 
 
 def test_window_stays_responsive_while_predicting(make_window, qtbot, image_files, fake_factory):
@@ -129,13 +129,13 @@ def test_window_stays_responsive_while_predicting(make_window, qtbot, image_file
     ticks: list[int] = []
     timer = QTimer()
     timer.setInterval(20)
-    timer.timeout.connect(lambda: ticks.append(1))
+    timer.timeout.connect(lambda: fake_factory.made[-1].busy.is_set() and ticks.append(1))
     timer.start()
     with qtbot.waitSignal(window.open_finished, timeout=10000):
         window.open_paths([str(p) for p in image_files.values()])
     qtbot.waitUntil(lambda: all(d.prediction is not None for d in window.docs.values()), timeout=10000)
     timer.stop()
-    assert len(ticks) >= 15  # three 0.3 s predictions; the loop ticked throughout
+    assert len(ticks) >= 2  # the loop ticked while the predictor was busy (three 0.3 s predictions)
     # Meanwhile the interface reacted: the first image was on screen before its prediction came.
     assert window.results.headline.text() == window.current.prediction.label
 
@@ -148,7 +148,7 @@ def test_image_loader_reports_each_file(qtbot, tmp_path, image_files):
     thread = WorkerThread(loader, "test-loader")
     thread.start()
     loaded, failed = [], []
-    loader.loaded.connect(lambda r, p, img, thumb: loaded.append((p, thumb.dtype, max(thumb.shape))))
+    loader.loaded.connect(lambda r, p, img, prep: loaded.append((p, prep.thumbnail.dtype, max(prep.thumbnail.shape))))
     loader.failed.connect(lambda r, p, msg: failed.append(msg))
     try:
         with qtbot.waitSignal(loader.batch_finished, timeout=10000) as done:

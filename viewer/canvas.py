@@ -20,6 +20,7 @@ from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPixmap,
 from PySide6.QtWidgets import QFrame, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QMenu, QWidget
 
 from inference.image import Window, XRayImage
+from viewer.qt_compat import emit
 from viewer.render import Renderer, downsample
 
 __all__ = ["ImageCanvas", "PixelInfo", "gray_to_pixmap", "rgb_to_pixmap", "mime_paths"]
@@ -143,8 +144,19 @@ class ImageCanvas(QGraphicsView):
         return self._image
 
     # -- image and window ----------------------------------------------------------------------
-    def set_image(self, image: XRayImage | None, window: Window | None = None, invert: bool = False) -> None:
-        """Show ``image`` (``None`` clears) through ``window``; the view is fitted."""
+    def set_image(
+        self,
+        image: XRayImage | None,
+        window: Window | None = None,
+        invert: bool = False,
+        default_window: Window | None = None,
+        renderer: Renderer | None = None,
+    ) -> None:
+        """Show ``image`` (``None`` clears) through ``window``; the view is fitted.
+
+        ``default_window`` (it sets the drag sensitivity) and ``renderer`` may come prepared
+        from the loader thread; otherwise they are computed here.
+        """
         self._image = image
         self._drag_button = None
         self._previewing = False
@@ -155,13 +167,14 @@ class ImageCanvas(QGraphicsView):
             self._image_item.setPixmap(QPixmap())
             self._scene.setSceneRect(QRectF(-1000, -1000, 2000, 2000))
             self.viewport().update()
-            self.cursor_moved.emit(None)
+            emit(self.cursor_moved, None)
             return
         from inference.display import initial_window  # cheap; keeps the canvas usable alone
 
-        self._renderer = Renderer(image.pixels)
-        self._window = window or initial_window(image)
-        self._base_width = max(abs(initial_window(image).width), 1e-3)
+        self._renderer = renderer if renderer is not None else Renderer(image.pixels)
+        base = default_window or initial_window(image)
+        self._window = window or base
+        self._base_width = max(abs(base.width), 1e-3)
         self._invert = bool(invert)
         h, w = image.shape
         margin = 4.0 * max(h, w)
@@ -178,7 +191,7 @@ class ImageCanvas(QGraphicsView):
             return
         self._window = window
         self._render(preview=False)
-        self.window_changed.emit(window)
+        emit(self.window_changed, window)
 
     def inverted(self) -> bool:
         return self._invert
@@ -189,7 +202,7 @@ class ImageCanvas(QGraphicsView):
             return
         self._invert = bool(invert)
         self._render(preview=False)
-        self.window_changed.emit(self._window)
+        emit(self.window_changed, self._window)
 
     def _min_width(self) -> float:
         integer = self._image is not None and np.issubdtype(self._image.pixels.dtype, np.integer)
@@ -275,7 +288,7 @@ class ImageCanvas(QGraphicsView):
         z = self._zoom
         self.setTransform(QTransform(a * z, c * z, b * z, d * z, 0.0, 0.0))
         self._scroll_to(keep, at)
-        self.view_changed.emit()
+        emit(self.view_changed)
         self.viewport().update()
 
     def _scroll_to(self, scene_point: QPointF, view_point: QPoint) -> None:
@@ -338,7 +351,7 @@ class ImageCanvas(QGraphicsView):
         self._fit_mode = False
         self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - dx)
         self.verticalScrollBar().setValue(self.verticalScrollBar().value() - dy)
-        self.view_changed.emit()
+        emit(self.view_changed)
 
     def image_to_view(self, x: float, y: float) -> QPointF:
         """Where image pixel coordinate (x, y) appears in the viewport."""
@@ -426,7 +439,7 @@ class ImageCanvas(QGraphicsView):
                 center = self._window.center + step_delta.y() * step
                 self._window = Window(center=center, width=width, source="user")
                 self._render(preview=True)
-                self.window_changed.emit(self._window)
+                emit(self.window_changed, self._window)
         elif self._drag_button == Qt.MouseButton.MiddleButton:
             step_delta = pos - self._drag_last
             self.pan_by(step_delta.x(), step_delta.y())
@@ -448,7 +461,7 @@ class ImageCanvas(QGraphicsView):
         self.viewport().unsetCursor()
         if button == Qt.MouseButton.LeftButton and self._previewing:
             self._render(preview=False)  # full resolution once the drag ends
-            self.window_changed.emit(self._window)
+            emit(self.window_changed, self._window)
         elif button == Qt.MouseButton.RightButton and not moved and self.actions():
             QMenu.exec(self.actions(), event.globalPosition().toPoint(), None, self)
         event.accept()
@@ -471,12 +484,12 @@ class ImageCanvas(QGraphicsView):
         x, y = math.floor(scene.x()), math.floor(scene.y())
         h, w = self._image.shape
         if 0 <= x < w and 0 <= y < h:
-            self.cursor_moved.emit(PixelInfo(x, y, float(self._image.pixels[y, x])))
+            emit(self.cursor_moved, PixelInfo(x, y, float(self._image.pixels[y, x])))
         else:
-            self.cursor_moved.emit(None)
+            emit(self.cursor_moved, None)
 
     def leaveEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
-        self.cursor_moved.emit(None)
+        emit(self.cursor_moved, None)
         super().leaveEvent(event)
 
     # -- drag and drop of files ------------------------------------------------------------------
@@ -496,6 +509,6 @@ class ImageCanvas(QGraphicsView):
         paths = mime_paths(event.mimeData())
         if paths:
             event.acceptProposedAction()
-            self.files_dropped.emit(paths)
+            emit(self.files_dropped, paths)
         else:
             event.ignore()

@@ -25,7 +25,9 @@ class ImageDocument:
     path: Path
     image: XRayImage
     thumbnail: np.ndarray  # uint8 gray
-    window: Window
+    window: Window  # the window shown now
+    default_window: Window  # key 0 / Esc: the file's or the automatic window
+    renderer: Any = None  # viewer.render.Renderer, prepared in the loader thread
     invert: bool = False
     generation: int = -1
     prediction: Any = None  # inference.predictor.Prediction

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from viewer.document import ImageDocument
+from viewer.qt_compat import emit
 
 __all__ = ["ExportDialog", "ExportPlan", "plan_exports", "run_export", "FORMAT_LABELS", "TABLE_NAME"]
 
@@ -345,11 +346,11 @@ class ExportDialog(QDialog):
         self.main.statusBar().showMessage(text, 10000)
         self.main.messages.add(text, "info")
         self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setText("Close")
-        self.export_done.emit(self.written)
+        emit(self.export_done, self.written)
 
     def _failed(self, message: str) -> None:
         self._running = False
         self.export_button.setEnabled(True)
         self.status.setText(f"Export failed: {message}")
         self.main.messages.add(f"Export failed: {message}", "error")
-        self.export_failed.emit(message)
+        emit(self.export_failed, message)

@@ -31,7 +31,8 @@ from viewer.document import ImageDocument, describe_image
 from viewer.icons import icon
 from viewer.messages_panel import MessagesPanel
 from viewer.overlay_panel import OverlayPanel
-from viewer.presets import default_window, window_presets
+from viewer.presets import window_presets
+from viewer.qt_compat import emit
 from viewer.results_panel import DISCLAIMER, ResultsPanel
 from viewer.settings import ViewerSettings
 from viewer.shortcuts import SHORTCUTS
@@ -362,7 +363,7 @@ class MainWindow(QMainWindow):
     def event(self, event: QEvent) -> bool:
         if event.type() == QEvent.Type.Paint and not self._painted:
             self._painted = True
-            self.first_painted.emit()
+            emit(self.first_painted)
             # Heavy work starts only once the window is on screen.
             QTimer.singleShot(0, self.start_background)
         return super().event(event)
@@ -451,7 +452,7 @@ class MainWindow(QMainWindow):
         self._request_errors[request] = []
         self._open_paths_by_request[request] = paths
         self.statusBar().showMessage(f"Opening {self._describe_paths(paths)}…")
-        self.load_requested.emit(request, paths)
+        emit(self.load_requested, request, paths)
         return request
 
     @staticmethod
@@ -510,7 +511,7 @@ class MainWindow(QMainWindow):
                 return doc
         return None
 
-    def _on_loaded(self, request: int, path: str, image: XRayImage, thumbnail) -> None:
+    def _on_loaded(self, request: int, path: str, image: XRayImage, prep: Any) -> None:
         if self._closing:
             return
         existing = self._find_doc_by_path(path)
@@ -522,20 +523,22 @@ class MainWindow(QMainWindow):
             doc_id=self._next_doc_id,
             path=Path(path),
             image=image,
-            thumbnail=thumbnail,
-            window=default_window(image),
+            thumbnail=prep.thumbnail,
+            window=prep.window,
+            default_window=prep.window,
+            renderer=prep.renderer,
             generation=self.generation,
         )
         self._next_doc_id += 1
         self.docs[doc.doc_id] = doc
-        self.thumbnails.add_document(doc.doc_id, doc.name, thumbnail, f"{path}\n{describe_image(image)}")
+        self.thumbnails.add_document(doc.doc_id, doc.name, prep.thumbnail, f"{path}\n{describe_image(image)}")
         for warning in image.extra.get("warnings", []) or []:
             self.messages.add(f"{doc.name}: {warning}", "warning")
         if self.current is None:
             self.show_document(doc.doc_id)
         self._queue_prediction(doc)
         self._update_enabled()
-        self.document_opened.emit(doc.doc_id)
+        emit(self.document_opened, doc.doc_id)
 
     def _on_load_failed(self, request: int, path: str, message: str) -> None:
         self._request_errors.setdefault(request, []).append((path, message))
@@ -560,7 +563,7 @@ class MainWindow(QMainWindow):
         else:
             text = f"Opened {ok} image{'s' if ok != 1 else ''}"
         self.statusBar().showMessage(text, 15000)
-        self.open_finished.emit(ok, bad)
+        emit(self.open_finished, ok, bad)
 
     # ------------------------------------------------------------------------------------------
     # documents
@@ -573,7 +576,7 @@ class MainWindow(QMainWindow):
             return
         self.current = doc
         self.thumbnails.select_document(doc_id)
-        self.canvas.set_image(doc.image, doc.window, doc.invert)
+        self.canvas.set_image(doc.image, doc.window, doc.invert, doc.default_window, doc.renderer)
         self.canvas.set_overlay_visible(self.actions_by_id["overlay"].isChecked())
         self.actions_by_id["invert"].setChecked(doc.invert)
         self.tags.set_image(doc.image)
@@ -619,7 +622,7 @@ class MainWindow(QMainWindow):
                 self.wl_label.setText("")
                 self.zoom_label.setText("")
         self._update_enabled()
-        self.document_closed.emit(doc_id)
+        emit(self.document_closed, doc_id)
 
     def close_current(self) -> None:
         if self.current is not None:
@@ -668,7 +671,7 @@ class MainWindow(QMainWindow):
         self.canvas.set_inverted(False)
         self.current.invert = False
         self.actions_by_id["invert"].setChecked(False)
-        self.canvas.set_window(default_window(self.current.image))
+        self.canvas.set_window(self.current.default_window)
 
     def toggle_full_screen(self) -> None:
         if self.isFullScreen():
@@ -792,7 +795,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Model {info.display_name} ready on {device}", 5000)
         if self.current is not None:
             self._show_result(self.current)
-        self.model_changed.emit(info)
+        emit(self.model_changed, info)
 
     def _on_model_failed(self, generation: int, message: str) -> None:
         if generation != self.generation:
@@ -809,7 +812,7 @@ class MainWindow(QMainWindow):
             self.thumbnails.set_badge(doc.doc_id, "")
         if self.current is not None:
             self._show_result(self.current)
-        self.model_changed.emit(None)
+        emit(self.model_changed, None)
 
     def _update_model_label(self) -> None:
         if self.model_state == "ready" and self.model_info is not None:
@@ -828,7 +831,7 @@ class MainWindow(QMainWindow):
             self._show_result(doc)
             self.refresh_overlay()
         self._update_model_label()
-        self.prediction_shown.emit(doc_id)
+        emit(self.prediction_shown, doc_id)
 
     def _on_job_failed(self, generation: int, doc_id: int, kind: str, message: str) -> None:
         doc = self.docs.get(doc_id)
@@ -934,7 +937,7 @@ class MainWindow(QMainWindow):
             else f"{'Grad-CAM++' if explanation.method == 'gradcam++' else 'Grad-CAM'} for {explanation.class_name}"
         )
         self._update_annotations()
-        self.overlay_shown.emit(doc.doc_id)
+        emit(self.overlay_shown, doc.doc_id)
 
     def _on_opacity(self, value: float) -> None:
         self.canvas.set_overlay_opacity(value)

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from viewer.model_card import model_card_html
 from viewer.model_store import ModelEntry, delete_user_model, import_bundle, list_models
+from viewer.qt_compat import emit
 
 __all__ = ["ModelManagerDialog"]
 
@@ -146,7 +147,7 @@ class ModelManagerDialog(QDialog):
             return
         self.main.activate_model(str(entry.path))
         self.note.setText(f"Active model: {entry.info.display_name}. Opened images are analysed again.")
-        self.model_activated.emit(str(entry.path))
+        emit(self.model_activated, str(entry.path))
         self.refresh(select=entry.path)
 
     def _import_dialog(self) -> None:

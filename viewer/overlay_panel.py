@@ -19,6 +19,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from viewer.qt_compat import emit
+
 __all__ = ["ColourBar", "OverlayPanel", "METHOD_LABELS"]
 
 METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
@@ -79,11 +81,11 @@ class OverlayPanel(QWidget):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.class_combo = QComboBox()
         self.class_combo.setToolTip("Explain any class, not only the predicted one")
-        self.class_combo.currentIndexChanged.connect(lambda _i: self.target_changed.emit())
+        self.class_combo.currentIndexChanged.connect(lambda _i: emit(self.target_changed))
         self.method_combo = QComboBox()
         for key, label in METHOD_LABELS.items():
             self.method_combo.addItem(label, key)
-        self.method_combo.currentIndexChanged.connect(lambda _i: self.target_changed.emit())
+        self.method_combo.currentIndexChanged.connect(lambda _i: emit(self.target_changed))
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
         self.opacity_slider.setRange(0, 100)
         self.opacity_slider.setValue(45)
@@ -117,7 +119,7 @@ class OverlayPanel(QWidget):
 
     def _on_opacity(self, value: int) -> None:
         self.opacity_label.setText(f"{value}%")
-        self.opacity_changed.emit(value / 100.0)
+        emit(self.opacity_changed, value / 100.0)
 
     # -- state ------------------------------------------------------------------------------
     def set_classes(self, names: Sequence[str], predicted: int | None = None) -> None:

@@ -13,15 +13,18 @@ fast enough to follow a mouse drag on a 3000x3000 16-bit image:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
-from inference.display import apply_window
-from inference.image import Window
+from inference.display import apply_window, initial_window
+from inference.image import Window, XRayImage
 
-__all__ = ["PREVIEW_SIDE", "Renderer", "downsample"]
+__all__ = ["PREVIEW_SIDE", "THUMBNAIL_SIDE", "DisplayPrep", "Renderer", "downsample", "prepare_display"]
 
 PREVIEW_SIDE = 1024
+THUMBNAIL_SIDE = 160
 # Larger integer ranges (32-bit data) would need a bigger table than the image itself.
 MAX_LUT_ENTRIES = 1 << 20
 
@@ -75,3 +78,21 @@ class Renderer:
             index = source if self._lut_offset == 0 else source.astype(np.int64) - self._lut_offset
             return table[index]
         return apply_window(source, window, invert=invert)
+
+
+@dataclass(frozen=True)
+class DisplayPrep:
+    """What showing an image needs, computed once in the loader thread (percentiles, min/max and
+    the preview of a 9-megapixel image cost a few hundred milliseconds the GUI should not spend)."""
+
+    renderer: Renderer
+    window: Window  # the initial window (DICOM header or automatic)
+    thumbnail: np.ndarray  # uint8 gray, longest side THUMBNAIL_SIDE, shown the right way round
+
+
+def prepare_display(image: XRayImage, thumbnail_side: int = THUMBNAIL_SIDE) -> DisplayPrep:
+    renderer = Renderer(image.pixels)
+    window = initial_window(image)
+    small, _ = downsample(renderer.preview, thumbnail_side)
+    thumbnail = apply_window(small, window, invert=image.meta.inverted)
+    return DisplayPrep(renderer=renderer, window=window, thumbnail=thumbnail)

@@ -8,6 +8,7 @@ from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QListView, QListWidget, QListWidgetItem, QWidget
 
 from viewer.canvas import gray_to_pixmap
+from viewer.qt_compat import emit
 from viewer.theme import class_colour
 
 __all__ = ["ThumbnailList", "badge_pixmap"]
@@ -81,7 +82,7 @@ class ThumbnailList(QListWidget):
 
     def _on_current(self, current: QListWidgetItem | None, _previous: QListWidgetItem | None) -> None:
         if current is not None:
-            self.document_selected.emit(int(current.data(DOC_ROLE)))
+            emit(self.document_selected, int(current.data(DOC_ROLE)))
 
     def _item(self, doc_id: int) -> QListWidgetItem | None:
         for row in range(self.count()):

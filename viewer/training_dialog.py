@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from viewer.curves import CurvesPlot
+from viewer.qt_compat import emit
 from viewer.workers import run_in_thread
 
 __all__ = ["TrainingDialog", "QtTrainingProgress"]
@@ -56,19 +57,19 @@ class QtTrainingProgress(QObject):
     message = Signal(str)
 
     def on_stage(self, name: str, detail: str = "") -> None:
-        self.stage.emit(name, detail)
+        emit(self.stage, name, detail)
 
     def on_train_begin(self, epochs: int, steps_per_epoch: int) -> None:
-        self.train_begin.emit(int(epochs), int(steps_per_epoch))
+        emit(self.train_begin, int(epochs), int(steps_per_epoch))
 
     def on_batch_end(self, epoch: int, step: int, logs: dict[str, float]) -> None:
-        self.batch_end.emit(int(epoch), int(step), dict(logs))
+        emit(self.batch_end, int(epoch), int(step), dict(logs))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        self.epoch_end.emit(int(epoch), dict(logs))
+        emit(self.epoch_end, int(epoch), dict(logs))
 
     def on_message(self, text: str) -> None:
-        self.message.emit(str(text))
+        emit(self.message, str(text))
 
 
 class TrainingDialog(QDialog):
@@ -291,14 +292,14 @@ class TrainingDialog(QDialog):
         )
         self.skipped_view.setPlainText("\n".join(f"{path}: {reason}" for path, reason in dataset.skipped))
         self._update_buttons()
-        self.scan_finished.emit(dataset)
+        emit(self.scan_finished, dataset)
 
     def _on_scan_failed(self, exc: BaseException) -> None:
         self._scanning = False
         self.dataset = None
         self.scan_label.setText(f"Cannot train on this folder: {exc}")
         self._update_buttons()
-        self.scan_finished.emit(None)
+        emit(self.scan_finished, None)
 
     # -- training ---------------------------------------------------------------------------------------
     def is_running(self) -> bool:
@@ -432,7 +433,7 @@ class TrainingDialog(QDialog):
         self.tabs.setCurrentWidget(self.report_view)
         self._log(f"Saved {result.bundle_dir}")
         self._update_buttons()
-        self.training_finished.emit(result)
+        emit(self.training_finished, result)
 
     def _on_failed(self, exc: BaseException) -> None:
         from training.progress import TrainingCancelled
@@ -445,7 +446,7 @@ class TrainingDialog(QDialog):
             self.main.messages.add(f"Training failed: {exc}", "error")
         self._log(str(exc))
         self._update_buttons()
-        self.training_finished.emit(None)
+        emit(self.training_finished, None)
 
     def activate(self) -> None:
         if self.result is None:

@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from inference.image import ImageLoadError, XRayImage
+from viewer.qt_compat import emit
 
 __all__ = [
-    "THUMBNAIL_SIDE",
     "Job",
     "JobQueue",
     "ImageLoader",
@@ -39,22 +38,9 @@ __all__ = [
     "WorkerThread",
     "FunctionWorker",
     "run_in_thread",
-    "make_thumbnail",
 ]
 
 log = logging.getLogger(__name__)
-
-THUMBNAIL_SIDE = 160
-
-
-def make_thumbnail(image: XRayImage, side: int = THUMBNAIL_SIDE) -> np.ndarray:
-    """8-bit gray thumbnail through the image's initial window, shown the right way round."""
-    from inference.display import apply_window, initial_window
-    from viewer.render import downsample
-
-    small, _ = downsample(image.pixels, side)
-    return apply_window(small, initial_window(image), invert=image.meta.inverted)
-
 
 class WorkerThread(QThread):
     """A QThread that owns one worker object and stops cleanly."""
@@ -88,11 +74,11 @@ class FunctionWorker(QObject):
             result = self._fn()
         except BaseException as exc:  # reported to the GUI, which decides what to tell the user
             log.debug("background call failed:\n%s", traceback.format_exc())
-            self.errored.emit(exc)
+            emit(self.errored, exc)
         else:
-            self.returned.emit(result)
+            emit(self.returned, result)
         finally:
-            self.finished.emit()
+            emit(self.finished)
 
 
 def run_in_thread(
@@ -147,7 +133,7 @@ class ImageLoader(QObject):
     """Loads files (expanding folders) and reports each one; one bad file never stops the rest."""
 
     batch_started = Signal(int, int)  # request id, number of files found
-    loaded = Signal(int, str, object, object)  # request id, path, XRayImage, thumbnail (uint8 gray)
+    loaded = Signal(int, str, object, object)  # request id, path, XRayImage, viewer.render.DisplayPrep
     failed = Signal(int, str, str)  # request id, path, message for the user
     batch_finished = Signal(int, int, int)  # request id, files opened, files that failed
 
@@ -168,6 +154,7 @@ class ImageLoader(QObject):
     @Slot(int, list)
     def load_paths(self, request_id: int, paths: list) -> None:
         from viewer.files import expand_paths
+        from viewer.render import prepare_display
 
         load = self._load
         if load is None:
@@ -175,29 +162,29 @@ class ImageLoader(QObject):
         try:
             files = expand_paths(paths)
         except Exception as exc:  # a folder vanished or is unreadable mid-scan
-            self.failed.emit(request_id, ", ".join(map(str, paths)), f"Cannot read the folder: {exc}")
-            self.batch_finished.emit(request_id, 0, 1)
+            emit(self.failed, request_id, ", ".join(map(str, paths)), f"Cannot read the folder: {exc}")
+            emit(self.batch_finished, request_id, 0, 1)
             return
-        self.batch_started.emit(request_id, len(files))
+        emit(self.batch_started, request_id, len(files))
         ok = bad = 0
         for path in files:
             if self._is_cancelled(request_id):
                 break
             try:
                 image = load(str(path))
-                thumb = make_thumbnail(image)
+                prep = prepare_display(image)
             except ImageLoadError as exc:
                 bad += 1
-                self.failed.emit(request_id, str(path), str(exc))
+                emit(self.failed, request_id, str(path), str(exc))
                 continue
             except Exception as exc:  # the loader promises ImageLoadError only; never let a bug kill the thread
                 bad += 1
                 log.exception("unexpected error loading %s", path)
-                self.failed.emit(request_id, str(path), f"Cannot open {Path(path).name}: {exc}")
+                emit(self.failed, request_id, str(path), f"Cannot open {Path(path).name}: {exc}")
                 continue
             ok += 1
-            self.loaded.emit(request_id, str(path), image, thumb)
-        self.batch_finished.emit(request_id, ok, bad)
+            emit(self.loaded, request_id, str(path), image, prep)
+        emit(self.batch_finished, request_id, ok, bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,12 +294,12 @@ class InferenceWorker(QObject):
     # -- called from the GUI thread ------------------------------------------------------------
     def submit(self, job: Job, front: bool = False) -> None:
         self.queue.put(job, front=front)
-        self._wake.emit()  # queued: the worker's thread picks the job up
+        emit(self._wake)  # queued: the worker's thread picks the job up
 
     def submit_many(self, jobs: Iterable[Job]) -> None:
         for job in jobs:
             self.queue.put(job)
-        self._wake.emit()
+        emit(self._wake)
 
     @property
     def predictor(self) -> Any:
@@ -330,7 +317,7 @@ class InferenceWorker(QObject):
                 colormap_lut(name)
         except Exception:  # cosmetic; the overlay still works, the colour bar draws later
             log.exception("colour maps could not be prepared")
-        self.colormaps_ready.emit()
+        emit(self.colormaps_ready)
 
     @Slot()
     def _run_one(self) -> None:
@@ -338,48 +325,48 @@ class InferenceWorker(QObject):
         if job is None:
             return
         doc = -1 if job.doc_id is None else job.doc_id
-        self.job_started.emit(job.kind, doc)
+        emit(self.job_started, job.kind, doc)
         try:
             self._run(job)
         except Exception as exc:  # a failed job is reported, never fatal to the thread
             log.debug("job %s failed:\n%s", job.kind, traceback.format_exc())
             message = str(exc) or type(exc).__name__
             if job.kind == "call":
-                self.call_failed.emit(job.token, message)
+                emit(self.call_failed, job.token, message)
             elif job.kind == "load":
                 self._predictor = None
                 # The jobs queued for this model cannot run; the GUI shows "no model" instead.
                 self.queue.cancel_where(lambda j: j.kind in ("load", "call") or j.generation != job.generation)
-                self.model_failed.emit(job.generation, message)
+                emit(self.model_failed, job.generation, message)
             else:
-                self.job_failed.emit(job.generation, doc, job.kind, message)
+                emit(self.job_failed, job.generation, doc, job.kind, message)
         if len(self.queue):
-            self._wake.emit()
+            emit(self._wake)
         else:
-            self.idle.emit()
+            emit(self.idle)
 
     def _run(self, job: Job) -> None:
         if job.kind == "load":
             self._generation = job.generation
             self._predictor = None
-            self.model_loading.emit(job.generation, job.path)
+            emit(self.model_loading, job.generation, job.path)
             predictor = self._factory(job.path)
             self._predictor = predictor
-            self.model_ready.emit(job.generation, predictor.info, str(predictor.device))
+            emit(self.model_ready, job.generation, predictor.info, str(predictor.device))
             return
         if job.kind == "call":
             if job.fn is None:
                 raise ValueError("nothing to run")
-            self.call_done.emit(job.token, job.fn(self._predictor))
+            emit(self.call_done, job.token, job.fn(self._predictor))
             return
         if job.generation != self._generation:
             return  # queued for a model that has since been replaced
         if self._predictor is None:
             raise RuntimeError("No model is loaded.")
         if job.kind == "predict":
-            self.predicted.emit(job.generation, job.doc_id, self._predictor.predict(job.image))
+            emit(self.predicted, job.generation, job.doc_id, self._predictor.predict(job.image))
         elif job.kind == "explain":
             result = self._predictor.explain(job.image, class_index=job.class_index, method=job.method)
-            self.explained.emit(job.generation, job.doc_id, result)
+            emit(self.explained, job.generation, job.doc_id, result)
         else:
             raise ValueError(f"unknown job kind {job.kind!r}")
