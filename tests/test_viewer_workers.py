@@ -10,7 +10,7 @@ from PySide6.QtCore import QTimer
 
 from tests.conftest import FakePredictor
 from tests.tiny_bundle import xray_from_array
-from viewer.workers import ImageLoader, InferenceWorker, Job, JobQueue, WorkerThread
+from viewer.workers import ImageLoader, InferenceWorker, Job, JobQueue
 
 
 def test_job_queue_cancel_and_prioritise():
@@ -34,16 +34,15 @@ def worker(qtbot):
     made = []
 
     def start(factory):
-        w = InferenceWorker(factory)
-        thread = WorkerThread(w, "test-inference")
-        thread.start()
-        made.append(thread)
+        w = InferenceWorker(factory, name="test-inference")
+        w.start()
+        made.append(w)
         return w
 
     yield start
-    for thread in made:
-        thread.worker.queue.clear()
-        thread.stop(None)
+    for w in made:
+        w.queue.clear()
+        assert w.stop(timeout=30)
 
 
 def image(level: int = 100):
@@ -69,8 +68,8 @@ def test_worker_signals_and_thread(worker, qtbot):
     with qtbot.waitSignal(w.explained, timeout=5000) as explained:
         w.submit(Job(kind="explain", generation=1, doc_id=7, image=image(), class_index=1, method="gradcam++"))
     assert explained.args[2].class_index == 1 and explained.args[2].method == "gradcam++"
-    # The network ran in the worker's thread, never in this one.
-    assert made[0].threads and threading.current_thread().name not in made[0].threads
+    # The network ran in the worker's one thread (TensorFlow keeps per-thread state), never in this one.
+    assert made[0].threads == {"test-inference"} != {threading.current_thread().name}
 
 
 def test_failures_are_signals_not_crashes(worker, qtbot):
@@ -144,9 +143,8 @@ def test_image_loader_reports_each_file(qtbot, tmp_path, image_files):
     from tests.bad_inputs import make_bad_inputs
 
     bad = make_bad_inputs(tmp_path / "bad")
-    loader = ImageLoader()
-    thread = WorkerThread(loader, "test-loader")
-    thread.start()
+    loader = ImageLoader(name="test-loader")
+    loader.start()
     loaded, failed = [], []
     loader.loaded.connect(lambda r, p, img, prep: loaded.append((p, prep.thumbnail.dtype, max(prep.thumbnail.shape))))
     loader.failed.connect(lambda r, p, msg: failed.append(msg))
@@ -157,7 +155,7 @@ def test_image_loader_reports_each_file(qtbot, tmp_path, image_files):
         assert all(dtype == np.uint8 and side <= 160 for _, dtype, side in loaded)
         assert "empty" in failed[0].lower()
     finally:
-        thread.stop(None)
+        assert loader.stop(timeout=30)
 
 
 def test_model_switch_refreshes_predictions(make_window, qtbot, image_files, fake_factory):

@@ -38,7 +38,7 @@ from viewer.settings import ViewerSettings
 from viewer.shortcuts import SHORTCUTS
 from viewer.tags_panel import TagsPanel
 from viewer.thumbnails import ThumbnailList
-from viewer.workers import ImageLoader, InferenceWorker, Job, WorkerThread
+from viewer.workers import ImageLoader, InferenceWorker, Job
 
 __all__ = ["MainWindow", "APP_TITLE"]
 
@@ -84,7 +84,6 @@ def _model_dir_default(settings: ViewerSettings) -> str:
 class MainWindow(QMainWindow):
     """The viewer. ``predictor_factory`` and ``load_image`` replace the real ones in tests."""
 
-    load_requested = Signal(int, list)  # to the loader thread: request id, paths
     document_opened = Signal(int)  # doc id
     document_closed = Signal(int)
     prediction_shown = Signal(int)  # doc id whose prediction just arrived
@@ -123,8 +122,6 @@ class MainWindow(QMainWindow):
         self._pending_open: list[str] = []
         self._call_handlers: dict[int, tuple[Callable[[Any], None], Callable[[str], None]]] = {}
         self._next_token = 1
-        self.loader_thread: WorkerThread | None = None
-        self.inference_thread: WorkerThread | None = None
         self.loader: ImageLoader | None = None
         self.inference: InferenceWorker | None = None
 
@@ -379,15 +376,12 @@ class MainWindow(QMainWindow):
             return
         self._started = True
         self.loader = ImageLoader(self._load_image)
-        self.loader_thread = WorkerThread(self.loader, "cxr-image-loader")
-        self.load_requested.connect(self.loader.load_paths)
         self.loader.loaded.connect(self._on_loaded)
         self.loader.failed.connect(self._on_load_failed)
         self.loader.batch_finished.connect(self._on_batch_finished)
-        self.loader_thread.start()
+        self.loader.start()
 
         self.inference = InferenceWorker(self._predictor_factory)
-        self.inference_thread = WorkerThread(self.inference, "cxr-inference")
         w = self.inference
         w.model_loading.connect(self._on_model_loading)
         w.model_ready.connect(self._on_model_ready)
@@ -399,8 +393,8 @@ class MainWindow(QMainWindow):
         w.call_failed.connect(self._on_call_failed)
         w.colormaps_ready.connect(self._on_colormaps_ready)
         w.idle.connect(self._update_model_label)
-        self.inference_thread.start()
-        QTimer.singleShot(0, w, w.warm_colormaps)
+        w.start()
+        w.post(w.warm_colormaps)
         model_dir = self._requested_model_dir or _model_dir_default(self.settings)
         self.load_model(model_dir)
         if self._pending_open:
@@ -433,9 +427,10 @@ class MainWindow(QMainWindow):
         if self.loader is not None:
             for request in range(self._next_request):
                 self.loader.cancel(request)
-        for thread in (self.loader_thread, self.inference_thread):
-            if thread is not None and thread.isRunning():
-                thread.stop(wait_ms=None if thread is self.inference_thread else 30000)
+        if self.loader is not None:
+            self.loader.stop(timeout=30)
+        if self.inference is not None:
+            self.inference.stop()  # the running job (at most one prediction) finishes first
 
     # ------------------------------------------------------------------------------------------
     # opening files
@@ -452,7 +447,7 @@ class MainWindow(QMainWindow):
         self._request_errors[request] = []
         self._open_paths_by_request[request] = paths
         self.statusBar().showMessage(f"Opening {self._describe_paths(paths)}…")
-        emit(self.load_requested, request, paths)
+        self.loader.load_paths(request, paths)
         return request
 
     @staticmethod

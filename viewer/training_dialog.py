@@ -371,7 +371,7 @@ class TrainingDialog(QDialog):
     def cancel_and_wait(self) -> None:
         self.cancel()
         if self._train_thread is not None:
-            self._train_thread.wait()
+            self._train_thread.wait()  # TaskHandle.wait: joins the training thread
 
     def _log(self, text: str) -> None:
         self.log_view.appendPlainText(text)

@@ -1,7 +1,7 @@
-"""Background work: QObject workers moved to QThreads, talking to the GUI only through signals.
+"""Background work: workers in their own threads, talking to the GUI only through Qt signals.
 
-Two long-lived workers, each in its own thread (the napari/superqt pattern, without the
-dependency):
+Two long-lived workers, each with its own thread (the napari/superqt pattern, without the
+dependency; see :class:`ThreadedWorker` for why the threads are Python threads):
 
 * :class:`ImageLoader` reads files, so dropping fifty DICOMs never freezes the window.
 * :class:`InferenceWorker` imports TensorFlow, loads the model and then serves a queue of
@@ -17,6 +17,7 @@ the old generation are dropped on both sides.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import traceback
 from collections import deque
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Signal, Slot
 
 from inference.image import ImageLoadError, XRayImage
 from viewer.qt_compat import emit
@@ -35,50 +36,96 @@ __all__ = [
     "JobQueue",
     "ImageLoader",
     "InferenceWorker",
-    "WorkerThread",
-    "FunctionWorker",
+    "ThreadedWorker",
+    "TaskHandle",
     "run_in_thread",
 ]
 
 log = logging.getLogger(__name__)
 
-class WorkerThread(QThread):
-    """A QThread that owns one worker object and stops cleanly."""
+class ThreadedWorker(QObject):
+    """A QObject on the GUI thread that owns one Python thread working through a task queue.
 
-    def __init__(self, worker: QObject, name: str) -> None:
+    Its signals are emitted from that thread and reach GUI receivers queued, in order.
+
+    Why a ``threading.Thread`` and not a QThread with an event loop: with PySide6 6.12 and
+    TensorFlow 2.21, TensorFlow work spread over several slot calls of one QThread crashed
+    (segmentation faults, "take_gil: PyMUTEX_LOCK failed"), reproducibly. A Python thread
+    keeps one interpreter thread state for its whole life, which TensorFlow relies on.
+    """
+
+    def __init__(self, name: str) -> None:
         super().__init__()
-        self.setObjectName(name)
-        self.worker = worker
-        worker.moveToThread(self)
+        self.name = name
+        self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
-    def stop(self, wait_ms: int | None = 10000) -> bool:
-        """Quit the event loop once the running job is done; ``wait_ms=None`` waits as long as it takes."""
-        self.quit()
-        return self.wait() if wait_ms is None else self.wait(wait_ms)
+    def start(self) -> None:
+        self._thread.start()
+
+    def is_running(self) -> bool:
+        return self._thread.is_alive()
+
+    def post(self, task: Callable[[], None]) -> None:
+        """Run ``task()`` in the worker's thread after the tasks already posted."""
+        self._tasks.put(task)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """End after the tasks already posted; True once the thread has ended (``timeout`` None: wait for it)."""
+        self._tasks.put(None)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            try:
+                task()
+            except Exception:  # a task reports its own failures; this only keeps the thread alive
+                log.exception("unexpected error in %s", self.name)
 
 
-class FunctionWorker(QObject):
-    """Runs one callable in its own thread and reports the result (superqt's ``create_worker``, minimal)."""
+class TaskHandle:
+    """What :func:`run_in_thread` returns: wait for the task, ask whether it still runs."""
+
+    def __init__(self, thread: threading.Thread, relay: QObject) -> None:
+        self.thread = thread
+        self.relay = relay
+
+    def is_running(self) -> bool:
+        return self.thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+class _Relay(QObject):
+    """Lives on the GUI thread: the worker emits, the callbacks run here (queued)."""
 
     returned = Signal(object)
-    errored = Signal(object)  # the exception
-    finished = Signal()
+    errored = Signal(object)
 
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        super().__init__()
-        self._fn = fn
+    def __init__(self, on_returned: Callable[[Any], None], on_errored: Callable[[BaseException], None], owner: QObject):
+        super().__init__(owner)
+        self._on_returned = on_returned
+        self._on_errored = on_errored
+        self.returned.connect(self._returned)
+        self.errored.connect(self._errored)
 
-    @Slot()
-    def run(self) -> None:
-        try:
-            result = self._fn()
-        except BaseException as exc:  # reported to the GUI, which decides what to tell the user
-            log.debug("background call failed:\n%s", traceback.format_exc())
-            emit(self.errored, exc)
-        else:
-            emit(self.returned, result)
-        finally:
-            emit(self.finished)
+    @Slot(object)
+    def _returned(self, value: Any) -> None:
+        self._on_returned(value)
+        self.deleteLater()
+
+    @Slot(object)
+    def _errored(self, exc: Any) -> None:
+        self._on_errored(exc)
+        self.deleteLater()
 
 
 def run_in_thread(
@@ -87,49 +134,29 @@ def run_in_thread(
     on_errored: Callable[[BaseException], None],
     owner: QObject,
     name: str = "cxr-task",
-) -> WorkerThread:
-    """Run ``fn()`` in a new thread; the callbacks are called on ``owner``'s (the GUI) thread.
-
-    The thread stops itself when done; ``owner`` keeps it alive until then.
-    """
-    worker = FunctionWorker(fn)
-    thread = WorkerThread(worker, name)
+) -> TaskHandle:
+    """Run ``fn()`` in a new thread; the callbacks are called on ``owner``'s (the GUI) thread."""
     relay = _Relay(on_returned, on_errored, owner)
-    worker.returned.connect(relay.returned)
-    worker.errored.connect(relay.errored)
-    worker.finished.connect(thread.quit)
-    thread.started.connect(worker.run)
-    thread.relay = relay  # type: ignore[attr-defined]  # kept alive with the thread
-    running = getattr(owner, "_cxr_threads", [])
-    running = [t for t in running if t.isRunning()]
-    running.append(thread)
-    owner._cxr_threads = running  # type: ignore[attr-defined]
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # reported to the GUI, which decides what to tell the user
+            log.debug("background call failed:\n%s", traceback.format_exc())
+            emit(relay.errored, exc)
+        else:
+            emit(relay.returned, result)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
-    return thread
-
-
-class _Relay(QObject):
-    """Lives on the GUI thread so that the callbacks run there (queued from the worker)."""
-
-    def __init__(self, on_returned: Callable[[Any], None], on_errored: Callable[[BaseException], None], owner: QObject):
-        super().__init__(owner)
-        self._on_returned = on_returned
-        self._on_errored = on_errored
-
-    @Slot(object)
-    def returned(self, value: Any) -> None:
-        self._on_returned(value)
-
-    @Slot(object)
-    def errored(self, exc: Any) -> None:
-        self._on_errored(exc)
+    return TaskHandle(thread, relay)
 
 
 # ---------------------------------------------------------------------------------------------
 # Image loading
 
 
-class ImageLoader(QObject):
+class ImageLoader(ThreadedWorker):
     """Loads files (expanding folders) and reports each one; one bad file never stops the rest."""
 
     batch_started = Signal(int, int)  # request id, number of files found
@@ -137,8 +164,8 @@ class ImageLoader(QObject):
     failed = Signal(int, str, str)  # request id, path, message for the user
     batch_finished = Signal(int, int, int)  # request id, files opened, files that failed
 
-    def __init__(self, load: Callable[[str], XRayImage] | None = None) -> None:
-        super().__init__()
+    def __init__(self, load: Callable[[str], XRayImage] | None = None, name: str = "cxr-image-loader") -> None:
+        super().__init__(name)
         self._load = load
         self._cancelled: set[int] = set()
         self._lock = threading.Lock()
@@ -151,8 +178,12 @@ class ImageLoader(QObject):
         with self._lock:
             return request_id in self._cancelled
 
-    @Slot(int, list)
     def load_paths(self, request_id: int, paths: list) -> None:
+        """Queue a request (called from the GUI thread); results arrive as signals."""
+        self.post(lambda: self.load_now(request_id, list(paths)))
+
+    def load_now(self, request_id: int, paths: list) -> None:
+        """Load in the calling thread (the worker's, or a test's)."""
         from viewer.files import expand_paths
         from viewer.render import prepare_display
 
@@ -266,7 +297,7 @@ def default_predictor_factory(path: str) -> Any:
     return Predictor(path)
 
 
-class InferenceWorker(QObject):
+class InferenceWorker(ThreadedWorker):
     """Owns the predictor; runs one job per event so a quit or a new job is never stuck behind a long queue."""
 
     model_loading = Signal(int, str)  # generation, model folder
@@ -281,25 +312,22 @@ class InferenceWorker(QObject):
     idle = Signal()  # the queue ran empty
     colormaps_ready = Signal()
 
-    _wake = Signal()
-
-    def __init__(self, predictor_factory: Callable[[str], Any] | None = None) -> None:
-        super().__init__()
+    def __init__(self, predictor_factory: Callable[[str], Any] | None = None, name: str = "cxr-inference") -> None:
+        super().__init__(name)
         self.queue = JobQueue()
         self._factory = predictor_factory or default_predictor_factory
         self._predictor: Any = None
         self._generation = 0
-        self._wake.connect(self._run_one)
 
     # -- called from the GUI thread ------------------------------------------------------------
     def submit(self, job: Job, front: bool = False) -> None:
         self.queue.put(job, front=front)
-        emit(self._wake)  # queued: the worker's thread picks the job up
+        self.post(self._run_one)
 
     def submit_many(self, jobs: Iterable[Job]) -> None:
         for job in jobs:
             self.queue.put(job)
-        emit(self._wake)
+        self.post(self._run_one)
 
     @property
     def predictor(self) -> Any:
@@ -307,7 +335,6 @@ class InferenceWorker(QObject):
         return self._predictor
 
     # -- the worker's thread --------------------------------------------------------------------
-    @Slot()
     def warm_colormaps(self) -> None:
         """Sample the overlay colour maps here: importing matplotlib costs the GUI thread nothing."""
         try:
@@ -319,7 +346,6 @@ class InferenceWorker(QObject):
             log.exception("colour maps could not be prepared")
         emit(self.colormaps_ready)
 
-    @Slot()
     def _run_one(self) -> None:
         job = self.queue.pop()
         if job is None:
@@ -341,7 +367,7 @@ class InferenceWorker(QObject):
             else:
                 emit(self.job_failed, job.generation, doc, job.kind, message)
         if len(self.queue):
-            emit(self._wake)
+            self.post(self._run_one)  # one job per task: a stop() posted meanwhile is not stuck behind the queue
         else:
             emit(self.idle)
 
