@@ -8,6 +8,11 @@ This folder is deliberately not a Python package: a ``packaging/__init__.py`` wo
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,6 +178,8 @@ BINARY_EXCLUDE_PATTERNS = (
     "libQt6Lottie",
     "libQt6Labs",
     "libQt6VirtualKeyboard",
+    "libQt6WlShell",
+    "libQt6Network",  # only the TUIO touch plugin below links it
     "platforms/libqwayland",
     "platforms/libqeglfs",
     "platforms/libqlinuxfb",
@@ -181,9 +188,17 @@ BINARY_EXCLUDE_PATTERNS = (
     "platforms/libqvkkhrdisplay",
     "plugins/wayland-",
     "plugins/egldeviceintegrations",
+    "plugins/generic/",  # evdev/TUIO input for framebuffer and kiosk set-ups
     "imageformats/libqpdf",
     "platforminputcontexts/libqtvirtualkeyboard",
 )
+
+
+# TensorFlow's shared libraries ship with their full symbol tables: stripping them with
+# ``strip --strip-unneeded`` (which keeps every symbol the dynamic linker needs) takes about
+# 240 MB off the bundle. Other packages ship stripped libraries already, and are left alone.
+STRIP_PREFIXES = ("tensorflow/",)
+_STRIPPABLE_KINDS = ("BINARY", "EXTENSION")
 
 
 def resource_datas() -> list[tuple[str, str]]:
@@ -205,3 +220,37 @@ def keep_binary(dest_name: str) -> bool:
     """False for a collected binary that :data:`BINARY_EXCLUDE_PATTERNS` leaves out."""
     name = dest_name.replace("\\", "/")
     return not any(pattern in name for pattern in BINARY_EXCLUDE_PATTERNS)
+
+
+def strip_binaries(
+    entries: Iterable[tuple[str, str, str]], cache_dir: str | os.PathLike[str], strip_tool: str | None = None
+) -> list[tuple[str, str, str]]:
+    """PyInstaller's ``(dest, source, kind)`` entries, with the libraries under :data:`STRIP_PREFIXES`
+    swapped for stripped copies kept in ``cache_dir`` (rebuilt when their source is newer).
+
+    A no-op off Linux or without GNU ``strip``; a library that ``strip`` refuses ships unstripped.
+    """
+    tool = strip_tool or shutil.which("strip")
+    entries = list(entries)
+    if not tool or not sys.platform.startswith("linux"):
+        return entries
+    result = []
+    for dest, source, kind in entries:
+        if kind in _STRIPPABLE_KINDS and dest.replace("\\", "/").startswith(STRIP_PREFIXES):
+            source = _stripped_copy(tool, Path(source), Path(cache_dir) / dest)
+        result.append((dest, source, kind))
+    return result
+
+
+def _stripped_copy(tool: str, source: Path, target: Path) -> str:
+    if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    done = subprocess.run([tool, "--strip-unneeded", "-o", str(partial), str(source)], capture_output=True)
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        print(f"bundle_config: not stripping {source}: {done.stderr.decode(errors='replace').strip()}")
+        return str(source)
+    os.replace(partial, target)
+    return str(target)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -59,12 +60,13 @@ class _FakeAnalysis(_Recorder):
 
 
 @pytest.fixture(scope="module")
-def spec_run() -> dict:
+def spec_run(tmp_path_factory) -> dict:
     """The spec's namespace after running it with recording stand-ins."""
     pytest.importorskip("PyInstaller", reason="PyInstaller is a dev dependency")
     namespace = {
         "__name__": "__pyinstaller_spec__",
         "SPECPATH": str(PACKAGING),
+        "workpath": str(tmp_path_factory.mktemp("pyinstaller-work")),
         "Analysis": _FakeAnalysis,
         "PYZ": _Recorder,
         "EXE": _Recorder,
@@ -150,6 +152,7 @@ def test_spec_drops_unused_qt_libraries_and_keeps_the_ones_the_viewer_needs(spec
         "PySide6/Qt/lib/libQt6XcbQpa.so.6",
         "PySide6/Qt/lib/libQt6DBus.so.6",
         "PySide6/Qt/plugins/platforms/libqoffscreen.so",
+        "PySide6/Qt/plugins/platformthemes/libqgtk3.so",
         "PySide6/Qt/plugins/iconengines/libqsvgicon.so",
         "PySide6/Qt/plugins/imageformats/libqsvg.so",
         "tensorflow/libtensorflow_cc.so.2",
@@ -218,3 +221,30 @@ def test_build_refuses_to_run_without_a_working_interpreter(tmp_path):
     )
     assert result.returncode == 2
     assert "PyInstaller is not installed" in result.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not shutil.which("strip"), reason="needs GNU strip")
+def test_strip_binaries_strips_tensorflow_libraries_only(cfg, tmp_path):
+    import _json  # any small ELF extension module will do
+
+    elf = tmp_path / "src" / "lib.so"
+    elf.parent.mkdir()
+    shutil.copy2(_json.__file__, elf)
+    not_elf = tmp_path / "src" / "broken.so"
+    not_elf.write_bytes(b"not an ELF file")
+    cache = tmp_path / "cache"
+    entries = [
+        ("tensorflow/python/lib.so", str(elf), "EXTENSION"),
+        ("tensorflow/broken.so", str(not_elf), "BINARY"),
+        ("cv2/lib.so", str(elf), "BINARY"),
+        ("tensorflow/notes.txt", str(not_elf), "DATA"),
+    ]
+    result = cfg.strip_binaries(entries, cache)
+    stripped = Path(result[0][1])
+    assert stripped == cache / "tensorflow/python/lib.so"
+    assert stripped.read_bytes()[:4] == b"\x7fELF" and stripped.stat().st_size <= elf.stat().st_size
+    assert result[1:] == entries[1:]  # strip refused it: shipped as it was; other packages and data untouched
+    assert [dest for dest, _, _ in result] == [dest for dest, _, _ in entries]
+    before = stripped.stat().st_mtime_ns
+    assert cfg.strip_binaries(entries, cache)[0][1] == str(stripped)
+    assert stripped.stat().st_mtime_ns == before  # reused, not stripped again
