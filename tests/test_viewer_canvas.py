@@ -282,3 +282,19 @@ def test_monochrome1_is_shown_inverted_and_invert_toggles(canvas):
     assert first == 255  # stored 0 is white in MONOCHROME1
     canvas.set_inverted(True)
     assert canvas.image_item.pixmap().toImage().pixelColor(0, 0).red() == 0
+
+
+def test_overlay_fades_where_the_model_did_not_look(canvas):
+    from viewer.render import OVERLAY_FADE, heat_alpha, overlay_rgba
+
+    heat = np.linspace(0.0, 1.0, 101, dtype=np.float32).reshape(1, 101)
+    alpha = heat_alpha(heat)[0]
+    lo, hi = OVERLAY_FADE
+    assert alpha[0] == 0 and alpha[int(lo * 100)] == 0  # cold: the anatomy stays visible
+    assert alpha[int(hi * 100)] == 255 and alpha[-1] == 255
+    assert np.all(np.diff(alpha.astype(int)) >= 0)
+    rgba = overlay_rgba(heat, "jet")
+    assert rgba.shape == (1, 101, 4) and np.array_equal(rgba[0, :, 3], alpha)
+    canvas.set_image(deep_image())
+    canvas.set_overlay(rgba)
+    assert canvas.overlay_item.pixmap().hasAlphaChannel()

@@ -112,6 +112,20 @@ def test_model_manager_switches_imports_and_deletes(make_window, qtbot, models_e
     assert dialog.list.count() == 1
 
 
+def test_model_opened_from_elsewhere_is_listed_but_not_deletable(make_window, qtbot, models_env, tiny_bundle_dir):
+    from viewer.model_manager import ModelManagerDialog
+
+    window = make_window(model_dir=str(tiny_bundle_dir))  # like ``main.py --model DIR``
+    dialog = ModelManagerDialog(window)
+    qtbot.addWidget(dialog)
+    assert dialog.list.count() == 2  # the active one from elsewhere, then the bundled one
+    assert dialog.selected().path == tiny_bundle_dir
+    assert "(from " in dialog.list.item(0).text() and dialog.list.item(0).text().startswith("●")
+    assert not dialog.delete_button.isEnabled()
+    dialog.confirm_delete = lambda entry: True
+    assert not dialog.delete_selected() and tiny_bundle_dir.exists()
+
+
 @pytest.mark.slow
 def test_viewer_with_a_real_keras_model(make_window, qtbot, tiny_bundle_dir, image_files):
     """The real Predictor in the inference thread: prediction, results panel and Grad-CAM overlay."""

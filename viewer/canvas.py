@@ -61,9 +61,11 @@ def gray_to_pixmap(gray: np.ndarray) -> QPixmap:
 
 
 def rgb_to_pixmap(rgb: np.ndarray) -> QPixmap:
+    """(H, W, 3) RGB or (H, W, 4) RGBA uint8 to a pixmap."""
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     h, w = rgb.shape[:2]
-    image = QImage(rgb.data, w, h, rgb.strides[0], QImage.Format.Format_RGB888)
+    fmt = QImage.Format.Format_RGBA8888 if rgb.shape[2] == 4 else QImage.Format.Format_RGB888
+    image = QImage(rgb.data, w, h, rgb.strides[0], fmt)
     return QPixmap.fromImage(image)
 
 
@@ -229,7 +231,7 @@ class ImageCanvas(QGraphicsView):
 
     # -- overlay ------------------------------------------------------------------------------------
     def set_overlay(self, rgb: np.ndarray | None) -> None:
-        """Show ``rgb`` (H x W x 3 uint8, any resolution) stretched over the whole image."""
+        """Show ``rgb`` (H x W x 3 or 4 uint8, any resolution) stretched over the whole image."""
         if rgb is None or self._image is None:
             self.clear_overlay()
             return

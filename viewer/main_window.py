@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QEvent, QMimeData, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
@@ -70,6 +71,13 @@ TOOLBAR = (
     ("help", "help"),
 )
 TOOLBAR_LABELS = {"overlay": "Grad-CAM", "models": "Models", "train": "Train", "open": "Open", "export": "Export"}
+
+
+def _percent(p: float) -> str:
+    """Probabilities as the exports write them (">99.9%", never a certain "100%")."""
+    from inference.export.facts import format_probability  # warmed up by the inference thread
+
+    return format_probability(p)
 
 
 def _model_dir_default(settings: ViewerSettings) -> str:
@@ -719,7 +727,7 @@ class MainWindow(QMainWindow):
         top_right: list[str] = []
         if doc.prediction is not None:
             p = doc.prediction
-            top_right.append(f"AI: {p.label} {p.probabilities.get(p.label, 0.0) * 100:.0f}%")
+            top_right.append(f"AI: {p.label} {_percent(p.confidence)}")
             if self.canvas.overlay_visible() and self.canvas.has_overlay():
                 target = self._overlay_target(doc)
                 if target is not None:
@@ -821,7 +829,7 @@ class MainWindow(QMainWindow):
             return  # the image was closed or the model replaced meanwhile
         doc.prediction = prediction
         doc.error = ""
-        self.thumbnails.set_badge(doc_id, f"{prediction.label} {prediction.confidence * 100:.0f}%", prediction.label)
+        self.thumbnails.set_badge(doc_id, f"{prediction.label} {_percent(prediction.confidence)}", prediction.label)
         if doc is self.current:
             self._show_result(doc)
             self.refresh_overlay()
@@ -919,12 +927,11 @@ class MainWindow(QMainWindow):
             self._show_heatmap(doc, explanation)
 
     def _show_heatmap(self, doc: ImageDocument, explanation: Any) -> None:
-        from inference.overlay import colorize
         from viewer.canvas import OVERLAY_SIDE
-        from viewer.render import downsample
+        from viewer.render import downsample, overlay_rgba
 
         heat, _ = downsample(explanation.heatmap_original, OVERLAY_SIDE)
-        self.canvas.set_overlay(colorize(heat, self.overlay_panel.colormap()))
+        self.canvas.set_overlay(overlay_rgba(heat, self.overlay_panel.colormap()))
         empty = getattr(explanation, "is_empty", False)
         self.overlay_panel.status.setText(
             f"{explanation.class_name}: the gradients vanished, no evidence to show"
@@ -958,8 +965,10 @@ class MainWindow(QMainWindow):
     def _update_colour_bar(self) -> None:
         try:
             from inference.overlay import colormap_lut
+            from viewer.render import heat_alpha
 
-            self.overlay_panel.colour_bar.set_lut(colormap_lut(self.overlay_panel.colormap()))
+            lut = colormap_lut(self.overlay_panel.colormap())
+            self.overlay_panel.colour_bar.set_lut(lut, heat_alpha(np.linspace(0.0, 1.0, 256)))
         except (ValueError, ImportError):
             self.overlay_panel.colour_bar.set_lut(None)
 

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from viewer.model_card import model_card_html
-from viewer.model_store import ModelEntry, delete_user_model, import_bundle, list_models
+from viewer.model_store import ModelEntry, delete_user_model, import_bundle, is_user_model, list_models
 from viewer.qt_compat import emit
 
 __all__ = ["ModelManagerDialog"]
@@ -80,8 +80,13 @@ class ModelManagerDialog(QDialog):
 
     # -- list -------------------------------------------------------------------------------------
     def refresh(self, select: str | Path | None = None) -> None:
+        from viewer.model_store import model_entry
+
         self.entries = list_models()
         active = self.main.model_dir
+        if active and Path(active).is_dir() and not any(_same(e.path, active) for e in self.entries):
+            # Opened with --model from elsewhere: listed so that its card can be read; not deletable here.
+            self.entries.insert(0, model_entry(Path(active)))
         self.list.clear()
         chosen = None
         for entry in self.entries:
@@ -134,7 +139,7 @@ class ModelManagerDialog(QDialog):
     def _update_buttons(self) -> None:
         entry = self.selected()
         self.activate_button.setEnabled(entry is not None and entry.info is not None)
-        self.delete_button.setEnabled(entry is not None and not entry.bundled)
+        self.delete_button.setEnabled(entry is not None and not entry.bundled and is_user_model(entry.path))
         if entry is not None and entry.bundled:
             self.delete_button.setToolTip("The bundled model is part of the app and cannot be deleted.")
         else:
@@ -180,7 +185,7 @@ class ModelManagerDialog(QDialog):
 
     def delete_selected(self) -> bool:
         entry = self.selected()
-        if entry is None or entry.bundled:
+        if entry is None or entry.bundled or not is_user_model(entry.path):
             return False
         if not self.confirm_delete(entry):
             return False

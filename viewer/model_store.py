@@ -18,7 +18,15 @@ from pathlib import Path
 from inference.bundle import BundleError, BundleInfo, read_bundle_info
 from inference.paths import bundled_model_dir, user_models_dir
 
-__all__ = ["ModelEntry", "list_models", "import_bundle", "delete_user_model", "unique_model_dir", "is_user_model"]
+__all__ = [
+    "ModelEntry",
+    "list_models",
+    "model_entry",
+    "import_bundle",
+    "delete_user_model",
+    "unique_model_dir",
+    "is_user_model",
+]
 
 
 @dataclass
@@ -31,7 +39,15 @@ class ModelEntry:
     @property
     def label(self) -> str:
         name = self.info.display_name if self.info is not None else self.path.name
-        return f"{name} (bundled)" if self.bundled else name
+        if self.bundled:
+            return f"{name} (bundled)"
+        return name if is_user_model(self.path) else f"{name} (from {self.path.parent})"
+
+
+def model_entry(path: Path) -> ModelEntry:
+    """The entry of any model folder (bundled, the user's, or elsewhere)."""
+    bundled = bundled_model_dir()
+    return _entry(path, bundled.exists() and path.resolve() == bundled.resolve())
 
 
 def _entry(path: Path, bundled: bool) -> ModelEntry:

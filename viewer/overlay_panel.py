@@ -35,8 +35,14 @@ class ColourBar(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setFixedHeight(34)
 
-    def set_lut(self, lut: np.ndarray | None) -> None:
-        self._lut = None if lut is None else np.ascontiguousarray(np.asarray(lut, dtype=np.uint8).reshape(1, 256, 3))
+    def set_lut(self, lut: np.ndarray | None, alpha: np.ndarray | None = None) -> None:
+        """The colour map's (256, 3) table and, optionally, the (256,) alpha the overlay fades with."""
+        if lut is None:
+            self._lut = None
+        else:
+            rgb = np.asarray(lut, dtype=np.uint8).reshape(256, 3)
+            a = np.full(256, 255, np.uint8) if alpha is None else np.asarray(alpha, dtype=np.uint8).reshape(256)
+            self._lut = np.ascontiguousarray(np.dstack([rgb[np.newaxis], a[np.newaxis]]))
         self.update()
 
     def lut(self) -> np.ndarray | None:
@@ -49,7 +55,9 @@ class ColourBar(QWidget):
         painter = QPainter(self)
         bar = QRectF(0, 2, self.width() - 1, 14)
         if self._lut is not None:
-            image = QImage(self._lut.data, 256, 1, 256 * 3, QImage.Format.Format_RGB888)
+            # Over a mid-gray, as the overlay lies over an X-ray: faded colours look faded here too.
+            painter.fillRect(bar, QColor("#6b6b6b"))
+            image = QImage(self._lut.data, 256, 1, 256 * 4, QImage.Format.Format_RGBA8888)
             painter.drawImage(bar, image)
         else:
             painter.fillRect(bar, QColor("#222c38"))

@@ -21,10 +21,24 @@ import numpy as np
 from inference.display import apply_window, initial_window
 from inference.image import Window, XRayImage
 
-__all__ = ["PREVIEW_SIDE", "THUMBNAIL_SIDE", "DisplayPrep", "Renderer", "downsample", "prepare_display"]
+__all__ = [
+    "PREVIEW_SIDE",
+    "THUMBNAIL_SIDE",
+    "OVERLAY_FADE",
+    "DisplayPrep",
+    "Renderer",
+    "downsample",
+    "heat_alpha",
+    "overlay_rgba",
+    "prepare_display",
+]
 
 PREVIEW_SIDE = 1024
 THUMBNAIL_SIDE = 160
+# On screen, heat below the first value is left transparent and heat above the second is
+# drawn at the full overlay opacity: the anatomy the model did not look at stays visible,
+# unlike a uniform tint where the "cold" colour covers every lung field.
+OVERLAY_FADE = (0.15, 0.5)
 # Larger integer ranges (32-bit data) would need a bigger table than the image itself.
 MAX_LUT_ENTRIES = 1 << 20
 
@@ -96,3 +110,18 @@ def prepare_display(image: XRayImage, thumbnail_side: int = THUMBNAIL_SIDE) -> D
     small, _ = downsample(renderer.preview, thumbnail_side)
     thumbnail = apply_window(small, window, invert=image.meta.inverted)
     return DisplayPrep(renderer=renderer, window=window, thumbnail=thumbnail)
+
+
+def heat_alpha(heat: np.ndarray) -> np.ndarray:
+    """Per-pixel overlay alpha (uint8) for heat in [0, 1]: the :data:`OVERLAY_FADE` ramp."""
+    lo, hi = OVERLAY_FADE
+    ramp = (np.asarray(heat, dtype=np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    return (np.clip(np.nan_to_num(ramp, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def overlay_rgba(heat: np.ndarray, colormap: str) -> np.ndarray:
+    """The heat map coloured by ``inference.overlay.colorize`` with the fading alpha, (H, W, 4) uint8."""
+    from inference.overlay import colorize
+
+    rgb = colorize(heat, colormap)
+    return np.dstack([rgb, heat_alpha(heat)])

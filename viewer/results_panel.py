@@ -66,7 +66,9 @@ class ProbabilityBars(QWidget):
                 if p > 0:
                     painter.setBrush(colour)
                     painter.drawRoundedRect(QRectF(bar_x, y + 5, max(3.0, bar_w * p), 10), 4, 4)
-                text = f"{p * 100:.1f}%"
+                from inference.export.facts import format_probability
+
+                text = format_probability(p)
             else:
                 text = "—"
             painter.setPen(QColor("#e6edf5") if is_top else QColor("#aab6c4"))
@@ -128,5 +130,7 @@ class ResultsPanel(QWidget):
         top = names.index(prediction.label) if prediction.label in names else None
         self.headline.setText(prediction.label)
         self.headline.setStyleSheet(f"color: {class_colour(prediction.label)};")
-        self.detail.setText(f"Predicted class · {prediction.probabilities.get(prediction.label, 0.0) * 100:.1f}%")
+        from inference.export.facts import format_probability
+
+        self.detail.setText(f"Predicted class · {format_probability(prediction.confidence)}")
         self.bars.set_values(names, probs, top)

@@ -73,6 +73,8 @@ class TagsPanel(QWidget):
                 items.append(item)
             self.model.appendRow(items)
         self.table.resizeColumnToContents(1)
+        # Long keywords (FileMetaInformationGroupLength) must not push the values out of sight.
+        self.table.setColumnWidth(1, min(self.table.columnWidth(1), 170))
         self.note.setText(note)
 
     def set_image(self, image: XRayImage | None) -> None:

@@ -205,11 +205,11 @@ class TrainingDialog(QDialog):
         col.addWidget(self.stage_label)
         form = QFormLayout()
         self.epoch_bar = QProgressBar()
-        self.epoch_bar.setFormat("epoch %v of %m")
-        self.epoch_bar.setValue(0)
         self.batch_bar = QProgressBar()
-        self.batch_bar.setFormat("batch %v of %m")
-        self.batch_bar.setValue(0)
+        for bar in (self.epoch_bar, self.batch_bar):
+            bar.setRange(0, 1)
+            bar.setValue(0)
+            bar.setFormat("—")  # the counts appear when training starts
         form.addRow("Epochs", self.epoch_bar)
         form.addRow("Batches", self.batch_bar)
         col.addLayout(form)
@@ -344,8 +344,10 @@ class TrainingDialog(QDialog):
         self.accuracy_plot.clear()
         self.log_view.clear()
         self.report_view.clear()
-        self.epoch_bar.setValue(0)
-        self.batch_bar.setValue(0)
+        for bar in (self.epoch_bar, self.batch_bar):
+            bar.setRange(0, 1)
+            bar.setValue(0)
+            bar.setFormat("—")
         self.stage_label.setText("Starting…")
         self.tabs.setCurrentIndex(0)
         self._log(f"Training {config.name} into {config.out_dir}")
@@ -389,6 +391,8 @@ class TrainingDialog(QDialog):
 
     def _on_train_begin(self, epochs: int, steps: int) -> None:
         self._epochs, self._steps = epochs, steps
+        self.epoch_bar.setFormat("epoch %v of %m")
+        self.batch_bar.setFormat("batch %v of %m")
         self.epoch_bar.setRange(0, max(1, epochs))
         self.epoch_bar.setValue(0)
         self.batch_bar.setRange(0, max(1, steps))

@@ -336,8 +336,10 @@ class InferenceWorker(ThreadedWorker):
 
     # -- the worker's thread --------------------------------------------------------------------
     def warm_colormaps(self) -> None:
-        """Sample the overlay colour maps here: importing matplotlib costs the GUI thread nothing."""
+        """Sample the overlay colour maps and import the exporters here, so the GUI thread never pays
+        for matplotlib's import (both are cached; the GUI uses them once results arrive)."""
         try:
+            import inference.export.facts  # noqa: F401 - imports matplotlib, PIL and pydicom once
             from inference.overlay import COLORMAPS, colormap_lut
 
             for name in COLORMAPS:
