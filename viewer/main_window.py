@@ -80,6 +80,12 @@ def _percent(p: float) -> str:
     return format_probability(p)
 
 
+def _badge_percent(p: float) -> str:
+    """Whole percent for the small thumbnail badge; the extremes keep their "<"/">" honesty."""
+    pct = 100.0 * float(p)
+    return ">99%" if pct >= 99.5 else "<1%" if pct < 0.5 else f"{pct:.0f}%"
+
+
 def _model_dir_default(settings: ViewerSettings) -> str:
     from inference.paths import bundled_model_dir
 
@@ -180,7 +186,7 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.tags_dock, self.messages_dock)
         self.tags_dock.raise_()
         self.resizeDocks([self.thumbnails_dock], [170], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.results_dock], [330], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.results_dock], [400], Qt.Orientation.Horizontal)
         vertical = Qt.Orientation.Vertical
         self.resizeDocks([self.results_dock, self.overlay_dock, self.tags_dock], [230, 260, 330], vertical)
 
@@ -829,7 +835,8 @@ class MainWindow(QMainWindow):
             return  # the image was closed or the model replaced meanwhile
         doc.prediction = prediction
         doc.error = ""
-        self.thumbnails.set_badge(doc_id, f"{prediction.label} {_percent(prediction.confidence)}", prediction.label)
+        badge = f"{prediction.label} {_badge_percent(prediction.confidence)}"
+        self.thumbnails.set_badge(doc_id, badge, prediction.label)
         if doc is self.current:
             self._show_result(doc)
             self.refresh_overlay()

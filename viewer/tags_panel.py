@@ -52,10 +52,12 @@ class TagsPanel(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(20)
         self.table.setAlternatingRowColors(True)
         self.table.setWordWrap(False)
+        font = self.table.font()
+        font.setPointSizeF(font.pointSizeF() * 0.92)
+        self.table.setFont(font)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        for column in (0, 1, 2):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
         self.note = QLabel("")
         self.note.setObjectName("muted")
@@ -72,9 +74,12 @@ class TagsPanel(QWidget):
                 item.setToolTip(str(value))
                 items.append(item)
             self.model.appendRow(items)
-        self.table.resizeColumnToContents(1)
-        # Long keywords (FileMetaInformationGroupLength) must not push the values out of sight.
-        self.table.setColumnWidth(1, min(self.table.columnWidth(1), 170))
+        # Fixed widths: long keywords (FileMetaInformationGroupLength) must not push the values out of sight.
+        metrics = self.table.fontMetrics()
+        self.table.setColumnWidth(0, metrics.horizontalAdvance("(0000,0000)") + 12)
+        keyword = max((metrics.horizontalAdvance(r[1]) + 12 for r in rows), default=60)
+        self.table.setColumnWidth(1, min(150, max(60, keyword)))
+        self.table.setColumnWidth(2, metrics.horizontalAdvance("VRW") + 8)
         self.note.setText(note)
 
     def set_image(self, image: XRayImage | None) -> None:
