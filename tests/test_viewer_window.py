@@ -329,3 +329,29 @@ def open_and_wait_no_model(window, qtbot, *paths) -> None:
 def test_sixteen_bit_png_keeps_its_depth(reading_window):
     doc = reading_window.docs[reading_window.document_ids()[0]]
     assert doc.image.pixels.dtype == np.uint16 and doc.image.pixels.max() > 255
+
+
+def test_active_model_is_remembered(qtbot, viewer_env, fake_factory):
+    from viewer.main_window import MainWindow
+    from viewer.settings import ViewerSettings
+
+    model = viewer_env / "my-model"
+    model.mkdir()
+    settings = ViewerSettings()
+    settings.active_model = str(model)
+    window = MainWindow(settings=settings, model_dir=None, predictor_factory=fake_factory)
+    qtbot.addWidget(window)
+    window.show()
+    window.start_background()
+    qtbot.waitUntil(lambda: window.model_state == "ready", timeout=10000)
+    assert window.model_dir == str(model) and fake_factory.made[-1].path == str(model)
+    window.close()
+
+
+def test_full_screen_toggles(reading_window, qtbot):
+    w = reading_window
+    press(qtbot, w, Qt.Key.Key_F11)
+    qtbot.waitUntil(w.isFullScreen, timeout=3000)
+    assert w.actions_by_id["fullscreen"].isChecked()
+    press(qtbot, w, Qt.Key.Key_F11)
+    qtbot.waitUntil(lambda: not w.isFullScreen(), timeout=3000)
