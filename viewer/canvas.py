@@ -23,7 +23,7 @@ from inference.image import Window, XRayImage
 from viewer.qt_compat import emit
 from viewer.render import Renderer, downsample
 
-__all__ = ["ImageCanvas", "PixelInfo", "gray_to_pixmap", "rgb_to_pixmap", "mime_paths"]
+__all__ = ["ImageCanvas", "PixelInfo", "gray_to_pixmap", "rgb_to_pixmap", "mime_paths", "accept_file_drag"]
 
 ZOOM_MIN, ZOOM_MAX = 0.02, 40.0
 ZOOM_STEP = 1.25
@@ -67,6 +67,14 @@ def rgb_to_pixmap(rgb: np.ndarray) -> QPixmap:
     fmt = QImage.Format.Format_RGBA8888 if rgb.shape[2] == 4 else QImage.Format.Format_RGB888
     image = QImage(rgb.data, w, h, rgb.strides[0], fmt)
     return QPixmap.fromImage(image)
+
+
+def accept_file_drag(event) -> None:
+    """Accept a drag that carries local files or folders, refuse anything else (text, URLs)."""
+    if mime_paths(event.mimeData()):
+        event.acceptProposedAction()
+    else:
+        event.ignore()
 
 
 def mime_paths(mime: QMimeData) -> list[str]:
@@ -496,16 +504,10 @@ class ImageCanvas(QGraphicsView):
 
     # -- drag and drop of files ------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
-        if mime_paths(event.mimeData()):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
+        accept_file_drag(event)
 
     def dragMoveEvent(self, event) -> None:  # noqa: N802 - Qt override
-        if mime_paths(event.mimeData()):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
+        accept_file_drag(event)
 
     def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
         paths = mime_paths(event.mimeData())

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from inference.image import Window, XRayImage
-from viewer.canvas import ImageCanvas, PixelInfo, mime_paths
+from viewer.canvas import ImageCanvas, PixelInfo, accept_file_drag, mime_paths
 from viewer.document import ImageDocument, describe_image
 from viewer.icons import icon
 from viewer.messages_panel import MessagesPanel
@@ -473,14 +473,10 @@ class MainWindow(QMainWindow):
         return self.open_paths(mime_paths(mime))
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
-        if mime_paths(event.mimeData()):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
+        accept_file_drag(event)
 
     def dragMoveEvent(self, event) -> None:  # noqa: N802 - Qt override
-        if mime_paths(event.mimeData()):
-            event.acceptProposedAction()
+        accept_file_drag(event)
 
     def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
         if self.drop_mime(event.mimeData()):
