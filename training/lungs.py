@@ -27,7 +27,9 @@ import hashlib
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -503,7 +505,15 @@ def train_lungs(config: LungTrainConfig) -> dict[str, Any]:
     best = {"dice": -1.0, "epoch": 0, "weights": None}
     history: list[dict[str, float]] = []
 
+    stop = {"asked": False}
+
     class _Best(keras.callbacks.Callback):
+        """Keeps the weights of the best validation Dice; Ctrl+C (or SIGTERM) ends training early, gracefully."""
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            if stop["asked"]:
+                model.stop_training = True
+
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             d = _dice_at_model_grid(model, xv, yv, conv_v) if len(xv) else 0.0
             history.append({"epoch": epoch + 1, "loss": float((logs or {}).get("loss", 0.0)), "val_dice": round(d, 4)})
@@ -515,12 +525,24 @@ def train_lungs(config: LungTrainConfig) -> dict[str, Any]:
                 flush=True,
             )
 
-    model.fit(
-        _batches(xt, yt, conv_t, config.batch_size, config.seed, LungAugment()),
-        epochs=config.epochs,
-        callbacks=[_Best()],
-        verbose=0,
-    )
+    def _ask_stop(signum: int, frame: Any) -> None:
+        print("stop asked: finishing with the best epoch so far", flush=True)
+        stop["asked"] = True
+
+    # On a shared machine a run may have to end before its last epoch: the best epoch so far
+    # is still evaluated and written, instead of the work being lost.
+    in_main = threading.current_thread() is threading.main_thread()  # signals can only be caught there
+    previous = {sig: signal.signal(sig, _ask_stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    try:
+        model.fit(
+            _batches(xt, yt, conv_t, config.batch_size, config.seed, LungAugment()),
+            epochs=config.epochs,
+            callbacks=[_Best()],
+            verbose=0,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     # Ship a fresh, uncompiled copy: the optimizer's state would triple the file for nothing.
     trained = model
     model = build_lung_model(config.size, config.base_filters, config.depth, len(CONVENTIONS))
@@ -563,7 +585,8 @@ def train_lungs(config: LungTrainConfig) -> dict[str, Any]:
         },
         "loss": "masked binary cross-entropy + soft Dice per output",
         "augmentation": asdict(LungAugment()),
-        "epochs_run": config.epochs,
+        "epochs_run": len(history),
+        "stopped_early": stop["asked"],
         "best_epoch": best["epoch"],
         "history": history,
         "split": {
