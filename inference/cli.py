@@ -29,11 +29,12 @@ JSON output: a list with one object per file, in the order the files were found:
       "probabilities": {"COVID-19": 0.021, "Normal": 0.951, "Pneumonia": 0.028},  # model's class order
       "model": {"name": "cxr-default", "version": "1.0.0"},
       "device": "CPU",                   # or "GPU (...)"
+      "lung_warning": null,              # text when the lung model found no plausible lungs
       "image": {"format": "DICOM", "width": 2048, "height": 2500, "bits_stored": 12,
                 "modality": "DX", "view_position": "PA"},                # when the file was read
       "gradcam": {"method": "gradcam", "class": "Normal",                # with --gradcam
                   "peak": [1020, 877],                                   # hottest pixel (x, y), original image
-                  "lung_heat_fraction": null},                           # share of heat in the lungs, if known
+                  "lung_heat_fraction": 0.83},                           # heat share in the lungs (null: none found)
       "patient": {"PatientName": "...", "PatientID": "...", "PatientBirthDate": "..."},  # --keep-identifiers
       "exports": ["out/a.cxr.png", "out/a.cxr.pdf", "out/a.cxr.dcm"]     # with --export-dir
     }

@@ -44,7 +44,7 @@ import numpy as np
 
 from inference.image import XRayImage
 from inference.paths import resources_dir
-from inference.preprocess import PreprocessConfig, preprocess
+from inference.preprocess import Geometry, PreprocessConfig, preprocess
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -60,8 +60,11 @@ __all__ = [
     "check_plausible",
     "default_lung_model_dir",
     "heat_fraction_in_lungs",
+    "heat_fraction_on_grid",
     "lung_box",
     "read_lung_card",
+    "segmenter_identity",
+    "shared_segmenter",
     "write_lung_model",
 ]
 
@@ -475,3 +478,50 @@ class LungSegmenter:
         """
         result = self.segment(image, margin)
         return result.box if result.plausible else None
+
+
+_SHARED: dict[Path, LungSegmenter] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_segmenter(model_dir: str | os.PathLike[str] | None = None) -> LungSegmenter:
+    """One :class:`LungSegmenter` per model folder and process (the viewer, training and the
+    CLI all ask for the shipped one; loading it twice would only cost memory)."""
+    where = Path(model_dir) if model_dir is not None else default_lung_model_dir()
+    key = where.resolve()
+    with _SHARED_LOCK:
+        seg = _SHARED.get(key)
+        if seg is None:
+            seg = _SHARED[key] = LungSegmenter(where)
+        return seg
+
+
+def segmenter_identity(segmenter: LungSegmenter) -> str:
+    """A short text that changes when the lung model does (it keys cached lung crops)."""
+    card = segmenter.card
+    return f"{card.name}:{card.version}:{card.created}"
+
+
+def heat_fraction_on_grid(cam: np.ndarray, geometry: Geometry, mask: np.ndarray, max_side: int = 512) -> float:
+    """:func:`heat_fraction_in_lungs` of a Grad-CAM ``cam`` (any grid over the model input)
+    placed on the original image through ``geometry``, against ``mask`` on the original grid.
+
+    Computed on the original grid scaled down to at most ``max_side`` px: the fraction is a
+    ratio of areas, and a full-size map of a 3000x3000 film would cost 36 MB and tens of ms.
+    """
+    h, w = geometry.original_shape
+    if mask.shape != (h, w):
+        raise ValueError(f"lung mask {mask.shape} is not on the image's grid {(h, w)}")
+    s = min(1.0, max_side / max(h, w))
+    if s < 1.0:
+        hs, ws = max(1, round(h * s)), max(1, round(w * s))
+        x0, y0, x1, y1 = geometry.crop_box
+        box = (
+            min(int(x0 * s), ws - 1),
+            min(int(y0 * s), hs - 1),
+            max(min(ws, round(x1 * s)), min(int(x0 * s), ws - 1) + 1),
+            max(min(hs, round(y1 * s)), min(int(y0 * s), hs - 1) + 1),
+        )
+        geometry = Geometry(original_shape=(hs, ws), crop_box=box, size=geometry.size)
+        mask = cv2.resize(mask.astype(np.float32), (ws, hs), interpolation=cv2.INTER_AREA) >= 0.5
+    return heat_fraction_in_lungs(np.clip(geometry.to_original(cam), 0.0, 1.0), mask)

@@ -35,11 +35,9 @@ from inference.preprocess import Geometry, preprocess
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
-__all__ = ["Prediction", "Explanation", "FileResult", "Predictor", "CropLocator"]
+    from inference.lungs import LungResult, LungSegmenter
 
-# Returns the crop box (x0, y0, x1, y1) in original pixels for bundles whose preprocessing
-# crops (``crop="lungs"``, issue 7), or None to use the whole image.
-CropLocator = Callable[[XRayImage], "tuple[int, int, int, int] | None"]
+__all__ = ["Prediction", "Explanation", "FileResult", "Predictor"]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: NumPy fields make == ambiguous
@@ -52,6 +50,9 @@ class Prediction:
     model_version: str
     device: str
     geometry: Geometry
+    # Set when the lung model looked at the image (lung-crop models, explanations) and found
+    # no plausible lung fields: the input may not be a frontal chest X-ray.
+    lung_warning: str | None = None
 
     @property
     def confidence(self) -> float:
@@ -73,8 +74,10 @@ class Explanation:
     class_name: str
     method: str
     geometry: Geometry
-    # Share of the heat inside the lung fields (issue 7); None until a lung model supplies it.
+    # Share of the heat inside the lung fields (issue 7); None without a lung model or when
+    # it found no plausible lungs (then ``lung_warning`` says so).
     lung_heat_fraction: float | None = None
+    lung_warning: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
@@ -113,7 +116,10 @@ class Predictor:
     TensorFlow itself is thread-safe.
     """
 
-    def __init__(self, bundle_dir: str | os.PathLike[str], crop_locator: CropLocator | None = None):
+    def __init__(self, bundle_dir: str | os.PathLike[str], lungs: LungSegmenter | str | None = "auto"):
+        """``lungs``: the lung model behind the lung crop, the heat-in-lungs fraction and the
+        "no plausible lungs" warning. "auto" uses the shipped one when it is there; None
+        turns lung analysis off (impossible for a bundle trained on lung crops)."""
         import tensorflow as tf
 
         from inference.device import describe_device
@@ -122,7 +128,7 @@ class Predictor:
         self.model: keras.Model
         self.model, self.info = load_bundle(self.bundle_dir)
         self.device = describe_device()
-        self.crop_locator = crop_locator
+        self.lungs = self._resolve_lungs(lungs)
         layer = self.model.get_layer(self.info.gradcam_layer)
         if len(layer.output.shape) != 4:
             raise BundleError(
@@ -134,6 +140,23 @@ class Predictor:
         self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
         self._cam: CamEngine | None = None
         self._cam_lock = threading.Lock()
+
+    def _resolve_lungs(self, lungs: LungSegmenter | str | None) -> LungSegmenter | None:
+        from inference.lungs import LungModelError, shared_segmenter
+
+        needed = self.info.preprocessing.crop == "lungs"
+        if lungs == "auto":
+            try:
+                lungs = shared_segmenter()
+            except LungModelError as exc:
+                if needed:
+                    raise BundleError(f"{self.bundle_dir} crops to the lung fields, but {exc}") from None
+                lungs = None
+        elif isinstance(lungs, str):
+            raise ValueError(f"lungs must be a LungSegmenter, 'auto' or None, not {lungs!r}")
+        if needed and lungs is None:
+            raise BundleError(f"{self.bundle_dir} crops to the lung fields and needs the lung model.")
+        return lungs
 
     # -- description -------------------------------------------------------------------------
     @property
@@ -158,18 +181,28 @@ class Predictor:
     # -- single images and batches -----------------------------------------------------------
     def prepare(self, image: XRayImage) -> tuple[np.ndarray, Geometry]:
         """The model input of ``image`` and its geometry (the one shared preprocessing)."""
-        box = self.crop_locator(image) if self.crop_locator is not None else None
-        return preprocess(image, self.info.preprocessing, box)
+        x, geometry, _ = self._prepare(image, explain=False)
+        return x, geometry
+
+    def _prepare(self, image: XRayImage, explain: bool) -> tuple[np.ndarray, Geometry, LungResult | None]:
+        """The model input, its geometry and, when a crop or an explanation needs them, the lungs."""
+        config = self.info.preprocessing
+        lungs = None
+        if self.lungs is not None and (config.crop == "lungs" or explain):
+            lungs = self.lungs.segment(image, config.crop_margin)
+        box = lungs.box if lungs is not None and lungs.plausible and config.crop == "lungs" else None
+        x, geometry = preprocess(image, config, box)
+        return x, geometry, lungs
 
     def predict(self, image: XRayImage) -> Prediction:
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images: Iterable[XRayImage]) -> list[Prediction]:
-        prepared = [self.prepare(im) for im in images]
+        prepared = [self._prepare(im, explain=False) for im in images]
         if not prepared:
             return []
-        probs = self.forward(np.stack([x for x, _ in prepared]))
-        return [self._prediction(p, geom) for p, (_, geom) in zip(probs, prepared)]
+        probs = self.forward(np.stack([x for x, _, _ in prepared]))
+        return [self._prediction(p, geom, lungs) for p, (_, geom, lungs) in zip(probs, prepared)]
 
     def explain(self, image: XRayImage, class_index: int | None = None, method: str = "gradcam") -> Explanation:
         """Grad-CAM of ``class_index`` (default: the predicted class) on ``image``."""
@@ -179,9 +212,9 @@ class Predictor:
         self, image: XRayImage, class_index: int | None = None, method: str = "gradcam"
     ) -> tuple[Prediction, Explanation]:
         """Prediction and Grad-CAM from one forward and one backward pass."""
-        x, geom = self.prepare(image)
+        x, geom, lungs = self._prepare(image, explain=True)
         probs, chosen, cams = self.cam.run(x[np.newaxis], class_index, method)
-        return self._prediction(probs[0], geom), self._explanation(cams[0], int(chosen[0]), geom, method)
+        return self._prediction(probs[0], geom, lungs), self._explanation(cams[0], int(chosen[0]), geom, method, lungs)
 
     # -- many files --------------------------------------------------------------------------
     def predict_paths(
@@ -218,7 +251,7 @@ class Predictor:
                 path = next(source, None)
                 if path is None:
                     return
-                pending.append(pool.submit(self._prepare_file, path))
+                pending.append(pool.submit(self._prepare_file, path, explain))
 
         done = 0
         try:
@@ -240,7 +273,7 @@ class Predictor:
             # Also reached when the caller stops early: do not decode files nobody will read.
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _prepare_file(self, path: str) -> _Prepared:
+    def _prepare_file(self, path: str, explain: bool) -> _Prepared:
         from inference.loading import load_image
 
         try:
@@ -250,10 +283,10 @@ class Predictor:
         except Exception as exc:  # the loader promises ImageLoadError only; never let a slip stop a batch
             return _Prepared(path, error=f"{Path(path).name} cannot be read ({type(exc).__name__}: {exc})")
         try:
-            x, geom = self.prepare(image)
+            x, geom, lungs = self._prepare(image, explain)
         except Exception as exc:
             return _Prepared(path, error=f"{Path(path).name} cannot be prepared for the model ({exc})")
-        return _Prepared(path, image=image, x=x, geometry=geom)
+        return _Prepared(path, image=image, x=x, geometry=geom, lungs=lungs)
 
     def _run_chunk(self, chunk: list[_Prepared], explain: bool, method: str, keep_images: bool) -> list[FileResult]:
         ready = [item for item in chunk if item.error is None]
@@ -264,13 +297,13 @@ class Predictor:
                 probs, chosen, cams = self.cam.run(batch, None, method)
                 for i, item in enumerate(ready):
                     predictions[id(item)] = (
-                        self._prediction(probs[i], item.geometry),
-                        self._explanation(cams[i], int(chosen[i]), item.geometry, method),
+                        self._prediction(probs[i], item.geometry, item.lungs),
+                        self._explanation(cams[i], int(chosen[i]), item.geometry, method, item.lungs),
                     )
             else:
                 probs = self.forward(batch)
                 for i, item in enumerate(ready):
-                    predictions[id(item)] = (self._prediction(probs[i], item.geometry), None)
+                    predictions[id(item)] = (self._prediction(probs[i], item.geometry, item.lungs), None)
         results = []
         for item in chunk:
             if item.error is not None:
@@ -286,7 +319,7 @@ class Predictor:
         """Probabilities ``(N, K)`` of prepared model inputs ``(N, S, S, C)`` (see :meth:`prepare`)."""
         return np.asarray(self._forward(np.asarray(batch, dtype=np.float32)), dtype=np.float32)
 
-    def _prediction(self, probs: np.ndarray, geometry: Geometry) -> Prediction:
+    def _prediction(self, probs: np.ndarray, geometry: Geometry, lungs: LungResult | None = None) -> Prediction:
         probs = np.asarray(probs, dtype=np.float32)
         index = int(np.argmax(probs))
         names = self.info.class_names
@@ -299,10 +332,20 @@ class Predictor:
             model_version=self.info.version,
             device=self.device,
             geometry=geometry,
+            lung_warning=lungs.warning if lungs is not None else None,
         )
 
-    def _explanation(self, cam: np.ndarray, class_index: int, geometry: Geometry, method: str) -> Explanation:
+    def _explanation(
+        self, cam: np.ndarray, class_index: int, geometry: Geometry, method: str, lungs: LungResult | None = None
+    ) -> Explanation:
+        from inference.lungs import heat_fraction_on_grid
+
         size = self.info.input_size
+        fraction = warning = None
+        if lungs is not None:
+            warning = lungs.warning
+            if lungs.plausible:
+                fraction = heat_fraction_on_grid(cam, geometry, lungs.mask)
         return Explanation(
             cam=cam,
             heatmap_model=upsample(cam, (size, size)),
@@ -310,6 +353,8 @@ class Predictor:
             class_name=self.info.class_names[class_index],
             method=method,
             geometry=geometry,
+            lung_heat_fraction=fraction,
+            lung_warning=warning,
         )
 
 
@@ -321,4 +366,5 @@ class _Prepared:
     image: XRayImage | None = None
     x: np.ndarray | None = None
     geometry: Geometry | None = None
+    lungs: LungResult | None = None
     error: str | None = None

@@ -407,3 +407,41 @@ def test_class_weights_balance_the_classes() -> None:
     w = class_weights(np.array([0] * 6 + [1] * 2 + [2] * 4), 3)
     assert w == pytest.approx({0: 12 / 18, 1: 12 / 6, 2: 12 / 12})
     assert class_weights(np.array([0, 0]), 2)[1] == 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("ABC"), st.integers(0, 15), st.sampled_from(["n1", "n2", "s1", "s2"])),
+        min_size=12,
+        max_size=100,
+    ),
+    st.sets(st.sampled_from(["n1", "n2", "s1", "s2"]), min_size=1, max_size=2),
+    st.integers(0, 1000),
+)
+def test_leave_source_out_never_trains_on_a_held_out_source(rows, held: set[str], seed: int) -> None:
+    from training.splits import hold_out_sources
+
+    samples = [
+        Sample(path=Path(f"/x/{i}.png"), label=lab, patient_id=f"{src}-p{pid}", source=src)
+        for i, (lab, pid, src) in enumerate(rows)
+    ]
+    held = {h for h in held if any(s.source == h for s in samples)}
+    if not held:
+        return
+    rest, out = hold_out_sources(samples, sorted(held))
+    splits = split_dataset(rest, 0.2, 0.0, seed=seed)
+    splits["val"].extend(out)
+    assert {s.source for s in out} == held
+    assert not held & {s.source for s in splits["train"]}
+    assert all(s.split == "val" for s in out)
+    assert sum(len(v) for v in splits.values()) == len(samples)
+    assert patient_overlap(splits) == {}
+
+
+def test_leave_source_out_names_an_unknown_source() -> None:
+    from training.splits import hold_out_sources
+
+    samples = [Sample(path=Path(f"/x/{i}.png"), label="A", source="north") for i in range(3)]
+    with pytest.raises(ValueError, match="no images from south.*north"):
+        hold_out_sources(samples, ["south"])

@@ -18,6 +18,7 @@ from tests.training_data import make_class_folder  # noqa: E402
 from training.evaluate import (  # noqa: E402
     compute_metrics,
     metrics_by_group,
+    metrics_markdown,
     roc_auc,
     roc_curve,
     write_report,
@@ -201,3 +202,45 @@ def test_evaluate_refuses_data_without_any_known_class(tiny_bundle: Path, tmp_pa
     make_class_folder(tmp_path / "d", {"Cats": 2, "Dogs": 2})
     assert main(["evaluate", str(tmp_path / "d"), "--model", str(tiny_bundle)]) == 1
     assert "--class-map" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_reports_every_metric_per_source_folder(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
+    """--group-by-folder: DATA/<hospital>/<class>/...; each hospital gets the full metric set."""
+    from main import main
+
+    data = tmp_path / "hospitals"
+    make_class_folder(data / "hospital_a", {"COVID-19": 3, "Normal": 2}, seed=1)
+    make_class_folder(data / "hospital_b", {"Normal": 2, "Pneumonia": 4}, seed=2)
+    out = tmp_path / "metrics.json"
+    rc = main(["evaluate", str(data), "--model", str(tiny_bundle), "--group-by-folder", "--json", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    by_source = result["by_source"]
+    assert set(by_source) == {"hospital_a", "hospital_b"}
+    assert by_source["hospital_a"]["n_images"] == 5 and by_source["hospital_b"]["n_images"] == 6
+    assert by_source["hospital_a"]["per_class"]["Pneumonia"]["support"] == 0
+    assert by_source["hospital_b"]["per_class"]["Pneumonia"]["support"] == 4
+    for m in by_source.values():
+        assert {"accuracy", "macro_f1", "per_class", "confusion_matrix", "ece"} <= set(m)
+    # The overall counts are the sum of the sources', and the worst source is the lower one.
+    total = np.array(result["confusion_matrix"]["matrix"])
+    parts = sum(np.array(m["confusion_matrix"]["matrix"]) for m in by_source.values())
+    assert (total == parts).all()
+    worst = min(by_source, key=lambda s: by_source[s]["accuracy"])
+    assert result["worst_source"] == {"source": worst, "accuracy": by_source[worst]["accuracy"]}
+    # Without the flag, the first folder level would be taken for classes: nothing is known.
+    assert main(["evaluate", str(data), "--model", str(tiny_bundle)]) != 0
+
+
+def test_source_column_of_a_csv_gives_per_source_metrics(tiny_bundle: Path, tmp_path: Path) -> None:
+    from tests.training_data import write_csv
+    from training.evaluate import evaluate_bundle
+
+    paths = make_class_folder(tmp_path / "imgs", {"COVID-19": 2, "Normal": 2, "Pneumonia": 2})
+    rows = [(p, p.parent.name, "", "", "north" if i % 2 else "south") for i, p in enumerate(paths)]
+    csv_path = write_csv(tmp_path / "data.csv", ("path", "label", "patient_id", "split", "source"), rows)
+    result = evaluate_bundle(tiny_bundle, csv_path)
+    assert set(result["by_source"]) == {"north", "south"}
+    assert sum(m["n_images"] for m in result["by_source"].values()) == result["n_images"] == 6
+    assert "Per source:" in metrics_markdown(result)

@@ -176,6 +176,22 @@ def test_gradcam_works_for_every_architecture(arch):
         assert np.isfinite(heat).all() and heat.min() >= 0.0 and heat.max() <= 1.0
 
 
+class FixedLungs:
+    """A stand-in lung model: the same lung box (and a mask filling it) for every image."""
+
+    def __init__(self, box: tuple[int, int, int, int]):
+        self.box = box
+
+    def segment(self, image, margin=None):
+        from inference.lungs import LungResult
+
+        h, w = image.pixels.shape[:2]
+        mask = np.zeros((h, w), bool)
+        x0, y0, x1, y1 = self.box
+        mask[y0:y1, x0:x1] = True
+        return LungResult(mask, None, float(mask.mean()), True, None, self.box, margin or 0.0)
+
+
 def test_heat_map_of_a_cropped_input_lands_on_the_original(square_predictor, tmp_path: Path):
     """With a crop box (issue 7's lung crop), the map is placed inside the box and zero outside it."""
     import json
@@ -189,7 +205,7 @@ def test_heat_map_of_a_cropped_input_lands_on_the_original(square_predictor, tmp
     info["preprocessing"]["crop"] = "lungs"
     (bundle / "model.json").write_text(json.dumps(info))
     box = (30, 20, 128, 96)  # x0, y0, x1, y1: the right part, holding the bottom-right square
-    predictor = Predictor(bundle, crop_locator=lambda image: box)
+    predictor = Predictor(bundle, lungs=FixedLungs(box))
 
     img = corner_square_image("br", ORIGINAL, np.random.default_rng(11))
     pred, expl = predictor.predict_and_explain(xray_from_array(img), class_index=0)
@@ -200,6 +216,9 @@ def test_heat_map_of_a_cropped_input_lands_on_the_original(square_predictor, tmp
     x0, y0, x1, y1 = _square_box(img)
     px, py = expl.peak()
     assert x0 - 8 <= px < x1 + 8 and y0 - 6 <= py < y1 + 6, ((px, py), (x0, y0, x1, y1))
+    # All the heat lies in the crop, and the crop is the "lung" mask here.
+    assert expl.lung_heat_fraction == pytest.approx(1.0)
+    assert expl.lung_warning is None
 
 
 def test_engine_cache_lets_a_replaced_model_go():

@@ -345,3 +345,50 @@ def test_console_progress_on_a_terminal_and_in_a_log() -> None:
         else:
             assert text.splitlines()[0] == "[decoding] 2/2 done"
             assert "epoch 1/2: loss 0.5 accuracy 0.75 val_loss 0.6 val_accuracy 0.5 lr 0.001" in text
+
+
+@pytest.mark.slow
+def test_leave_source_out_and_lung_crop_reach_the_bundle(csv_data: Path, tmp_path: Path) -> None:
+    """--val-sources keeps a whole source out of training; --crop lungs is stored in the bundle
+    and a Predictor of that bundle crops the same way (the whole image when no lungs are found)."""
+    from inference.loading import load_image
+    from inference.predictor import Predictor
+    from tests.tiny_bundle import xray_from_array
+
+    progress = Recorder()
+    config = TrainConfig(
+        data=csv_data,
+        out_dir=tmp_path / "lso",
+        arch="custom-cnn",
+        epochs=1,
+        image_size=SIZE,
+        batch_size=8,
+        init="scratch",
+        val_sources=("site-a",),
+        crop="lungs",
+        crop_margin=0.1,
+    )
+    result = train(config, progress=progress)
+    info = read_bundle_info(result.bundle_dir)
+    assert info.preprocessing.crop == "lungs" and info.preprocessing.crop_margin == 0.1
+    sources = info.training["data"]["sources"]
+    assert "train" not in sources["site-a"] and sources["site-a"]["val"] > 0
+    assert sources["site-b"]["train"] > 0
+    assert info.training["config"]["val_sources"] == ["site-a"]
+    assert any("Leave-source-out" in m for m in progress.messages)
+    predictor = Predictor(result.bundle_dir)
+    image = load_image(next(csv_data.parent.glob("img/Normal_1.png")))
+    lungs = predictor.lungs.segment(image, 0.1)
+    prediction = predictor.predict(image)
+    assert prediction.geometry.crop_box == (lungs.box if lungs.plausible else (0, 0, 48, 48))
+    blank = xray_from_array(np.full((64, 64), 128, np.uint8))
+    prediction, explanation = predictor.predict_and_explain(blank)
+    assert prediction.lung_warning and "No plausible lung fields" in prediction.lung_warning
+    assert prediction.geometry.crop_box == (0, 0, 64, 64)  # no lungs: nothing is cut away
+    assert explanation.lung_heat_fraction is None and explanation.lung_warning == prediction.lung_warning
+    with pytest.raises(Exception, match="needs the lung model"):
+        Predictor(result.bundle_dir, lungs=None)
+    from training.samples import DatasetError
+
+    with pytest.raises(DatasetError, match="no images from site-c"):
+        train(TrainConfig(data=csv_data, out_dir=tmp_path / "x", init="scratch", val_sources=("site-c",)))

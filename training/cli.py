@@ -56,6 +56,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--val-fraction", type=float, default=0.15, help="validation share when DATA has no val split")
     t.add_argument("--test-fraction", type=float, default=0.0, help="test share when DATA has no test split (0)")
+    t.add_argument(
+        "--val-sources",
+        metavar="SRC[,SRC]",
+        default="",
+        help="leave-source-out validation: every image of these sources (the CSV's source column) is "
+        "validated on and never trained on, beside the usual share of the others",
+    )
+    t.add_argument(
+        "--crop",
+        choices=("none", "lungs"),
+        help="lungs: crop each image to its lung fields (shipped lung model) before resizing; "
+        "default: as the starting model, else none",
+    )
+    t.add_argument(
+        "--crop-margin", type=float, metavar="F", help="margin around the lung box, fraction of its size (0.08)"
+    )
     t.add_argument("--seed", type=int, default=0)
     clahe = t.add_mutually_exclusive_group()
     clahe.add_argument("--clahe", dest="clahe", action="store_true", default=None, help="contrast equalisation")
@@ -108,6 +124,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=argparse.SUPPRESS,
     )
     e.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="leave out matching images")
+    e.add_argument(
+        "--group-by-folder",
+        action="store_true",
+        help="DATA/<source>/<class>/...: report every metric per source (first folder level)",
+    )
     e.set_defaults(func=run_evaluate)
 
 
@@ -167,6 +188,9 @@ def run_train(args: argparse.Namespace) -> int:
             class_map=parse_class_map(args.class_map) or None,
             val_fraction=args.val_fraction,
             test_fraction=args.test_fraction,
+            val_sources=tuple(s for s in args.val_sources.split(",") if s.strip()),
+            crop=args.crop,
+            crop_margin=args.crop_margin,
             seed=args.seed,
             clahe=args.clahe,
             augment=not args.no_augment,
@@ -223,6 +247,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 cache_dir=args.cache_dir,
                 cancel=cancel,
                 report_dir=args.report_dir,
+                group_by_folder=args.group_by_folder,
             )
         if args.json:
             out = Path(args.json)

@@ -180,6 +180,7 @@ def discover(
     exclude: Iterable[str] = (),
     min_classes: int = 2,
     min_per_class: int = MIN_IMAGES_PER_CLASS,
+    group_by_folder: bool = False,
 ) -> Dataset:
     """Find the labelled images in ``data`` (a folder or a CSV file).
 
@@ -190,6 +191,8 @@ def discover(
     - ``exclude``: glob patterns (matched against the path relative to ``data``'s folder and
       the absolute path) of images to leave out, e.g. a benchmark's test split.
     - ``min_classes`` / ``min_per_class``: what training needs; evaluation passes 1 / 1.
+    - ``group_by_folder``: ``data`` is a folder of sources (``DATA/<hospital>/<Class>/...``);
+      each first-level folder becomes the images' ``source``, for per-source metrics.
     """
     root = Path(data).expanduser()
     if not root.exists():
@@ -201,6 +204,9 @@ def discover(
             )
         ds = _discover_csv(root, class_map, csv_kind, frontal_only)
         base = root.parent
+    elif group_by_folder:
+        ds = _discover_sources(root, class_map)
+        base = root
     else:
         ds = _discover_folder(root, class_map)
         base = root
@@ -256,6 +262,29 @@ def _check(ds: Dataset, root: Path, min_classes: int, min_per_class: int) -> Non
 
 def _visible(p: Path) -> bool:
     return not p.name.startswith(".")
+
+
+def _discover_sources(root: Path, class_map: dict[str, str] | None) -> Dataset:
+    """``root/<source>/<Class>/...`` (each source may be split): one dataset, sources named by folder."""
+    folders = sorted(p for p in root.iterdir() if _visible(p) and p.is_dir())
+    if not folders:
+        raise DatasetError(
+            f"{root} has no source folders; --group-by-folder expects {root}/<source>/<class name>/... ."
+        )
+    samples: list[Sample] = []
+    skipped: list[tuple[str, str]] = [(str(p), "not inside a source folder") for p in root.iterdir() if p.is_file()]
+    for folder in folders:
+        try:
+            part = _discover_folder(folder, class_map)
+        except DatasetError as exc:
+            skipped.append((str(folder), str(exc)))
+            continue
+        for sample in part.samples:
+            sample.source = folder.name
+        samples.extend(part.samples)
+        skipped.extend(part.skipped)
+    classes = sorted({s.label for s in samples})
+    return Dataset(samples=samples, classes=classes, skipped=skipped, origin="folder-by-source")
 
 
 def _discover_folder(root: Path, class_map: dict[str, str] | None) -> Dataset:

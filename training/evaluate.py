@@ -25,7 +25,8 @@ bundle, once per split) has this schema::
       "data": "path/to/DATA",
       "excluded": {"Tuberculosis": 3},       # images of classes the model does not know
       "skipped": [["path", "reason"], ...],  # unreadable or unsupported files
-      "by_source": {"hospital A": {...same metric keys...}, ...}  # only when sources are known
+      "by_source": {"hospital A": {...same metric keys...}, ...},  # only when sources are known
+      "worst_source": {"source": "hospital B", "accuracy": 0.71}     # the lowest accuracy among them
     }
 
 Undefined values (a precision with no predictions of that class, an AUC for a class absent
@@ -347,9 +348,26 @@ def metrics_markdown(metrics: dict[str, Any], heading: str = "") -> str:
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
     by_source = metrics.get("by_source")
     if by_source:
-        lines += ["", "Per source:", "", "| source | images | accuracy | macro-F1 |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "Per source:",
+            "",
+            "| source | images | accuracy | balanced accuracy | macro-F1 | "
+            + " | ".join(f"recall {n}" for n in names)
+            + " |",
+            "|---" * (4 + len(names)) + "|",
+        ]
         for src, m in by_source.items():
-            lines.append(f"| {src} | {m['n_images']} | {_fmt(m['accuracy'])} | {_fmt(m['macro_f1'])} |")
+            recalls = " | ".join(
+                _fmt(m["per_class"][n]["recall"]) if m["per_class"][n]["support"] else "–" for n in names
+            )
+            lines.append(
+                f"| {src} | {m['n_images']} | {_fmt(m['accuracy'])} | {_fmt(m.get('balanced_accuracy'))} | "
+                f"{_fmt(m['macro_f1'])} | {recalls} |"
+            )
+        worst = metrics.get("worst_source") or {}
+        if worst:
+            lines += ["", f"Worst source: {worst['source']} (accuracy {_fmt(worst['accuracy'])})."]
     return "\n".join(lines) + "\n"
 
 
@@ -429,6 +447,7 @@ def evaluate_bundle(
     cache_dir: Path | str | None = None,
     cancel: threading.Event | None = None,
     report_dir: Path | str | None = None,
+    group_by_folder: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the bundle at ``model_dir`` on the labelled images in ``data``.
 
@@ -436,6 +455,9 @@ def evaluate_bundle(
     model's classes by name (after ``class_map``); images of classes the model does not know
     are excluded and counted under ``excluded``. ``split`` keeps only that declared split
     ("test" of a ``train/``+``test/`` folder). Returns the schema of the module docstring.
+    Every metric is also reported per source (``by_source``, with ``worst_source``) when the
+    data names sources: a CSV ``source`` column, or ``group_by_folder`` for
+    ``DATA/<source>/<Class>/...``.
     """
     from inference.bundle import load_bundle
     from training.datasets import discover
@@ -443,7 +465,15 @@ def evaluate_bundle(
 
     progress = progress or NullProgress()
     progress.on_stage("scanning", str(data))
-    ds = discover(data, class_map, csv_kind=csv_kind, exclude=exclude, min_classes=1, min_per_class=1)
+    ds = discover(
+        data,
+        class_map,
+        csv_kind=csv_kind,
+        exclude=exclude,
+        min_classes=1,
+        min_per_class=1,
+        group_by_folder=group_by_folder,
+    )
     samples = ds.samples
     declared = sorted({s.split for s in samples if s.split})
     if declared and not split:
@@ -489,6 +519,9 @@ def evaluate_bundle(
     sources = [s.source for s in kept]
     if len({s for s in sources if s}) > 1:
         result["by_source"] = metrics_by_group(y, probs, [s or "(unknown)" for s in sources], info.class_names)
+        worst = worst_group(result["by_source"])
+        if worst:
+            result["worst_source"] = {"source": worst[0], "accuracy": worst[1]}
     result["model"] = {
         "path": str(Path(model_dir)),
         "name": info.name,

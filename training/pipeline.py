@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import keras
     import tensorflow as tf
 
+    from inference.lungs import LungSegmenter
+
 __all__ = [
     "AugmentConfig",
     "load_arrays",
@@ -62,6 +64,14 @@ class AugmentConfig:
     # exp(U(-g, g))) and quantum noise (Gaussian, sigma up to this on the [0, 1] scale).
     gamma: float = 0.25
     noise: float = 0.02
+    # Sharpness differs between detectors and post-processing: a Gaussian blur of sigma up
+    # to this (in px of the model input) on half of the images.
+    blur: float = 1.0
+    # Text markers, rulers and ECG leads sit anywhere on a film and differ by hospital: a
+    # gray or white rectangle (up to this fraction of the side) pasted at random on this
+    # share of the images, so that no single patch of film can decide the class.
+    occlusion: float = 0.5
+    occlusion_size: float = 0.15
     horizontal_flip: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,9 +82,9 @@ class AugmentConfig:
 # Decoding and caching
 
 
-def _cache_key(paths: Sequence[str], config: PreprocessConfig) -> str:
+def _cache_key(paths: Sequence[str], config: PreprocessConfig, lungs: str = "") -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"v": CACHE_VERSION, "config": config.to_dict()}, sort_keys=True).encode())
+    h.update(json.dumps({"v": CACHE_VERSION, "config": config.to_dict(), "lungs": lungs}, sort_keys=True).encode())
     for p in paths:
         try:
             st = os.stat(p)
@@ -85,13 +95,17 @@ def _cache_key(paths: Sequence[str], config: PreprocessConfig) -> str:
     return h.hexdigest()[:32]
 
 
-def _decode_one(path: Path, config: PreprocessConfig) -> tuple[np.ndarray | None, str]:
+def _decode_one(
+    path: Path, config: PreprocessConfig, lungs: LungSegmenter | None = None
+) -> tuple[np.ndarray | None, str]:
     from inference.image import ImageLoadError
     from inference.loading import load_image
     from inference.preprocess import preprocess_uint8
 
     try:
-        small, _ = preprocess_uint8(load_image(path), config)
+        image = load_image(path)
+        box = lungs.crop_box(image, config.crop_margin) if lungs is not None else None
+        small, _ = preprocess_uint8(image, config, box)
     except ImageLoadError as exc:
         return None, str(exc)
     except Exception as exc:  # a decoder bug on one odd file must not end a long run
@@ -113,20 +127,30 @@ def load_arrays(
     release the GIL). With ``cache_dir`` the decoded set is stored as ``.npy`` keyed by the
     files (path, mtime, size) and the preprocessing parameters, independent of their order,
     so a second run on the same data (another seed or split) starts training at once.
+
+    With ``config.crop == "lungs"`` each image is cropped to its lung fields as the shipped
+    lung model finds them (the whole image where it finds no plausible lungs), exactly as
+    :class:`inference.predictor.Predictor` does at inference time.
     """
     samples = list(samples)
+    lungs = None
+    if config.crop == "lungs":
+        from inference.lungs import segmenter_identity, shared_segmenter
+
+        lungs = shared_segmenter()
+        lungs.warm_up()
     paths = [str(s.path) for s in samples]
     unique = sorted(set(paths))
     xu, kept_paths, skipped = None, [], []
     cache_npy = cache_json = None
     if cache_dir is not None:
-        key = _cache_key(unique, config)
+        key = _cache_key(unique, config, segmenter_identity(lungs) if lungs is not None else "")
         cache_npy, cache_json = Path(cache_dir) / f"{key}.npy", Path(cache_dir) / f"{key}.json"
         xu, kept_paths, skipped = _read_cache(cache_npy, cache_json, config.size)
         if xu is not None and progress is not None:
             progress.on_stage("decoding", f"{len(kept_paths)} images from the cache")
     if xu is None:
-        xu, kept_paths, skipped = _decode_all(unique, config, progress, cancel, workers)
+        xu, kept_paths, skipped = _decode_all(unique, config, progress, cancel, workers, lungs)
         if cache_npy is not None and cache_json is not None:
             _write_cache(cache_npy, cache_json, xu, kept_paths, skipped)
     row = {p: i for i, p in enumerate(kept_paths)}
@@ -142,6 +166,7 @@ def _decode_all(
     progress: TrainingProgress | None,
     cancel: threading.Event | None,
     workers: int | None,
+    lungs: LungSegmenter | None = None,
 ) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
     n, size = len(paths), config.size
     x = np.zeros((n, size, size), dtype=np.uint8)
@@ -150,7 +175,7 @@ def _decode_all(
     every = max(1, n // 100)
     pool = ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1))
     try:
-        for i, (arr, reason) in enumerate(pool.map(lambda p: _decode_one(Path(p), config), paths)):
+        for i, (arr, reason) in enumerate(pool.map(lambda p: _decode_one(Path(p), config, lungs), paths)):
             if arr is None:
                 skipped.append((paths[i], reason))
             else:
@@ -219,6 +244,48 @@ def build_augmenter(augment: AugmentConfig, seed: int = 0) -> keras.Sequential:
     return keras.Sequential(layers, name="augment")
 
 
+def _random_blur(x: tf.Tensor, max_sigma: float) -> tf.Tensor:
+    """Gaussian blur with a per-image sigma in [0, max_sigma] px on half of a batch (N, S, S, 1)."""
+    import tensorflow as tf
+
+    radius = max(1, int(math.ceil(2 * max_sigma)))
+    batch = tf.shape(x)[0]
+    sigma = tf.random.uniform([batch], 0.05, max_sigma) * tf.cast(tf.random.uniform([batch]) < 0.5, tf.float32)
+    sigma = tf.maximum(sigma, 1e-3)
+    t = tf.cast(tf.range(-radius, radius + 1), tf.float32)
+    k = tf.exp(-0.5 * tf.square(t[tf.newaxis, :] / sigma[:, tf.newaxis]))  # (N, 2r+1)
+    k = k / tf.reduce_sum(k, axis=1, keepdims=True)
+    # Separable blur with a different kernel per image: depthwise over the batch moved to channels.
+    xt = tf.transpose(x[..., 0], [1, 2, 0])[tf.newaxis]  # (1, S, S, N)
+    kh = tf.transpose(k)[:, tf.newaxis, :, tf.newaxis]  # (2r+1, 1, N, 1)
+    kv = tf.transpose(k)[tf.newaxis, :, :, tf.newaxis]  # (1, 2r+1, N, 1)
+    pad = [[0, 0], [radius, radius], [radius, radius], [0, 0]]
+    xt = tf.pad(xt, pad, mode="SYMMETRIC")
+    xt = tf.nn.depthwise_conv2d(xt, kh, [1, 1, 1, 1], "VALID")
+    xt = tf.nn.depthwise_conv2d(xt, kv, [1, 1, 1, 1], "VALID")
+    return tf.transpose(xt[0], [2, 0, 1])[..., tf.newaxis]
+
+
+def _random_occlusion(x: tf.Tensor, share: float, max_size: float) -> tf.Tensor:
+    """On ``share`` of the images, one axis-aligned rectangle of uniform gray or white."""
+    import tensorflow as tf
+
+    shape = tf.shape(x)
+    batch, size = shape[0], tf.cast(shape[1], tf.float32)
+    w = tf.random.uniform([batch], 0.03, max_size) * size
+    h = tf.random.uniform([batch], 0.02, max_size / 2) * size  # markers are wider than tall
+    x0 = tf.random.uniform([batch]) * (size - w)
+    y0 = tf.random.uniform([batch]) * (size - h)
+    grid = tf.range(size)
+    inside_x = (grid[tf.newaxis, :] >= x0[:, tf.newaxis]) & (grid[tf.newaxis, :] < (x0 + w)[:, tf.newaxis])
+    inside_y = (grid[tf.newaxis, :] >= y0[:, tf.newaxis]) & (grid[tf.newaxis, :] < (y0 + h)[:, tf.newaxis])
+    on = tf.random.uniform([batch]) < share
+    mask = inside_y[:, :, tf.newaxis] & inside_x[:, tf.newaxis, :] & on[:, tf.newaxis, tf.newaxis]
+    value = tf.random.uniform([batch, 1, 1], 0.6, 1.0)
+    out = tf.where(mask, value, x[..., 0])
+    return out[..., tf.newaxis]
+
+
 def make_tf_dataset(
     x_uint8: np.ndarray,
     y: np.ndarray | None,
@@ -274,8 +341,13 @@ def make_tf_dataset(
     if training and augment is not False:
         augmenter = build_augmenter(aug_config, seed)
         gamma, noise = float(aug_config.gamma), float(aug_config.noise)
+        blur, occlusion, occ_size = (
+            float(aug_config.blur),
+            float(aug_config.occlusion),
+            float(aug_config.occlusion_size),
+        )
     else:
-        gamma = noise = 0.0
+        gamma = noise = blur = occlusion = occ_size = 0.0
 
     def to_input(x: tf.Tensor, *rest: tf.Tensor) -> Any:
         x = tf.cast(x, tf.float32) * scale
@@ -285,6 +357,10 @@ def make_tf_dataset(
             batch = tf.shape(x)[0]
             if gamma:
                 x = tf.pow(x + 1e-6, tf.exp(tf.random.uniform([batch, 1, 1, 1], -gamma, gamma)))
+            if blur:
+                x = _random_blur(x, blur)
+            if occlusion:
+                x = _random_occlusion(x, occlusion, occ_size)
             if noise:
                 sigma = tf.random.uniform([batch, 1, 1, 1], 0.0, noise)
                 x = x + tf.random.normal(tf.shape(x)) * sigma

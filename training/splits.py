@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 
 from training.samples import SPLITS, Sample
 
-__all__ = ["split_dataset", "patient_overlap"]
+__all__ = ["split_dataset", "hold_out_sources", "patient_overlap"]
 
 
 def split_dataset(
@@ -85,6 +85,27 @@ def split_dataset(
                 taken[split] += len(groups[key])
             out[split].extend(groups[key])
     return out
+
+
+def hold_out_sources(samples: list[Sample], sources: tuple[str, ...] | list[str]) -> tuple[list[Sample], list[Sample]]:
+    """``(rest, held_out)``: every image of ``sources`` is taken out (and marked ``val``).
+
+    Leave-source-out validation: a whole hospital or data set the model never trains on, so
+    that early stopping and model choice reward what carries over to new scanners rather
+    than what was memorised. Unknown source names are an error (a typo would otherwise
+    silently validate on nothing).
+    """
+    wanted = {s.strip() for s in sources if s.strip()}
+    present = {s.source for s in samples}
+    unknown = sorted(wanted - present)
+    if unknown:
+        known = ", ".join(sorted(x for x in present if x)) or "none: the data has no source column"
+        raise ValueError(f"--val-sources: no images from {', '.join(unknown)} (sources in the data: {known}).")
+    rest = [s for s in samples if s.source not in wanted]
+    held = [s for s in samples if s.source in wanted]
+    for s in held:
+        s.split = "val"
+    return rest, held
 
 
 def _target(fraction: float, n_images: int, n_groups: int) -> int:

@@ -17,6 +17,7 @@ The steps, and why they are in this order:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import platform
@@ -46,7 +47,7 @@ from training.pipeline import (
 )
 from training.progress import KerasProgressCallback, NullProgress, TrainingCancelled, TrainingProgress, check_cancel
 from training.samples import SPLITS, DatasetError, Sample
-from training.splits import patient_overlap, split_dataset
+from training.splits import hold_out_sources, patient_overlap, split_dataset
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingError", "TrainingCancelled", "train"]
 
@@ -74,6 +75,12 @@ class TrainConfig:
     class_map: dict[str, str] | None = None
     val_fraction: float = 0.15
     test_fraction: float = 0.0
+    # Leave-source-out validation: every image of these sources goes to validation (never
+    # trained on), beside the usual patient-disjoint share of the other sources.
+    val_sources: tuple[str, ...] = ()
+    # None: as the starting bundle has it, else "none"; "lungs" crops to the lung fields.
+    crop: str | None = None
+    crop_margin: float | None = None
     seed: int = 0
     clahe: bool | None = None
     augment: bool = True
@@ -102,6 +109,7 @@ class TrainConfig:
             if d[key] is not None:
                 d[key] = str(d[key])
         d["exclude"] = list(self.exclude)
+        d["val_sources"] = list(self.val_sources)
         return d
 
 
@@ -139,6 +147,7 @@ def train(
         plan = resolve_init(config.init, config.arch, config.image_size, config.clahe)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
+    plan = _with_crop(plan, config)
     if plan.size < MIN_INPUT_SIZE[plan.arch]:
         raise TrainingError(f"{plan.arch} needs images of at least {MIN_INPUT_SIZE[plan.arch]} px.")
 
@@ -155,7 +164,17 @@ def train(
     progress.on_message(plan.description)
     if ds.skipped:
         progress.on_message(f"Skipped {len(ds.skipped)} files while scanning (listed in the report).")
-    splits = split_dataset(ds.samples, config.val_fraction, config.test_fraction, config.seed)
+    try:
+        pool, held_out = hold_out_sources(ds.samples, config.val_sources)
+        splits = split_dataset(pool, config.val_fraction, config.test_fraction, config.seed)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
+    if held_out:
+        splits["val"].extend(held_out)
+        progress.on_message(
+            f"Leave-source-out validation: {len(held_out)} images of {', '.join(config.val_sources)} "
+            "are never trained on."
+        )
     overlap = patient_overlap(splits)
     if overlap:
         progress.on_message(
@@ -293,6 +312,22 @@ def train(
         seconds=time.time() - started,
         counts=counts,
     )
+
+
+def _with_crop(plan: InitPlan, config: TrainConfig) -> InitPlan:
+    """Apply ``--crop``/``--crop-margin``; a fine-tuned bundle keeps its own crop unless told."""
+    changes: dict[str, Any] = {}
+    if config.crop is not None:
+        if config.crop not in ("none", "lungs"):
+            raise TrainingError(f"--crop must be none or lungs, not {config.crop!r}.")
+        changes["crop"] = config.crop
+    if config.crop_margin is not None:
+        if not 0 <= config.crop_margin <= 0.5:
+            raise TrainingError("--crop-margin must be between 0 and 0.5.")
+        changes["crop_margin"] = float(config.crop_margin)
+    if not changes:
+        return plan
+    return dataclasses.replace(plan, preprocessing=dataclasses.replace(plan.preprocessing, **changes))
 
 
 def initial_learning_rate(plan: InitPlan, config: TrainConfig) -> float:

@@ -935,6 +935,7 @@ class MainWindow(QMainWindow):
 
         heat, _ = downsample(explanation.heatmap_original, OVERLAY_SIDE)
         self.canvas.set_overlay(overlay_rgba(heat, self.overlay_panel.colormap()))
+        self.results.show_lung_heat(explanation)
         empty = getattr(explanation, "is_empty", False)
         self.overlay_panel.status.setText(
             f"{explanation.class_name}: the gradients vanished, no evidence to show"

@@ -95,6 +95,12 @@ class ResultsPanel(QWidget):
         self.detail.setObjectName("muted")
         self.detail.setWordWrap(True)
         self.bars = ProbabilityBars()
+        # Lung check (issue 7): how much of the Grad-CAM heat lies on the lungs, or a warning
+        # when the lung model finds no plausible lung fields on this image.
+        self.lungs_label = QLabel("")
+        self.lungs_label.setObjectName("muted")
+        self.lungs_label.setWordWrap(True)
+        self.lungs_label.hide()
         self.model_label = QLabel("Model: loading…")
         self.model_label.setObjectName("muted")
         self.model_label.setWordWrap(True)
@@ -105,10 +111,12 @@ class ResultsPanel(QWidget):
         layout.addWidget(self.headline)
         layout.addWidget(self.detail)
         layout.addWidget(self.bars)
+        layout.addWidget(self.lungs_label)
         layout.addWidget(self.model_label)
         layout.addWidget(self.disclaimer)
         layout.addStretch(1)
         self._class_names: list[str] = []
+        self._warning: str | None = None
 
     def set_model(self, text: str) -> None:
         self.model_label.setText(text)
@@ -123,6 +131,7 @@ class ResultsPanel(QWidget):
         self.headline.setStyleSheet(f"color: {MUTED};")
         self.detail.setText(detail)
         self.bars.set_values(self._class_names, None)
+        self._set_lungs("")
 
     def show_prediction(self, prediction) -> None:
         names = list(prediction.probabilities.keys())
@@ -134,3 +143,23 @@ class ResultsPanel(QWidget):
 
         self.detail.setText(f"Predicted class · {format_probability(prediction.confidence)}")
         self.bars.set_values(names, probs, top)
+        self._warning = prediction.lung_warning
+        self._set_lungs(f"⚠ {self._warning}" if self._warning else "", warn=bool(self._warning))
+
+    def show_lung_heat(self, explanation) -> None:
+        """The heat-in-lungs figure of the Grad-CAM on screen (the warning wins when there is one)."""
+        warning = explanation.lung_warning or self._warning
+        fraction = explanation.lung_heat_fraction
+        if warning:
+            self._set_lungs(f"⚠ {warning}", warn=True)
+        elif fraction is not None:
+            method = "Grad-CAM++" if explanation.method == "gradcam++" else "Grad-CAM"
+            self._set_lungs(f"{100 * fraction:.0f}% of the {method} heat lies inside the lung fields")
+        else:
+            self._set_lungs("")
+
+    def _set_lungs(self, text: str, warn: bool = False) -> None:
+        self.lungs_label.setText(text)
+        self.lungs_label.setObjectName("warning" if warn else "muted")
+        self.lungs_label.setStyleSheet("color: #f0b429;" if warn else "")
+        self.lungs_label.setVisible(bool(text))

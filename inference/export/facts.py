@@ -73,6 +73,8 @@ def result_lines(prediction: Prediction, explanation: Explanation | None) -> lis
         if explanation.lung_heat_fraction is not None:
             model += f", {100 * explanation.lung_heat_fraction:.0f}% of heat in the lungs"
     lines.append(model)
+    if prediction.lung_warning:
+        lines.append(f"Warning: {prediction.lung_warning}")
     return lines
 
 

@@ -176,6 +176,8 @@ def report_figure(
         model_facts.append(("Heat map", f"{_method_name(explanation)} of {explanation.class_name}"))
         if explanation.lung_heat_fraction is not None:
             model_facts.append(("Heat in lungs", f"{100 * explanation.lung_heat_fraction:.0f}%"))
+    if prediction.lung_warning:
+        model_facts.append(("Warning", prediction.lung_warning))
     model_bottom = _facts_block(fig, 0.52, top, "Model", model_facts, 0.655)
 
     # Input file, in two columns so that a long DICOM description never reaches the footer.

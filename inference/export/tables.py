@@ -47,6 +47,7 @@ def result_record(
         if p
         else ({"name": model[0], "version": model[1]} if model else None),
         "device": p.device if p else device,
+        "lung_warning": p.lung_warning if p else None,
     }
     if result.image is not None:
         m = result.image.meta
@@ -81,6 +82,7 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     model = record.get("model") or {}
     row["model_name"], row["model_version"] = model.get("name"), model.get("version")
     row["device"] = record.get("device")
+    row["lung_warning"] = record.get("lung_warning")
     for key, value in (record.get("image") or {}).items():
         row[f"image_{key}"] = value
     gradcam = record.get("gradcam")
