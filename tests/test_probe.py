@@ -47,3 +47,13 @@ def test_mask_lungs_fills_the_lungs_and_keeps_the_rest():
     assert abs(int(out[50, 30]) - 40) <= 2 and abs(int(out[50, 65]) - 40) <= 2
     assert (out[:10] == 40).all() and (out[-10:] == 40).all()
     assert (mask_lungs(gray, np.zeros_like(mask)) == gray).all()
+
+
+def test_features_are_what_the_classifier_reads_not_its_logits():
+    from tests.tiny_bundle import build_tiny_model
+    from training.probe import feature_extractor
+
+    model = build_tiny_model(32, 1, 3)
+    features = feature_extractor(model)(np.zeros((2, 32, 32, 1), np.float32))
+    dense = [layer for layer in model.layers if type(layer).__name__ == "Dense"][-1]
+    assert features.shape == (2, dense.kernel.shape[0]) and features.shape[1] != 3

@@ -31,10 +31,17 @@ __all__ = ["feature_extractor", "fit_softmax", "source_probe", "mask_lungs", "Pr
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:
-    """The model up to the input of its last (classification) layer: the features it decides on."""
+    """The model up to the input of its last Dense layer: the features the classes are read from.
+
+    (The last layer itself may be a separate softmax activation, whose input would be the
+    class logits, not features.)
+    """
     import keras
 
-    return keras.Model(model.input, model.layers[-1].input)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    if not dense:
+        raise ValueError(f"{model.name} has no Dense layer to read features from")
+    return keras.Model(model.input, dense[-1].input)
 
 
 def fit_softmax(
