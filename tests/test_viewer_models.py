@@ -147,3 +147,24 @@ def test_viewer_with_a_real_keras_model(make_window, qtbot, tiny_bundle_dir, ima
     assert window.canvas.has_overlay()
     assert window.canvas.overlay_item.sceneBoundingRect() == window.canvas.image_item.sceneBoundingRect()
     assert Path(window.model_dir) == tiny_bundle_dir
+
+
+def test_model_card_shows_lung_crop_held_out_sources_and_per_source_accuracy(tiny_bundle_dir):
+    import dataclasses
+
+    from inference.bundle import read_bundle_info
+
+    info = read_bundle_info(tiny_bundle_dir)
+    info.preprocessing = dataclasses.replace(info.preprocessing, crop="lungs", crop_margin=0.08, clahe=True)
+    info.training = {"config": {"val_sources": ["north"]}}
+    info.metrics = {
+        "val": {
+            "accuracy": 0.8,
+            "n_images": 10,
+            "by_source": {"north": {"n_images": 4, "accuracy": 0.5, "macro_f1": 0.4}},
+        }
+    }
+    html = model_card_html(info, str(tiny_bundle_dir))
+    for text in ("crop to the lung fields (+8% margin)", "CLAHE", "north (validated on, never trained on)",
+                 "Per source", "0.500"):  # fmt: skip
+        assert text in html

@@ -75,6 +75,17 @@ def metrics_html(metrics: dict[str, Any]) -> str:
         )
     if metrics.get("confusion_matrix"):
         parts.append(confusion_html(metrics["confusion_matrix"]))
+    by_source = metrics.get("by_source") or {}
+    if by_source:
+        rows = "".join(
+            f"<tr><td>{escape(src)}</td><td align='right'>{m.get('n_images', '')}</td>"
+            f"<td align='right'>{_num(m.get('accuracy'))}</td><td align='right'>{_num(m.get('macro_f1'))}</td></tr>"
+            for src, m in by_source.items()
+        )
+        parts.append(
+            "<p><i>Per source</i></p><table cellspacing='0' cellpadding='3' border='1'>"
+            f"<tr><th>Source</th><th>Images</th><th>Accuracy</th><th>Macro-F1</th></tr>{rows}</table>"
+        )
     return "".join(parts)
 
 
@@ -84,6 +95,17 @@ def _split_metrics(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         return [("Evaluation", metrics)]
     names = {"val": "Validation split", "test": "Test split", "train": "Training split"}
     return [(names.get(k, str(k)), v) for k, v in metrics.items() if isinstance(v, dict)]
+
+
+def _preprocessing_text(info: BundleInfo) -> str:
+    p = info.preprocessing
+    steps = ["display window, 8 bits"]
+    if p.crop == "lungs":
+        steps.append(f"crop to the lung fields (+{p.crop_margin:.0%} margin)")
+    steps.append(f"resize to {p.size} px")
+    if p.clahe:
+        steps.append(f"CLAHE (clip {p.clahe_clip:g}, {p.clahe_tiles}×{p.clahe_tiles} tiles)")
+    return ", ".join(steps)
 
 
 def model_card_html(info: BundleInfo, path: str = "", bundled: bool = False, active: bool = False) -> str:
@@ -98,6 +120,7 @@ def model_card_html(info: BundleInfo, path: str = "", bundled: bool = False, act
         ("Architecture", info.architecture),
         ("Classes", ", ".join(info.class_names)),
         ("Input", f"{info.input_size} × {info.input_size}, {info.channels} channel{'s' if info.channels != 1 else ''}"),
+        ("Preprocessing", _preprocessing_text(info)),
         ("Grad-CAM layer", info.gradcam_layer),
         ("Created", info.created),
         ("Keras / TensorFlow", " / ".join(v for v in (info.keras_version, info.tensorflow_version) if v)),
@@ -105,6 +128,9 @@ def model_card_html(info: BundleInfo, path: str = "", bundled: bool = False, act
     ]
     if training.get("init"):
         rows.append(("Initialisation", str(training["init"])))
+    held_out = (training.get("config") or {}).get("val_sources") or []
+    if held_out:
+        rows.append(("Held-out sources", ", ".join(held_out) + " (validated on, never trained on)"))
     if training.get("epochs_run") is not None:
         rows.append(("Epochs", str(training["epochs_run"])))
     if training.get("hardware"):
