@@ -439,6 +439,19 @@ def test_leave_source_out_never_trains_on_a_held_out_source(rows, held: set[str]
     assert patient_overlap(splits) == {}
 
 
+def test_leave_source_out_keeps_declared_test_images_in_the_test_split() -> None:
+    from training.splits import hold_out_sources
+
+    samples = [Sample(path=Path(f"/x/{i}.png"), label="AB"[i % 2], source="north") for i in range(6)]
+    samples += [Sample(path=Path(f"/y/{i}.png"), label="AB"[i % 2], source="south") for i in range(20)]
+    samples[0].split = "test"
+    rest, held = hold_out_sources(samples, ["north"])
+    assert len(held) == 5 and samples[0] in rest
+    splits = split_dataset(rest, 0.2, 0.0, seed=0)
+    assert splits["test"] == [samples[0]]
+    assert "north" not in {s.source for s in splits["train"]}
+
+
 def test_leave_source_out_names_an_unknown_source() -> None:
     from training.splits import hold_out_sources
 

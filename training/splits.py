@@ -88,7 +88,8 @@ def split_dataset(
 
 
 def hold_out_sources(samples: list[Sample], sources: tuple[str, ...] | list[str]) -> tuple[list[Sample], list[Sample]]:
-    """``(rest, held_out)``: every image of ``sources`` is taken out (and marked ``val``).
+    """``(rest, held_out)``: every image of ``sources`` is taken out (and marked ``val``),
+    except those the data declares as test images, which stay in ``rest`` for the test split.
 
     Leave-source-out validation: a whole hospital or data set the model never trains on, so
     that early stopping and model choice reward what carries over to new scanners rather
@@ -101,8 +102,9 @@ def hold_out_sources(samples: list[Sample], sources: tuple[str, ...] | list[str]
     if unknown:
         known = ", ".join(sorted(x for x in present if x)) or "none: the data has no source column"
         raise ValueError(f"--val-sources: no images from {', '.join(unknown)} (sources in the data: {known}).")
-    rest = [s for s in samples if s.source not in wanted]
-    held = [s for s in samples if s.source in wanted]
+    # Images the data already puts in its test split stay there (still never trained on).
+    rest = [s for s in samples if s.source not in wanted or s.split == "test"]
+    held = [s for s in samples if s.source in wanted and s.split != "test"]
     for s in held:
         s.split = "val"
     return rest, held
