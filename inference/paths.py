@@ -10,7 +10,17 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["resources_dir", "bundled_model_dir", "samples_dir", "user_data_dir", "user_models_dir"]
+__all__ = [
+    "resources_dir",
+    "bundled_model_dir",
+    "samples_dir",
+    "sample_files",
+    "sample_stems",
+    "user_data_dir",
+    "user_models_dir",
+]
+
+SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 
 
 def resources_dir() -> Path:
@@ -26,6 +36,21 @@ def bundled_model_dir() -> Path:
 
 def samples_dir() -> Path:
     return resources_dir() / "samples"
+
+
+def sample_files() -> list[Path]:
+    """The shipped sample images (PNG, JPEG and DICOM), sorted by name."""
+    folder = samples_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)
+
+
+def sample_stems() -> list[str]:
+    """The collection's own ids of the samples (``..._ieee8023_00870a9c.jpg`` -> ``00870a9c``,
+    ``..._kermany_IM-0115-0001.png`` -> ``IM-0115-0001``): the images that training data
+    tools leave out or force into a test split, whatever format they ship in."""
+    return [p.stem.split("_kermany_")[-1].split("_ieee8023_")[-1] for p in sample_files()]
 
 
 def user_data_dir() -> Path:

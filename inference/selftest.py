@@ -3,9 +3,10 @@
 The steps are the ones a frozen build most often gets wrong: TensorFlow loads, the bundled
 model loads, a bundled PNG/JPEG decodes, a compressed DICOM decodes through its pixel-data
 plugin, prediction and Grad-CAM run, and every export format is written (matplotlib's PDF
-backend and fonts, pydicom's writer). No compressed DICOM ships with the samples, so one is
-made at run time from the sample image with the JPEG 2000 encoder (RLE when that is not
-available), then read back through the app's own loader.
+backend and fonts, pydicom's writer). The samples include a PNG and a JPEG 2000 DICOM for
+this; where a trimmed installation has no compressed DICOM sample, one is made at run time
+from the raster sample (JPEG 2000, RLE when that encoder is missing) and read back through
+the app's own loader.
 
 Prints one JSON object on standard output (versions, device, timings, results) and returns
 0, or prints it with ``"ok": false``, the failed step and the reason, and returns 1.

@@ -70,8 +70,8 @@ for model in "$ROOT"/resources/models/*/; do
     name="$(basename "$model")"
     [[ -d "$INTERNAL/resources/models/$name" ]] || fail "model folder resources/models/$name is not in the bundle (rebuild?)"
 done
-compgen -G "$INTERNAL/resources/samples/*.jpg" >/dev/null || compgen -G "$INTERNAL/resources/samples/*.png" >/dev/null \
-    || fail "samples missing"
+compgen -G "$INTERNAL/resources/samples/*.png" >/dev/null || fail "PNG sample missing"
+compgen -G "$INTERNAL/resources/samples/*.dcm" >/dev/null || fail "DICOM sample missing"
 [[ -d "$INTERNAL/resources/icons" ]] || fail "icons missing"
 [[ -d "$INTERNAL/pydicom/data/charset_files" ]] || fail "pydicom data files missing"
 for dist in pylibjpeg pylibjpeg_libjpeg pylibjpeg_openjpeg pylibjpeg_rle; do

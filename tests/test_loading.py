@@ -56,6 +56,22 @@ def write_png(path: Path, array: np.ndarray) -> Path:
     return path
 
 
+def test_shipped_samples_load_in_every_format():
+    from inference.paths import sample_files
+
+    samples = sample_files()
+    by_format = {}
+    for path in samples:
+        image = load_image(path)
+        assert image.pixels.ndim == 2 and min(image.shape) >= 256
+        assert image.meta.patient == {} or not any(image.meta.patient.values())  # no identity ships
+        by_format.setdefault(image.meta.format, []).append(image)
+    assert set(by_format) == {"PNG", "JPEG", "DICOM"}
+    (dicom,) = by_format["DICOM"]
+    assert dicom.meta.transfer_syntax == JPEG2000Lossless.name  # decoded through the openjpeg plugin
+    assert dicom.meta.photometric == "MONOCHROME2" and window_image(dicom).std() > 20
+
+
 def test_png_8bit_gray_is_exact(tmp_path):
     pixels = ramp((24, 40), 255, np.uint8)
     image = load_image(write_png(tmp_path / "g8.png", pixels))

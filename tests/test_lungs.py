@@ -23,7 +23,7 @@ from inference.lungs import (  # noqa: E402
     lung_box,
     read_lung_card,
 )
-from inference.paths import samples_dir  # noqa: E402
+from inference.paths import sample_files, samples_dir  # noqa: E402
 from inference.preprocess import PreprocessConfig, preprocess  # noqa: E402
 
 SHARED_LUNGS = Path(__file__).resolve().parents[2] / "shared" / "data" / "lungs"
@@ -180,7 +180,7 @@ def test_shipped_card_reports_dice_per_source_and_licence():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", sorted(samples_dir().glob("*.jpg")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sample_files(), ids=lambda p: p.name)
 def test_shipped_model_finds_the_lungs_of_every_sample(segmenter, path: Path):
     image = load_image(path)
     result = segmenter.segment(image)

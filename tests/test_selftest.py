@@ -13,14 +13,12 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from inference.paths import bundled_model_dir, samples_dir  # noqa: E402
+from inference.paths import bundled_model_dir, sample_files  # noqa: E402
 from inference.selftest import MODEL_DIR_ENV, run_self_test  # noqa: E402
 from tests.tiny_bundle import make_tiny_bundle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-needs_samples = pytest.mark.skipif(
-    not any(samples_dir().glob("*.jpg")) and not any(samples_dir().glob("*.png")), reason="no bundled samples"
-)
+needs_samples = pytest.mark.skipif(not sample_files(), reason="no bundled samples")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +35,8 @@ def test_self_test_passes_with_a_model(tiny_model):
     assert report["model"]["name"] == "tiny-test"
     assert {"tensorflow", "keras", "pydicom"} <= set(report["versions"])
     formats = [r["format"] for r in report["results"]]
-    assert formats[0] in ("PNG", "JPEG") and formats[1] == "DICOM"
+    assert formats == ["PNG", "DICOM"]  # the shipped PNG and JPEG 2000 DICOM samples, nothing made up
+    assert report["dicom_source"] == "bundled sample"
     assert report["results"][1]["transfer_syntax"] != "Explicit VR Little Endian"  # really compressed
     assert sum(report["results"][0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     names = set(report["exports"])

@@ -17,6 +17,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from inference.paths import sample_stems  # noqa: E402
+
 CLASS_MAP = {
     "COVID-19": "COVID-19",
     "Normal": "Normal",
@@ -25,15 +29,6 @@ CLASS_MAP = {
     "Pneumonia (unspecified)": "Pneumonia",
 }
 BENCHMARK_SOURCE = "kaggle_covid19_image_dataset"
-
-
-def sample_stems() -> set[str]:
-    """Keys that identify the shipped samples in the collection's file names."""
-    stems = set()
-    for path in (REPO / "resources" / "samples").glob("*.jpg"):
-        # sample names end with the collection's own id, e.g. ..._ieee8023_00870a9c.jpg
-        stems.add(path.stem.split("_kermany_")[-1].split("_ieee8023_")[-1])
-    return stems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if not manifest.is_file():
         print(f"error: {manifest} not found", file=sys.stderr)
         return 1
-    skip = sample_stems()
+    skip = set(sample_stems())
     rows = []
     with manifest.open(newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):

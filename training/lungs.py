@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from inference.paths import sample_stems
 from inference.preprocess import PreprocessConfig, resize_gray
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -634,17 +635,6 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _sample_stems() -> list[str]:
-    """Stems of the shipped sample images, as the lung data names them (``..._00870a9c`` -> ``00870a9c``)."""
-    from inference.paths import samples_dir
-
-    stems = []
-    for p in sorted(samples_dir().glob("*.jpg")):
-        parts = p.stem.split("_")
-        stems.append(parts[-1] if "ieee8023" in p.stem else p.stem.split("kermany_", 1)[-1])
-    return stems
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
@@ -660,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         cache=args.cache,
         patients=args.patients,
-        force_test=_sample_stems() if args.force_test is None else list(args.force_test),
+        force_test=sample_stems() if args.force_test is None else list(args.force_test),
         max_pairs=args.max_pairs,
         command="python -m training.lungs " + " ".join(shlex.quote(a) for a in argv),
     )
