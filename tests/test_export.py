@@ -139,6 +139,19 @@ def test_result_lines_carry_result_model_and_lung_fraction(png_case):
         explanation.lung_heat_fraction = None
 
 
+def test_lung_warning_is_burned_into_the_annotated_image(png_case):
+    import dataclasses
+
+    image, prediction, explanation = png_case
+    plain = render_annotated(image, prediction, explanation)
+    warned = dataclasses.replace(prediction, lung_warning="no plausible lung fields were found")
+    assert "Warning: no plausible lung fields" in result_lines(warned, explanation)[3]
+    with_warning = render_annotated(image, warned, explanation)
+    # The image part is the same; the caption below it has one more (amber) line.
+    assert with_warning.shape[1] == plain.shape[1] and with_warning.shape[0] > plain.shape[0]
+    np.testing.assert_array_equal(with_warning[: plain.shape[0] // 2], plain[: plain.shape[0] // 2])
+
+
 # ------------------------------------------------------------------------------ PDF
 
 

@@ -90,8 +90,11 @@ def render_annotated(
         (lines[0], _fitting_font(lines[0], round(base * 1.3), text_w, bold=True), _WHITE),
         (lines[1], _fitting_font(lines[1], base, text_w), _WHITE),
         (lines[2], _fitting_font(lines[2], round(base * 0.85), text_w), _GRAY),
-        (DISCLAIMER.upper(), _fitting_font(DISCLAIMER.upper(), base, text_w, bold=True), _AMBER),
     ]
+    # A "no plausible lungs" warning says the result may be meaningless: it must travel with
+    # the picture, not only with the PDF and the metadata.
+    styled += [(line, _fitting_font(line, round(base * 0.85), text_w), _AMBER) for line in lines[3:]]
+    styled.append((DISCLAIMER.upper(), _fitting_font(DISCLAIMER.upper(), base, text_w, bold=True), _AMBER))
     heights = [font.getbbox("Ag")[3] for _, font, _ in styled]
     gap = round(base * 0.45)
     banner_h = pad * 2 + sum(heights) + gap * (len(styled) - 1)
