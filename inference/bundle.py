@@ -178,7 +178,8 @@ def load_bundle(path: str | os.PathLike[str]) -> tuple[keras.Model, BundleInfo]:
         model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types (ValueError, OSError, zipfile errors...)
         hint = ""
-        if info.keras_version and info.keras_version.split(".")[0] != keras.__version__.split(".")[0]:
+        if info.keras_version and info.keras_version != keras.__version__:
+            # Any version difference may be the cause (layers change between minor releases too).
             hint = f" It was saved with Keras {info.keras_version}; this app has Keras {keras.__version__}."
         raise BundleError(f"The network in {model_path} cannot be loaded: {exc}.{hint}") from None
     n_out = int(model.outputs[0].shape[-1])

@@ -108,3 +108,15 @@ def test_folder_problems_are_named(tmp_path):
     (tmp_path / "half" / "model.json").write_text("{not json")
     with pytest.raises(BundleError, match="cannot be read"):
         read_bundle_info(tmp_path / "half")
+
+
+def test_unloadable_network_names_both_keras_versions(model, tmp_path):
+    from inference.bundle import load_bundle
+
+    out = write_bundle(model, _info(), tmp_path / "m")
+    data = json.loads((out / "model.json").read_text())
+    data["keras_version"] = "3.0.0"  # same major version: the difference may still be the cause
+    (out / "model.json").write_text(json.dumps(data))
+    (out / "model.keras").write_bytes(b"PK\x03\x04 not a real archive")
+    with pytest.raises(BundleError, match=r"cannot be loaded.*saved with Keras 3\.0\.0; this app has Keras 3\."):
+        load_bundle(out)
