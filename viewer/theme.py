@@ -33,9 +33,10 @@ QStatusBar QLabel {{ color: #b7c2cf; padding: 0 6px; }}
 QStatusBar::item {{ border: none; }}
 QListWidget, QTableView, QTextBrowser, QPlainTextEdit, QTreeWidget {{ background: #121820; border: 1px solid #232d39; }}
 QHeaderView::section {{ background: #1b232d; color: #aab6c4; border: none; padding: 3px 6px; }}
-QLineEdit, QComboBox, QSpinBox {{
+QLineEdit, QComboBox {{
     background: #121820; border: 1px solid #2a3542; border-radius: 3px; padding: 3px 5px;
 }}
+QSpinBox {{ padding: 2px 4px; }}  /* bordered spin boxes lose Fusion's arrows: keep the native frame */
 QPushButton {{ background: #243040; border: 1px solid #2f3d4f; border-radius: 4px; padding: 5px 12px; }}
 QPushButton:hover {{ background: #2c3b4f; }}
 QPushButton:default {{ border-color: {ACCENT}; }}
