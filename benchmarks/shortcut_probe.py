@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "model": {"name": info.name, "version": info.version, "path": str(model_dir)},
         "n_images": len(y),
+        "per_group": args.per_group,
         "source_probe": probes,
         "accuracy": round(acc_plain, 4),
         "accuracy_lungs_masked": round(acc_masked, 4),

@@ -63,7 +63,8 @@ def source_table(by_source: dict[str, Any], held_out: set[str]) -> list[str]:
 
 def probe_lines(p: dict[str, Any]) -> list[str]:
     lines = [
-        f"On {p['n_images']} validation images (up to 60 per class and source), the model's own features:",
+        f"On {p['n_images']} validation images (up to {p.get('per_group', 120)} per class and source), "
+        "the model's own features:",
         "",
         "| class | sources told apart | balanced accuracy | chance |",
         "|---|---|---|---|",
