@@ -28,6 +28,7 @@ import logging
 import os
 import stat
 import struct
+import threading
 import warnings
 from pathlib import Path
 
@@ -460,8 +461,28 @@ def _load_jpeg(path: Path, data: bytes) -> XRayImage:
 
 # --------------------------------------------------------------------------- DICOM
 
+_PYDICOM_IMPORT = threading.Lock()
+
+
+def import_pydicom() -> None:
+    """Import pydicom and the parts of it the app uses, one thread at a time.
+
+    pydicom's modules import each other in a cycle; when two threads import it for the
+    first time at once (the viewer's loader reading a DICOM while the exporters load, or
+    a decoding thread pool starting on a folder of DICOMs), CPython hands one of them a
+    half-initialised module and the import fails ("cannot import name 'Dataset' from
+    partially initialized module"). Every first import goes through here instead.
+    """
+    with _PYDICOM_IMPORT:
+        import pydicom  # noqa: F401
+        import pydicom.dataset  # noqa: F401
+        import pydicom.pixels  # noqa: F401
+        import pydicom.sequence  # noqa: F401
+        import pydicom.uid  # noqa: F401
+
 
 def _load_dicom(path: Path, data: bytes) -> XRayImage:
+    import_pydicom()
     import pydicom
     from pydicom.errors import InvalidDicomError
 

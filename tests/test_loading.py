@@ -693,3 +693,39 @@ def test_mutated_files_raise_only_image_load_error(data):
 @given(st.binary(max_size=300))
 def test_sniff_format_never_raises(head):
     assert sniff_format(head) in (None, "PNG", "JPEG", "DICOM")
+
+
+def test_first_pydicom_import_from_several_threads_at_once(tmp_path):
+    """The viewer's loader opens a DICOM while another thread imports the exporters: both are
+    the first pydicom imports of a fresh process, which once failed as a "damaged file"."""
+    import subprocess
+    import sys
+
+    dcm = tmp_path / "a.dcm"
+    make_dicom(dcm, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64), bits_stored=12)
+    script = f"""
+import sys, threading
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from inference.loading import load_image
+errors, barrier = [], threading.Barrier(4)
+def load():
+    barrier.wait()
+    try:
+        load_image({str(dcm)!r})
+    except Exception as exc:
+        errors.append(repr(exc))
+def export():
+    barrier.wait()
+    try:
+        import inference.export.dicom_sc  # noqa: F401
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=f) for f in (load, export, load, export)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(errors)
+"""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

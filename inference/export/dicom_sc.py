@@ -15,16 +15,20 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 from inference.export.annotate import render_annotated
 from inference.export.facts import identifiers, result_lines
 from inference.export.files import atomic_write
 from inference.export.options import DISCLAIMER, ExportOptions
 from inference.image import XRayImage
+from inference.loading import import_pydicom
 from inference.predictor import Explanation, Prediction
+
+import_pydicom()  # before the imports below: another thread may be importing pydicom right now
+
+from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
+from pydicom.sequence import Sequence  # noqa: E402
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
 __all__ = ["SECONDARY_CAPTURE", "SERIES_DESCRIPTION", "secondary_capture", "write_dicom_sc"]
 
