@@ -1,6 +1,7 @@
 """Print the measured part of a classifier's model card (Markdown) from its bundle.
 
     python tools/model_card.py resources/models/default [--probe probe.json] > tables.md
+    python tools/model_card.py --compare BUNDLE BUNDLE... > comparison.md
 
 The tables come from ``model.json`` (written by ``main.py train``) and, with ``--probe``,
 from ``benchmarks/shortcut_probe.py --json``; the narrative around them (what was tried, what
@@ -128,12 +129,43 @@ def card_tables(bundle: Path, probe: Path | None = None) -> str:
     return "\n".join(out)
 
 
+def compare_table(bundles: list[Path]) -> str:
+    """Bundles side by side: test accuracy, validation accuracy and balanced accuracy per source.
+
+    Meant for models validated on the same split (same data, seed and fractions), such as a
+    recipe and its control: the numbers are then comparable image for image.
+    """
+    infos = [json.loads((b / "model.json").read_text(encoding="utf-8")) for b in bundles]
+    names = [f"{i['name']} {i['version']}" for i in infos]
+    head = ["| figure | " + " | ".join(names) + " |", "|---" * (1 + len(names)) + "|"]
+    rows: list[str] = []
+
+    def row(label: str, values: list[Any]) -> None:
+        rows.append(f"| {label} | " + " | ".join(_f(v) for v in values) + " |")
+
+    row("test accuracy (66)", [i["metrics"].get("test", {}).get("accuracy") for i in infos])
+    row("validation accuracy", [i["metrics"]["val"]["accuracy"] for i in infos])
+    row("validation balanced accuracy", [i["metrics"]["val"].get("balanced_accuracy") for i in infos])
+    row("validation macro-F1", [i["metrics"]["val"]["macro_f1"] for i in infos])
+    sources = sorted({s for i in infos for s in i["metrics"]["val"].get("by_source", {})})
+    for src in sources:
+        per = [i["metrics"]["val"].get("by_source", {}).get(src) for i in infos]
+        n = next(p["n_images"] for p in per if p)
+        row(f"{src} ({n}): accuracy", [p and p["accuracy"] for p in per])
+        row(f"{src}: balanced accuracy", [p and p.get("balanced_accuracy") for p in per])
+    return "\n".join(head + rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("bundle", type=Path)
+    ap.add_argument("bundle", type=Path, nargs="+", help="one bundle, or several with --compare")
     ap.add_argument("--probe", type=Path)
+    ap.add_argument("--compare", action="store_true", help="print the bundles side by side instead")
     args = ap.parse_args(argv)
-    sys.stdout.write(card_tables(args.bundle, args.probe))
+    if args.compare:
+        sys.stdout.write(compare_table(args.bundle))
+    else:
+        sys.stdout.write(card_tables(args.bundle[0], args.probe))
     return 0
 
 
