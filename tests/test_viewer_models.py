@@ -168,3 +168,14 @@ def test_model_card_shows_lung_crop_held_out_sources_and_per_source_accuracy(tin
     for text in ("crop to the lung fields (+8% margin)", "CLAHE", "north (validated on, never trained on)",
                  "Per source", "0.500"):  # fmt: skip
         assert text in html
+
+
+def test_model_card_lists_images_per_source_as_a_table(tiny_bundle_dir):
+    from inference.bundle import read_bundle_info
+
+    info = read_bundle_info(tiny_bundle_dir)
+    info.training = {"data": {"sources": {"north": {"train": 12, "val": 3}, "south": {"train": 7, "test": 5}}}}
+    html = model_card_html(info, str(tiny_bundle_dir))
+    assert "<th>Source</th><th>train</th><th>val</th><th>test</th>" in html
+    assert "<tr><td>south</td><td align='right'>7</td><td align='right'>0</td><td align='right'>5</td></tr>" in html
+    assert "{'train'" not in html  # no Python dict text in the card

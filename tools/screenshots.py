@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     training = TrainingDialog(window)
     training.show()
-    data = ROOT.parent / "shared" / "data" / "cxr" / "kaggle_covid19_image_dataset" / "test"
+    data = ROOT.parent / "shared" / "data" / "cxr" / "kaggle_covid19_image_dataset" / "train"
     if data.is_dir():
         training.folder_edit.setText(str(data))
         training.scan()

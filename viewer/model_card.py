@@ -160,8 +160,21 @@ def model_card_html(info: BundleInfo, path: str = "", bundled: bool = False, act
         )
     sources = data.get("sources") or {}
     if sources:
-        items = ", ".join(f"{escape(str(k))}: {escape(str(v))}" for k, v in sources.items())
-        parts.append(f"<p><i>Sources:</i> {items}</p>")
+        # {source: {split: images}}: one row per source, one column per split, like the class table.
+        splits = list(dict.fromkeys(sp for v in sources.values() if isinstance(v, dict) for sp in v))
+        header = "".join(f"<th>{escape(sp)}</th>" for sp in splits)
+        body = "".join(
+            f"<tr><td>{escape(str(src))}</td>"
+            + "".join(
+                f"<td align='right'>{(v.get(sp, 0) if isinstance(v, dict) else '')}</td>" for sp in splits
+            )
+            + "</tr>"
+            for src, v in sources.items()
+        )
+        parts.append(
+            f"<p><i>Images per source</i></p><table cellspacing='0' cellpadding='3' border='1'>"
+            f"<tr><th>Source</th>{header}</tr>{body}</table>"
+        )
     for title, m in _split_metrics(info.metrics or {}):
         parts.append(f"<h3>{escape(title)}</h3>{metrics_html(m)}")
     if not info.metrics:
