@@ -21,6 +21,10 @@ def _f(x: Any) -> str:
     return "–" if x is None else f"{x:.3f}"
 
 
+def _pairs(d: dict[str, Any], fmt: str) -> str:
+    return ", ".join(f"{k} {fmt.format(v)}" for k, v in d.items())
+
+
 def class_table(m: dict[str, Any]) -> list[str]:
     lines = [
         "| class | precision | recall (sensitivity) | specificity | F1 | AUC | support |",
@@ -75,8 +79,8 @@ def probe_lines(p: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"Accuracy on the same images untouched {p['accuracy']:.3f}; with the lungs painted over "
-        f"{p['accuracy_lungs_masked']:.3f} (recall {p['recall_lungs_masked']}; masked images were called "
-        f"{p['lungs_masked_predictions']}).",
+        f"{p['accuracy_lungs_masked']:.3f} (recall {_pairs(p['recall_lungs_masked'], '{:.3f}')}; the masked "
+        f"images were called {_pairs(p['lungs_masked_predictions'], '{}')}).",
     ]
     if p.get("lung_heat_fraction_mean") is not None:
         lines += [
