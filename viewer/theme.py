@@ -37,7 +37,9 @@ QLineEdit, QComboBox {{
     background: #121820; border: 1px solid #2a3542; border-radius: 3px; padding: 3px 5px;
 }}
 QSpinBox {{ padding: 2px 4px; }}  /* bordered spin boxes lose Fusion's arrows: keep the native frame */
-QRadioButton::indicator {{ width: 12px; height: 12px; border-radius: 7px; border: 1px solid #6b7888; background: #121820; }}
+QRadioButton::indicator {{
+    width: 12px; height: 12px; border-radius: 7px; border: 1px solid #6b7888; background: #121820;
+}}
 QRadioButton::indicator:checked {{
     background: qradialgradient(cx:0.5, cy:0.5, radius:0.5, fx:0.5, fy:0.5,
                                 stop:0 {ACCENT}, stop:0.55 {ACCENT}, stop:0.65 #121820, stop:1 #121820);
