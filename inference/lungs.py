@@ -34,6 +34,7 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -443,10 +444,41 @@ class LungSegmenter:
                 self._cache.popitem(last=False)
         return result
 
+    def segment_batch(
+        self,
+        images: Sequence[XRayImage],
+        margin: float | None = None,
+        inputs: Sequence[tuple[np.ndarray, Geometry]] | None = None,
+    ) -> list[LungResult]:
+        """:meth:`segment` for several images with one pass of the network (batch prediction).
+
+        ``inputs`` are the images' :meth:`network_input` results when they were prepared
+        already (on decoding threads); results are cached as by :meth:`segment`.
+        """
+        margin = PreprocessConfig().crop_margin if margin is None else float(margin)
+        if not images:
+            return []
+        prepared = list(inputs) if inputs is not None else [self.network_input(im) for im in images]
+        maps = self.predict_batch(np.stack([x for x, _ in prepared]))
+        results = [self._result(small, geometry, margin) for small, (_, geometry) in zip(maps, prepared)]
+        with self._lock:
+            for image, result in zip(images, results):
+                self._cache[id(image.pixels)] = (image.pixels, margin, result)
+                while len(self._cache) > self.CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return results
+
+    def network_input(self, image: XRayImage) -> tuple[np.ndarray, Geometry]:
+        """The lung network's input for ``image`` and its geometry (thread-safe, no TensorFlow)."""
+        return preprocess(image, self.card.preprocessing)
+
     def _segment(self, image: XRayImage, margin: float) -> LungResult:
+        x, geometry = self.network_input(image)
+        return self._result(self.predict_batch(x[np.newaxis])[0], geometry, margin)
+
+    def _result(self, small: dict[str, np.ndarray], geometry: Geometry, margin: float) -> LungResult:
+        """The lung fields on the original grid from the network's maps on its own grid."""
         card = self.card
-        x, geometry = preprocess(image, card.preprocessing)
-        small = self.predict_batch(x[np.newaxis])[0]
         primary = small[card.primary]
         plausible, warning = check_plausible(primary >= card.threshold, primary)
         full = {name: geometry.to_original(p) >= card.threshold for name, p in small.items()}

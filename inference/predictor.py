@@ -184,15 +184,19 @@ class Predictor:
         x, geometry, _ = self._prepare(image, explain=False)
         return x, geometry
 
+    def _needs_lungs(self, explain: bool) -> bool:
+        return self.lungs is not None and (self.info.preprocessing.crop == "lungs" or explain)
+
     def _prepare(self, image: XRayImage, explain: bool) -> tuple[np.ndarray, Geometry, LungResult | None]:
         """The model input, its geometry and, when a crop or an explanation needs them, the lungs."""
-        config = self.info.preprocessing
-        lungs = None
-        if self.lungs is not None and (config.crop == "lungs" or explain):
-            lungs = self.lungs.segment(image, config.crop_margin)
-        box = lungs.box if lungs is not None and lungs.plausible and config.crop == "lungs" else None
-        x, geometry = preprocess(image, config, box)
+        lungs = self.lungs.segment(image, self.info.preprocessing.crop_margin) if self._needs_lungs(explain) else None
+        x, geometry = self._model_input(image, lungs)
         return x, geometry, lungs
+
+    def _model_input(self, image: XRayImage, lungs: LungResult | None) -> tuple[np.ndarray, Geometry]:
+        config = self.info.preprocessing
+        box = lungs.box if lungs is not None and lungs.plausible and config.crop == "lungs" else None
+        return preprocess(image, config, box)
 
     def predict(self, image: XRayImage) -> Prediction:
         return self.predict_batch([image])[0]
@@ -264,6 +268,7 @@ class Predictor:
                     refill()
                     chunk.append(item)
                     n_ready += item.error is None
+                self._segment_chunk(chunk)
                 for result in self._run_chunk(chunk, explain, method, keep_images):
                     done += 1
                     if progress is not None:
@@ -283,10 +288,35 @@ class Predictor:
         except Exception as exc:  # the loader promises ImageLoadError only; never let a slip stop a batch
             return _Prepared(path, error=f"{Path(path).name} cannot be read ({type(exc).__name__}: {exc})")
         try:
-            x, geom, lungs = self._prepare(image, explain)
+            if self._needs_lungs(explain):
+                # The lungs are segmented for the whole chunk at once (one batched pass of the
+                # lung network, see _segment_chunk); this thread only prepares its input.
+                return _Prepared(path, image=image, lung_input=self.lungs.network_input(image))
+            x, geom = self._model_input(image, None)
         except Exception as exc:
             return _Prepared(path, error=f"{Path(path).name} cannot be prepared for the model ({exc})")
-        return _Prepared(path, image=image, x=x, geometry=geom, lungs=lungs)
+        return _Prepared(path, image=image, x=x, geometry=geom)
+
+    def _segment_chunk(self, chunk: list[_Prepared]) -> None:
+        """Segment the lungs of the chunk's files in one pass, then make their model inputs."""
+        todo = [item for item in chunk if item.error is None and item.lung_input is not None]
+        if not todo:
+            return
+        try:
+            results = self.lungs.segment_batch(
+                [item.image for item in todo], self.info.preprocessing.crop_margin, [item.lung_input for item in todo]
+            )
+        except Exception as exc:  # the lung network failed on this batch: report its files, go on
+            for item in todo:
+                item.error = f"{Path(item.path).name}: the lung fields could not be found ({exc})"
+            return
+        for item, lungs in zip(todo, results):
+            try:
+                item.x, item.geometry = self._model_input(item.image, lungs)
+                item.lungs = lungs
+            except Exception as exc:
+                item.error = f"{Path(item.path).name} cannot be prepared for the model ({exc})"
+            item.lung_input = None
 
     def _run_chunk(self, chunk: list[_Prepared], explain: bool, method: str, keep_images: bool) -> list[FileResult]:
         ready = [item for item in chunk if item.error is None]
@@ -367,4 +397,5 @@ class _Prepared:
     x: np.ndarray | None = None
     geometry: Geometry | None = None
     lungs: LungResult | None = None
+    lung_input: tuple[np.ndarray, Geometry] | None = None  # waiting for the chunk's lung pass
     error: str | None = None

@@ -378,3 +378,32 @@ LATERAL_DICOM = SHARED_LUNGS.parent / "dicom" / "15_vet_highdicom_DX_thorax-late
 def test_a_lateral_thorax_is_not_taken_for_frontal_lungs(segmenter):
     result = segmenter.segment(load_image(LATERAL_DICOM))
     assert not result.plausible and result.warning.startswith(NO_LUNGS_WARNING)
+
+
+@pytest.mark.slow
+def test_batched_lungs_in_predict_paths_equal_one_image_at_a_time(tmp_path):
+    """predict_paths segments a chunk's lungs in one pass: the crop boxes, warnings and
+    probabilities must be those of predicting each file alone (the bundled model crops)."""
+    import cv2
+
+    from inference.paths import bundled_model_dir
+    from inference.predictor import Predictor
+
+    predictor = Predictor(bundled_model_dir())
+    assert predictor.info.preprocessing.crop == "lungs"
+    noise = tmp_path / "noise.png"  # no lungs in it: whole image, with the warning
+    cv2.imwrite(str(noise), np.random.default_rng(0).integers(0, 256, (200, 180), dtype=np.uint8))
+    paths = [*sample_files()[:4], noise]
+    results = list(predictor.predict_paths(paths, batch_size=3, explain=True))
+    assert [r.file for r in results] == [str(p) for p in paths] and all(r.ok for r in results)
+    for r in results:
+        image = load_image(r.file)  # a fresh pixel array: no lungs cached for it
+        prediction, explanation = predictor.predict_and_explain(image)
+        assert r.prediction.geometry.crop_box == prediction.geometry.crop_box
+        assert r.prediction.lung_warning == prediction.lung_warning
+        np.testing.assert_allclose(r.prediction.probs, prediction.probs, atol=1e-4)
+        if explanation.lung_heat_fraction is None:
+            assert r.explanation.lung_heat_fraction is None
+        else:
+            assert r.explanation.lung_heat_fraction == pytest.approx(explanation.lung_heat_fraction, abs=1e-4)
+    assert results[-1].prediction.lung_warning and results[-1].prediction.geometry.crop_box == (0, 0, 180, 200)
