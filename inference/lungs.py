@@ -437,12 +437,16 @@ class LungSegmenter:
                 self._cache.move_to_end(key)
                 return hit[2]
         result = self._segment(image, margin)
-        with self._lock:
-            # The entry holds the pixel array itself, so its id cannot be reused while cached.
-            self._cache[key] = (image.pixels, margin, result)
-            while len(self._cache) > self.CACHE_SIZE:
-                self._cache.popitem(last=False)
+        self._remember([image], margin, [result])
         return result
+
+    def _remember(self, images: Sequence[XRayImage], margin: float, results: Sequence[LungResult]) -> None:
+        with self._lock:
+            for image, result in zip(images, results):
+                # The entry holds the pixel array itself, so its id cannot be reused while cached.
+                self._cache[id(image.pixels)] = (image.pixels, margin, result)
+                while len(self._cache) > self.CACHE_SIZE:
+                    self._cache.popitem(last=False)
 
     def segment_batch(
         self,
@@ -461,11 +465,7 @@ class LungSegmenter:
         prepared = list(inputs) if inputs is not None else [self.network_input(im) for im in images]
         maps = self.predict_batch(np.stack([x for x, _ in prepared]))
         results = [self._result(small, geometry, margin) for small, (_, geometry) in zip(maps, prepared)]
-        with self._lock:
-            for image, result in zip(images, results):
-                self._cache[id(image.pixels)] = (image.pixels, margin, result)
-                while len(self._cache) > self.CACHE_SIZE:
-                    self._cache.popitem(last=False)
+        self._remember(images, margin, results)
         return results
 
     def network_input(self, image: XRayImage) -> tuple[np.ndarray, Geometry]:
