@@ -184,9 +184,7 @@ def load_bundle(path: str | os.PathLike[str]) -> tuple[keras.Model, BundleInfo]:
         raise BundleError(f"The network in {model_path} cannot be loaded: {exc}.{hint}") from None
     n_out = int(model.outputs[0].shape[-1])
     if n_out != len(info.class_names):
-        raise BundleError(
-            f"{model_path} has {n_out} outputs but {INFO_FILE} names {len(info.class_names)} classes."
-        )
+        raise BundleError(f"{model_path} has {n_out} outputs but {INFO_FILE} names {len(info.class_names)} classes.")
     expected = (info.input_size, info.input_size, info.channels)
     got = tuple(model.inputs[0].shape[1:])
     if got != expected:

@@ -91,7 +91,7 @@ class FakePredictor:
     def _probs(self, image) -> np.ndarray:
         k = len(self.info.class_names)
         level = float(np.asarray(image.pixels, np.float64).mean()) / max(float(np.asarray(image.pixels).max()), 1.0)
-        logits = np.array([-(level - i / max(k - 1, 1)) ** 2 * 20 for i in range(k)])
+        logits = np.array([-((level - i / max(k - 1, 1)) ** 2) * 20 for i in range(k)])
         p = np.exp(logits - logits.max())
         return (p / p.sum()).astype(np.float32)
 

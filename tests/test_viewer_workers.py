@@ -173,4 +173,3 @@ def test_model_switch_refreshes_predictions(make_window, qtbot, image_files, fak
     assert "second 1.0.0" in window.model_label.text()
     assert window.settings.active_model == "second"
     assert len(fake_factory.made) == 2
-

@@ -70,9 +70,7 @@ def metrics_html(metrics: dict[str, Any]) -> str:
             f"<tr><td>{escape(name)}</td>" + "".join(f"<td align='right'>{_num(m.get(c))}</td>" for c in cols) + "</tr>"
             for name, m in per_class.items()
         )
-        parts.append(
-            f"<table cellspacing='0' cellpadding='3' border='1'><tr><th>Class</th>{header}</tr>{rows}</table>"
-        )
+        parts.append(f"<table cellspacing='0' cellpadding='3' border='1'><tr><th>Class</th>{header}</tr>{rows}</table>")
     if metrics.get("confusion_matrix"):
         parts.append(confusion_html(metrics["confusion_matrix"]))
     by_source = metrics.get("by_source") or {}
@@ -165,9 +163,7 @@ def model_card_html(info: BundleInfo, path: str = "", bundled: bool = False, act
         header = "".join(f"<th>{escape(sp)}</th>" for sp in splits)
         body = "".join(
             f"<tr><td>{escape(str(src))}</td>"
-            + "".join(
-                f"<td align='right'>{(v.get(sp, 0) if isinstance(v, dict) else '')}</td>" for sp in splits
-            )
+            + "".join(f"<td align='right'>{(v.get(sp, 0) if isinstance(v, dict) else '')}</td>" for sp in splits)
             + "</tr>"
             for src, v in sources.items()
         )

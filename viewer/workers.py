@@ -43,6 +43,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
 class ThreadedWorker(QObject):
     """A QObject on the GUI thread that owns one Python thread working through a task queue.
 
