@@ -15,7 +15,9 @@ The file (``format: "cxr-viewer-reads"``, ``schema_version: 1``)::
       "file": "/data/scans/a.dcm",              # where it was last opened from
       "updated": "2026-12-01T15:04:05+00:00",
       "annotations": [{"id": "...", "kind": "distance", "points": [[x, y], [x, y]], "text": ""}],
-      "verdict": null                            # the reader's verdict, when one is recorded
+      "verdict": {"reader_class": "Pneumonia", "agreement": "disagree", "impression": "RLL consolidation",
+                  "reader": "Dr A", "time": "2026-12-01T15:04:00+00:00", "ai_label": "COVID-19",
+                  "ai_model": "cxr-default 1.1.0"}          # or null until the film is read
     }
 
 Points are image pixel coordinates (see :mod:`inference.annotations`). Writes are atomic; a
@@ -38,6 +40,7 @@ from typing import Any
 from inference.annotations import Annotation, annotations_from_json, annotations_to_json
 from inference.image import ImageMeta
 from inference.paths import user_data_dir
+from inference.verdict import Verdict
 
 __all__ = ["SIDECAR_FORMAT", "Sidecar", "SidecarError", "SidecarStore", "film_key", "file_sha256"]
 
@@ -72,7 +75,7 @@ class Sidecar:
     key: str
     file: str = ""
     annotations: list[Annotation] = field(default_factory=list)
-    verdict: dict[str, Any] | None = None
+    verdict: Verdict | None = None
     updated: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,7 +86,7 @@ class Sidecar:
             "file": self.file,
             "updated": self.updated,
             "annotations": annotations_to_json(self.annotations),
-            "verdict": self.verdict,
+            "verdict": None if self.verdict is None else self.verdict.to_dict(),
         }
 
     @classmethod
@@ -94,13 +97,11 @@ class Sidecar:
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise ValueError(f"schema version {version!r} is newer than this app understands ({SCHEMA_VERSION})")
         verdict = data.get("verdict")
-        if verdict is not None and not isinstance(verdict, dict):
-            raise ValueError("verdict must be an object or null")
         return cls(
             key=str(data.get("key", "")),
             file=str(data.get("file", "")),
             annotations=annotations_from_json(data.get("annotations", [])),
-            verdict=verdict,
+            verdict=None if verdict is None else Verdict.from_dict(verdict),
             updated=str(data.get("updated", "")),
         )
 

@@ -178,3 +178,30 @@ def test_no_markers_when_the_file_does_not_say() -> None:
     assert edge_markers(patient_orientation(_meta())) == {}
     bad = _meta(tags=(("(0020,0020)", "PatientOrientation", "CS", "X\\Y"),))
     assert patient_orientation(bad) is None
+
+
+def test_verdict_keys_and_agreement() -> None:
+    from inference.verdict import Verdict
+
+    v = Verdict().agree("Pneumonia", reader="Dr A", ai_model="cxr-default 1.1.0")
+    assert (v.reader_class, v.agreement, v.reader, v.ai_label) == ("Pneumonia", "agree", "Dr A", "Pneumonia")
+    assert v.time and v.is_read
+    v = v.with_class("COVID-19", "Pneumonia", reader="Dr A")
+    assert v.agreement == "disagree"
+    assert v.with_class("Pneumonia", "Pneumonia", reader="Dr A").agreement == "agree"
+    assert v.with_class("Other finding", "Normal", reader="Dr A").agreement == "disagree"
+    assert Verdict().with_class("Normal", None, reader="Dr A").agreement is None  # the AI gave no result
+    assert Verdict().disagree("Normal", reader="Dr A").reader_class is None
+    with pytest.raises(ValueError, match="reader class"):
+        Verdict(reader_class="Maybe")
+
+
+def test_the_verdict_is_kept_in_the_sidecar(tmp_path: Path) -> None:
+    from inference.verdict import Verdict
+
+    store = SidecarStore(tmp_path)
+    key = "sha256-" + "a" * 64
+    verdict = Verdict().with_class("Pneumonia", "COVID-19", reader="Dr A").with_impression("RLL consolidation", "Dr A")
+    store.save(Sidecar(key, verdict=verdict))
+    assert store.load(key).verdict == verdict
+    assert json.loads(store.path_for(key).read_text())["verdict"]["impression"] == "RLL consolidation"
