@@ -244,3 +244,26 @@ def test_source_column_of_a_csv_gives_per_source_metrics(tiny_bundle: Path, tmp_
     assert set(result["by_source"]) == {"north", "south"}
     assert sum(m["n_images"] for m in result["by_source"].values()) == result["n_images"] == 6
     assert "Per source:" in metrics_markdown(result)
+
+
+def test_accuracy_comes_with_its_count_and_a_wilson_interval() -> None:
+    from training.evaluate import accuracy_line, compute_metrics, wilson_interval
+
+    lo, hi = wilson_interval(3, 3)
+    assert lo == pytest.approx(0.4385, abs=1e-4) and hi == 1.0
+    assert wilson_interval(0, 10) == (0.0, pytest.approx(0.2775, abs=1e-4))
+    assert wilson_interval(0, 0) is None
+    probs = np.eye(3)[[0, 1, 2]]
+    m = compute_metrics(np.array([0, 1, 2]), probs, ["a", "b", "c"])
+    assert m["correct"] == 3 and m["accuracy_ci95"][0] == pytest.approx(0.4385, abs=1e-4)
+    line = accuracy_line(m)
+    assert line.startswith("accuracy 1.0000 (3/3, 95% CI 0.439-1.000)")
+    assert "Only 3 images" in line
+
+
+def test_no_small_sample_warning_on_enough_images() -> None:
+    from training.evaluate import accuracy_line, compute_metrics
+
+    y = np.arange(150) % 3
+    m = compute_metrics(y, np.eye(3)[y], ["a", "b", "c"])
+    assert accuracy_line(m) == "accuracy 1.0000 (150/150, 95% CI 0.975-1.000)"

@@ -49,6 +49,10 @@ from training.progress import NullProgress, TrainingProgress
 
 __all__ = [
     "ECE_BINS",
+    "SMALL_SAMPLE",
+    "accuracy_line",
+    "small_sample_warning",
+    "wilson_interval",
     "compute_metrics",
     "metrics_by_group",
     "roc_curve",
@@ -127,6 +131,36 @@ def calibration_bins(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BI
     return out
 
 
+SMALL_SAMPLE = 100  # below this many images a split's accuracy is stated with a warning
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """The 95% Wilson score interval of a proportion (sound at 0/n and n/n, unlike the normal one)."""
+    if n <= 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def small_sample_warning(n: int) -> str | None:
+    if n >= SMALL_SAMPLE:
+        return None
+    return f"Only {n} images: this figure is uncertain (see its 95% interval); judge a model on {SMALL_SAMPLE} or more."
+
+
+def accuracy_line(metrics: dict[str, Any]) -> str:
+    """``accuracy 0.9697 (64/66, 95% CI 0.896-0.992)``, and the small-sample warning when it applies."""
+    n, correct = metrics["n_images"], metrics.get("correct", 0)
+    if not n:
+        return "accuracy n/a (no images)"
+    lo, hi = metrics.get("accuracy_ci95") or (0.0, 1.0)
+    line = f"accuracy {metrics['accuracy']:.4f} ({correct}/{n}, 95% CI {lo:.3f}-{hi:.3f})"
+    warning = small_sample_warning(n)
+    return f"{line}. {warning}" if warning else line
+
+
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     """The metrics of the module docstring's schema for integer labels and probabilities (N, C)."""
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -177,8 +211,11 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence
     weighted_f1 = (
         float(sum((per_class[nm]["f1"] or 0.0) * supports[i] for i, nm in enumerate(names)) / n) if n else None
     )
+    correct = int(np.trace(cm))
     return {
-        "accuracy": _ratio(np.trace(cm), n),
+        "accuracy": _ratio(correct, n),
+        "correct": correct,
+        "accuracy_ci95": wilson_interval(correct, n),
         "macro_f1": float(np.mean(f1s)) if f1s else None,
         "weighted_f1": weighted_f1,
         "macro_precision": float(np.mean(precisions)) if precisions else None,
@@ -329,6 +366,7 @@ def metrics_markdown(metrics: dict[str, Any], heading: str = "") -> str:
     lines = [f"## {heading}", ""] if heading else []
     lines += [
         f"Images: {metrics['n_images']}  ",
+        f"{accuracy_line(metrics)[0].upper()}{accuracy_line(metrics)[1:]}  ",
         f"Accuracy: {_fmt(metrics['accuracy'])} · macro-F1: {_fmt(metrics['macro_f1'])} · "
         f"weighted F1: {_fmt(metrics['weighted_f1'])} · macro AUC: {_fmt(metrics.get('macro_auc'))} · "
         f"ECE: {_fmt(metrics['ece'])}",
