@@ -10,12 +10,16 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["COLORMAPS", "DEFAULT_COLORMAP", "colormap_lut", "colorize", "blend", "to_rgb"]
+__all__ = ["COLORMAPS", "DEFAULT_COLORMAP", "OVERLAY_FADE", "colormap_lut", "colorize", "heat_alpha", "blend", "to_rgb"]
 
 # Offered in the viewer. "jet" is what Grad-CAM papers and most readers expect; "turbo" is its
 # perceptually smoother successor; the sequential maps read better for colour-blind users.
 COLORMAPS: list[str] = ["jet", "turbo", "inferno", "magma", "viridis", "hot"]
 DEFAULT_COLORMAP = "jet"
+# Heat below the first value is left transparent and heat above the second is drawn at the full
+# overlay opacity, on screen and in every export alike: the anatomy the model did not look at
+# stays visible, unlike a uniform tint where the "cold" colour covers every lung field.
+OVERLAY_FADE = (0.15, 0.5)
 
 
 @lru_cache(maxsize=16)
@@ -53,6 +57,13 @@ def to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray.astype(np.uint8, copy=False)[:, :, np.newaxis], 3, axis=2)
 
 
+def heat_alpha(heat: np.ndarray) -> np.ndarray:
+    """Per-pixel overlay alpha (uint8) for heat in [0, 1]: the :data:`OVERLAY_FADE` ramp."""
+    lo, hi = OVERLAY_FADE
+    ramp = (np.asarray(heat, dtype=np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    return (np.clip(np.nan_to_num(ramp, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def blend(
     gray_uint8: np.ndarray,
     heatmap: np.ndarray,
@@ -62,9 +73,9 @@ def blend(
 ) -> np.ndarray:
     """The image with the coloured heat map laid over it, as ``(H, W, 3)`` uint8 RGB.
 
-    ``opacity`` is the weight of the colour where it is drawn. With ``threshold`` > 0 only
-    heat above the threshold is coloured and the rest of the image stays untouched, so a
-    reader sees the anatomy where the model did not look.
+    Exactly what the viewer shows: the colour's weight is ``opacity`` times the
+    :func:`heat_alpha` fade, so cold regions keep their anatomy at any opacity. With
+    ``threshold`` > 0, heat at or below it is not coloured at all.
     """
     base = to_rgb(gray_uint8)
     if heatmap.shape[:2] != base.shape[:2]:
@@ -72,9 +83,10 @@ def blend(
     opacity = float(np.clip(opacity, 0.0, 1.0))
     levels = _levels(heatmap)
     color = colormap_lut(colormap)[levels]
-    # Integer arithmetic: about 5x faster than float32 on a 9-megapixel radiograph.
-    weight = int(round(opacity * 256))
-    mixed = base.astype(np.uint16) * (256 - weight) + color.astype(np.uint16) * weight + 128
+    # Integer arithmetic (weights out of 256): about 5x faster than float32 on a 9-megapixel film.
+    weight = (heat_alpha(heatmap).astype(np.uint32) * int(round(opacity * 256)) + 127) // 255
+    weight = weight[:, :, np.newaxis]
+    mixed = base.astype(np.uint32) * (256 - weight) + color.astype(np.uint32) * weight + 128
     out = (mixed >> 8).astype(np.uint8)
     if threshold > 0.0:
         keep = levels <= int(np.clip(threshold, 0.0, 1.0) * 255.0 + 0.5)

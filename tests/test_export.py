@@ -82,9 +82,12 @@ def test_colorize_and_blend():
     assert rgb[0, 0, 2] > 100 and rgb[-1, -1, 0] > 100  # jet: blue when cold, red when hot
     gray = np.full((8, 8), 100, np.uint8)
     assert np.array_equal(blend(gray, heat, opacity=0.0), np.dstack([gray] * 3))
-    np.testing.assert_allclose(blend(gray, heat, opacity=1.0).astype(int), rgb.astype(int), atol=1)
+    hot = heat >= 0.5  # fully faded in: the plain opacity mix
+    np.testing.assert_allclose(blend(gray, heat, opacity=1.0)[hot].astype(int), rgb[hot].astype(int), atol=1)
     half = blend(gray, heat, opacity=0.5).astype(int)
-    np.testing.assert_allclose(half, (rgb.astype(int) + 100) / 2, atol=1.5)
+    np.testing.assert_allclose(half[hot], (rgb[hot].astype(int) + 100) / 2, atol=1.5)
+    cold = heat <= 0.15  # faded out: the anatomy is untouched even at full opacity
+    assert np.array_equal(blend(gray, heat, opacity=1.0)[cold], np.dstack([gray] * 3)[cold])
     cut = blend(gray, heat, opacity=0.5, threshold=0.5)
     assert np.array_equal(cut[0, 0], [100, 100, 100]) and not np.array_equal(cut[-1, -1], [100, 100, 100])
     nan_heat = np.full((8, 8), np.nan, np.float32)
