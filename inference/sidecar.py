@@ -163,5 +163,5 @@ class SidecarStore:
             raise SidecarError(f"Could not save the annotations to {path}: {exc.strerror or exc}") from exc
         return path
 
-    def keys(self) -> list[str]:
+    def film_keys(self) -> list[str]:
         return sorted(p.stem for p in self.root.glob("*.json")) if self.root.is_dir() else []
