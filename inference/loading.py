@@ -35,6 +35,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inference import file_warnings
+from inference.codestream import FrameSize, codestream_sizes, jpeg_sizes
+from inference.display import window_problem
 from inference.image import ImageLoadError, ImageMeta, Window, XRayImage
 
 __all__ = [
@@ -168,11 +171,26 @@ def load_image(path: str | os.PathLike[str]) -> XRayImage:
         raise
     except BaseException as exc:  # the boundary: whatever a decoder throws becomes our one exception
         # BaseException, not Exception: the Rust decoders (pylibjpeg-rle) panic with pyo3's
-        # PanicException, which derives from BaseException.
-        raise ImageLoadError(
-            f"Cannot open {label}: the file is damaged or uses a variant this program cannot read "
-            f"({type(exc).__name__}: {_short(str(exc), 160)})"
-        ) from exc
+        # PanicException, which derives from BaseException. The programmer's text goes to the
+        # log; the person at the screen gets a sentence (never "NoneType has no len()").
+        log.warning("%s: %s: %s", p.name, type(exc).__name__, exc)
+        raise ImageLoadError(f"Cannot open {label}: {_plain_reason(exc)}") from exc
+
+
+def _plain_reason(exc: BaseException) -> str:
+    """A sentence for an exception no check of ours anticipated, by what usually causes it."""
+    if isinstance(exc, OverflowError):
+        detail = "a number in its header is out of range"
+    elif isinstance(exc, (EOFError, struct.error, IndexError)):
+        detail = "its data ends early or is cut off"
+    elif isinstance(exc, (TypeError, AttributeError, KeyError)):
+        detail = "a required header value is missing, empty or of the wrong kind"
+    elif isinstance(exc, (ValueError, ArithmeticError)):
+        detail = "a header value is invalid"
+    else:
+        detail = ""
+    base = "the file is damaged or uses a variant this program cannot read"
+    return f"{base} ({detail})" if detail else base
 
 
 # --------------------------------------------------------------------------- reading the file
@@ -328,7 +346,55 @@ def _to_gray(pixels: np.ndarray, order: str) -> np.ndarray:
     return gray.astype(np.float32)
 
 
+# An image whose most common value covers this share of its pixels shows nothing: a blank
+# export, a test pattern, a decoder's grey fill. No radiograph comes near it.
+MAX_SAME_VALUE_SHARE = 0.998
+
+
+def _check_pixels(pixels: np.ndarray) -> None:
+    """Refuse pixels that cannot be shown or fed to a model: not finite, or (almost) one value."""
+    if pixels.size == 0:
+        raise _RefusedError("the image has no pixels; the file is damaged")
+    if pixels.dtype.kind == "f":
+        finite = np.isfinite(pixels)
+        if not finite.all():
+            bad = pixels.size - int(np.count_nonzero(finite))
+            raise _RefusedError(
+                f"{bad:,} of its {pixels.size:,} pixel values are not numbers (NaN) or infinite; "
+                "the file is damaged, or its Rescale Slope/Intercept are out of range"
+            )
+    lo, hi = pixels.min(), pixels.max()
+    if lo == hi:
+        raise _RefusedError(f"the image is blank: every pixel has the same value ({_number(lo)})")
+    if pixels.dtype.kind == "f" and float(hi) - float(lo) <= 1e-6 * max(1.0, abs(float(hi)), abs(float(lo))):
+        raise _RefusedError("the image is blank: its pixel values differ by less than one part in a million")
+    share = _same_value_share(pixels)
+    if share >= MAX_SAME_VALUE_SHARE:
+        raise _RefusedError(
+            f"the image is practically blank: {share:.1%} of its pixels have the same value "
+            "(it may be a blank export, or its data may be damaged)"
+        )
+
+
+def _same_value_share(pixels: np.ndarray) -> float:
+    """The share of the most common value, from a strided sample of at most ~1M pixels."""
+    flat = pixels.ravel()
+    if flat.size > 1_000_000:
+        flat = flat[:: flat.size // 500_000]
+    if flat.dtype in (np.uint8, np.uint16):
+        counts = np.bincount(flat)
+    else:
+        _, counts = np.unique(flat, return_counts=True)
+    return float(counts.max()) / float(flat.size)
+
+
+def _number(value) -> str:
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
 def _image(path: Path, pixels: np.ndarray, warned: list[str], **meta) -> XRayImage:
+    """The loaded image; ``pixels`` must have passed :func:`_check_pixels`."""
     for message in warned:
         log.warning("%s: %s", path.name, message)
     height, width = pixels.shape[:2]
@@ -357,10 +423,11 @@ def _load_png(path: Path, data: bytes) -> XRayImage:
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None or pixels.size == 0:
         raise _RefusedError("the PNG data is corrupt and cannot be decoded")
-    gray = _to_gray(pixels, "BGR")
+    gray = np.ascontiguousarray(_to_gray(pixels, "BGR"))
+    _check_pixels(gray)
     return _image(
         path,
-        np.ascontiguousarray(gray),
+        gray,
         [],
         format="PNG",
         bits_stored=16 if gray.dtype == np.uint16 else 8,
@@ -414,6 +481,40 @@ def _jpeg_frame_header(data: bytes) -> tuple[int, int, int, int]:
     raise _RefusedError("the file is truncated (the JPEG data ends before its image header)")
 
 
+def _quiet_pillow_size_warning() -> None:
+    """Pillow warns above 89 megapixels; our own limit (checked first) is the one that counts.
+
+    A filter added once, not ``warnings.catch_warnings`` per call: that is not thread-safe.
+    """
+    from PIL import Image
+
+    file_warnings.ignore_warnings(Image.DecompressionBombWarning)
+
+
+# When the entropy-coded data of a JPEG is damaged or cut short but its end marker is
+# still there, libjpeg warns (to a callback Pillow does not expose) and fills the rest of
+# the image with the last block's shade: complete rows of one grey value at the bottom.
+GREY_FILL_MIN_ROWS = 16
+GREY_FILL_MIN_SHARE = 0.125
+
+
+def _check_grey_fill(stored: np.ndarray) -> None:
+    """Refuse a decoded JPEG whose bottom rows are one flat shade (see above); black padding is fine."""
+    height = stored.shape[0]
+    if height < GREY_FILL_MIN_ROWS:
+        return
+    shade = stored[-1, :1]  # the bottom-left pixel: (1,) for gray, (1, C) for colour
+    if not (stored[-1] == shade).all() or float(shade.mean()) < 8:
+        return
+    flat = (stored == shade).reshape(height, -1).all(axis=1)
+    n = height if flat.all() else height - int(np.flatnonzero(~flat)[-1]) - 1
+    if n >= max(GREY_FILL_MIN_ROWS, GREY_FILL_MIN_SHARE * height):
+        raise _RefusedError(
+            f"the JPEG data is damaged: the decoder filled the bottom {n} of {height} rows with one shade of grey "
+            "(part of the image data is corrupt or missing)"
+        )
+
+
 def _load_jpeg(path: Path, data: bytes) -> XRayImage:
     from PIL import ExifTags, Image, ImageOps
 
@@ -421,26 +522,35 @@ def _load_jpeg(path: Path, data: bytes) -> XRayImage:
     if height == 0:  # height given later in a DNL segment: let the decoder find it
         height = 1
     _check_size(width, height)
+    # Pillow takes the size from the last frame header before the scan, libjpeg refuses a
+    # second one: every header in the file is checked, and more than one is refused.
+    frames = jpeg_sizes(data)
+    for frame in frames:
+        _check_size(frame.width, max(frame.height, 1))
+    if len(frames) > 1:
+        raise _RefusedError("the JPEG data is corrupt (it holds more than one image header)")
+    if components > 4:
+        raise _RefusedError(f"the JPEG data is corrupt ({components} colour components)")
     if precision != 8:
         raise _RefusedError(f"it is a {precision}-bit JPEG, which this program cannot decode (8-bit JPEG only)")
     warned: list[str] = []
-    with warnings.catch_warnings():
-        # Our own size limit is checked above; Pillow's bomb warning would only repeat it.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data), formats=["JPEG"])
-            img.load()
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
-            if "truncated" in str(exc).lower():
-                raise _RefusedError(
-                    "the file is truncated (the JPEG data ends early); it may have been copied incompletely"
-                ) from None
-            raise _RefusedError(f"the JPEG data is corrupt ({_short(str(exc), 120)})") from None
-        try:
-            if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
-                img = ImageOps.exif_transpose(img)
-        except Exception as exc:  # a broken EXIF block must not cost the image
-            warned.append(f"EXIF orientation could not be read ({type(exc).__name__}); shown as stored")
+    _quiet_pillow_size_warning()
+    try:
+        img = Image.open(io.BytesIO(data), formats=["JPEG"])
+        img.load()
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        if "truncated" in str(exc).lower():
+            raise _RefusedError(
+                "the file is truncated (the JPEG data ends early); it may have been copied incompletely"
+            ) from None
+        log.info("%s: %s", path.name, exc)
+        raise _RefusedError("the JPEG data is corrupt and cannot be decoded") from None
+    _check_grey_fill(np.asarray(img.convert("L")) if img.mode not in ("L", "RGB") else np.asarray(img))
+    try:
+        if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            img = ImageOps.exif_transpose(img)
+    except Exception as exc:  # a broken EXIF block must not cost the image
+        warned.append(f"EXIF orientation could not be read ({type(exc).__name__}); shown as stored")
     mode = img.mode
     if mode == "L":
         gray = np.asarray(img)
@@ -449,9 +559,11 @@ def _load_jpeg(path: Path, data: bytes) -> XRayImage:
     else:  # CMYK, YCbCr, I;16...: let Pillow bring them to RGB first
         gray = _to_gray(np.asarray(img.convert("RGB")), "RGB")
     channels = {"L": 1, "RGB": 3, "YCbCr": 3, "CMYK": 4}.get(mode, components)
+    gray = np.ascontiguousarray(gray)
+    _check_pixels(gray)
     return _image(
         path,
-        np.ascontiguousarray(gray),
+        gray,
         warned,
         format="JPEG",
         bits_stored=8,
@@ -486,17 +598,60 @@ def _load_dicom(path: Path, data: bytes) -> XRayImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    file_warnings.install()  # pydicom's warnings: collected per file, not printed
+    _check_deflated(data)
     # Header values that break the standard's rules (a stray character in a UID, a date
-    # written the American way) are common and harmless for viewing: pydicom warns about
-    # each as it is read, which is not news for the reader. Pixel-data warnings are
-    # recorded separately in _decode_first_frame.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
-        except (InvalidDicomError, EOFError, struct.error, ValueError, KeyError, IndexError, TypeError) as exc:
-            raise _RefusedError(f"the DICOM header is damaged or truncated ({_short(str(exc), 120)})") from None
-        return _dicom_image(path, ds)
+    # written the American way) are common and harmless for viewing: pydicom logs each as
+    # it is read, which is not news for the reader, so they are not collected. Pixel-data
+    # warnings are collected per file in _decode_first_frame.
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
+    except (InvalidDicomError, EOFError, struct.error, ValueError, KeyError, IndexError, TypeError) as exc:
+        log.info("%s: %s", path.name, exc)
+        raise _RefusedError("the DICOM header is damaged or truncated") from None
+    return _dicom_image(path, ds)
+
+
+_DEFLATED = b"1.2.840.10008.1.2.1.99"
+MAX_INFLATED_BYTES = 1024**3
+
+
+def _check_deflated(data: bytes) -> None:
+    """A deflated data set is inflated whole by pydicom: measure what it expands to first.
+
+    Deflate reaches ratios of 1000:1, so a small file could otherwise ask for gigabytes.
+    """
+    import zlib
+
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    if _DEFLATED not in data[:65536]:
+        return
+    fh = io.BytesIO(data)
+    try:
+        read_preamble(fh, force=True)
+        meta = _read_file_meta_info(fh)
+    except Exception:
+        return  # pydicom will refuse the header in the same way
+    if str(meta.get("TransferSyntaxUID", "")).strip("\x00 ") != _DEFLATED.decode():
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total, pos, step = 0, fh.tell(), 1 << 20
+    try:
+        while pos < len(data) or inflater.unconsumed_tail:
+            chunk = inflater.unconsumed_tail or data[pos : pos + step]
+            if not inflater.unconsumed_tail:
+                pos += step
+            total += len(inflater.decompress(chunk, step))
+            if total > MAX_INFLATED_BYTES:
+                raise _RefusedError(
+                    f"the file is too large: its compressed (deflated) data expands to more than "
+                    f"{MAX_INFLATED_BYTES // 1024**3} GB; it may be damaged or crafted"
+                )
+            if inflater.eof:
+                return
+    except zlib.error:
+        raise _RefusedError("the file's compressed (deflated) data is damaged") from None
 
 
 def _dicom_image(path: Path, ds) -> XRayImage:
@@ -512,6 +667,7 @@ def _dicom_image(path: Path, ds) -> XRayImage:
 
     ts = _transfer_syntax(ds)
     _check_decoder(ts)
+    _check_codestream(ds, ts, columns, rows, samples, frames)
 
     warned: list[str] = []
     pixels = _decode_first_frame(ds, ts, warned)
@@ -535,16 +691,20 @@ def _dicom_image(path: Path, ds) -> XRayImage:
         photometric = "MONOCHROME2"
 
     spacing, spacing_source = _pixel_spacing(ds)
+    pixels = np.ascontiguousarray(pixels)
+    _check_pixels(pixels)
+    window, window_note = _usable_window(pixels, _default_window(ds) if channels == 1 else None, photometric)
     return _image(
         path,
-        np.ascontiguousarray(pixels),
+        pixels,
         warned,
         format="DICOM",
         bits_stored=bits_stored,
         photometric=photometric,
         modality=_text(ds, "Modality"),
         original_channels=channels,
-        default_window=_default_window(ds) if channels == 1 else None,
+        default_window=window,
+        window_note=window_note,
         pixel_spacing=spacing,
         spacing_source=spacing_source,
         view_position=_text(ds, "ViewPosition"),
@@ -614,11 +774,79 @@ def _check_decoder(ts) -> None:
         raise _RefusedError(f"{ts.name}: no decoder installed (install {package})")
 
 
+def _check_codestream(ds, ts, columns: int, rows: int, samples: int, frames: int) -> None:
+    """Compare the size inside the first frame's codestream with the header, before decoding.
+
+    JPEG, JPEG-LS and JPEG 2000 decoders allocate by the size in the codestream, not by
+    Rows/Columns: a small file whose codestream claims 60000 x 60000 would otherwise take
+    gigabytes. The frame is cut out exactly as pydicom will cut it for the decoder.
+    """
+    from pydicom.encaps import get_frame
+    from pydicom.uid import RLELossless
+
+    if not ts.is_encapsulated or ts == RLELossless or 0x7FE00010 not in ds:
+        return
+    try:
+        offsets = None
+        if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+            offsets = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+        frame = get_frame(ds.PixelData, 0, number_of_frames=frames, extended_offsets=offsets)
+    except _FATAL:
+        raise
+    except BaseException:
+        return  # pydicom cuts the frame the same way and will report the damage
+    sizes = codestream_sizes(frame if isinstance(frame, bytes) else bytes(frame))
+    if sizes is None or not sizes:
+        raise _RefusedError(
+            f"the compressed image data is damaged (no {ts.name} image header at the start of the first frame)"
+        )
+    first = sizes[0]
+    for found in sizes:
+        _check_codestream_size(found, columns, rows)
+        if found.components > max(4, samples):
+            raise _RefusedError(f"the compressed image data is damaged ({found.components} colour components)")
+    if (first.width, first.height) != (columns, rows):
+        raise _RefusedError(
+            f"the compressed image ({first.width} x {first.height} pixels) does not match the size in its header "
+            f"({columns} x {rows}); the file is damaged"
+        )
+    for later in sizes[1:]:  # hierarchical frames, a JP2 file's codestream: never larger than the image
+        if later.width > columns or later.height > rows:
+            raise _RefusedError(
+                f"the compressed image ({later.width} x {later.height} pixels) does not match the size in its "
+                f"header ({columns} x {rows}); the file is damaged"
+            )
+
+
+def _check_codestream_size(found: FrameSize, columns: int, rows: int) -> None:
+    width, height = found.width, found.height
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise _RefusedError(
+            f"the image is too large ({width} x {height} pixels inside its compressed data, though its header "
+            f"says {columns} x {rows}; the limit is {MAX_SIDE} pixels per side and "
+            f"{MAX_PIXELS // 1_000_000} megapixels); the file is damaged or crafted"
+        )
+
+
+def _usable_window(pixels: np.ndarray, window: Window | None, photometric: str) -> tuple[Window | None, str]:
+    """The file's window, or None and the reason it would show nothing (issue 13, section 3)."""
+    if window is None:
+        return None, ""
+    problem = window_problem(pixels, window, inverted=photometric == "MONOCHROME1")
+    if problem is None:
+        return window, ""
+    stored = "VOI LUT" if window.source == "voi_lut" else "window"
+    note = (
+        f"The file's {stored} (centre {_number(window.center)}, width {_number(window.width)}) {problem}; "
+        "the automatic window (0.5-99.5 percentile) is used instead, on screen and for the AI."
+    )
+    return None, note
+
+
 def _decode_first_frame(ds, ts, warned: list[str]) -> np.ndarray:
     from pydicom.pixels import pixel_array
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with file_warnings.collect() as caught:
         try:
             # index=0 decodes only the first frame; it also ignores surplus frames that
             # extra bytes at the end of the pixel data would otherwise suggest.
@@ -635,8 +863,8 @@ def _decode_first_frame(ds, ts, warned: list[str]) -> np.ndarray:
                 f"the image data could not be decoded ({ts.name}); the file may be truncated or corrupt "
                 f"({_short(text, 160)})"
             ) from None
-    for w in caught:
-        warned.append(_short(str(w.message), 300))
+    for message in caught:
+        warned.append(_short(message, 300))
     if not pixels.dtype.isnative:  # big-endian files: OpenCV and most NumPy users expect native order
         pixels = pixels.astype(pixels.dtype.newbyteorder("="))
     return pixels
@@ -687,7 +915,9 @@ def _default_window(ds) -> Window | None:
     """
     center, width = _first_number(ds.get("WindowCenter")), _first_number(ds.get("WindowWidth"))
     if center is not None and width is not None and width >= 1.0:
-        return Window(center=center, width=width, source="dicom")
+        # VOI LUT Function applies to the window; SIGMOID is drawn as such by apply_window.
+        function = "SIGMOID" if _text(ds, "VOILUTFunction").upper() == "SIGMOID" else "LINEAR"
+        return Window(center=center, width=width, source="dicom", function=function)
     return _voi_lut_window(ds)
 
 

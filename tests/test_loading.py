@@ -126,6 +126,7 @@ def test_png_gray_alpha_and_16bit_colour(tmp_path):
 
     bgr16 = np.zeros((8, 8, 3), np.uint16)
     bgr16[..., 2] = 60000  # red in OpenCV's BGR order
+    bgr16[-1, -1] = 0  # one black pixel: a one-value image is refused as blank
     image = load_image(write_png(tmp_path / "rgb16.png", bgr16))
     assert image.pixels.dtype == np.uint16
     assert int(image.pixels[0, 0]) == pytest.approx(0.299 * 60000, abs=2)
