@@ -26,10 +26,10 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import stat
 import struct
 import threading
-import warnings
 from pathlib import Path
 
 import cv2
@@ -173,7 +173,7 @@ def load_image(path: str | os.PathLike[str]) -> XRayImage:
         # BaseException, not Exception: the Rust decoders (pylibjpeg-rle) panic with pyo3's
         # PanicException, which derives from BaseException. The programmer's text goes to the
         # log; the person at the screen gets a sentence (never "NoneType has no len()").
-        log.warning("%s: %s: %s", p.name, type(exc).__name__, exc)
+        log.info("%s: %s: %s", p.name, type(exc).__name__, exc)
         raise ImageLoadError(f"Cannot open {label}: {_plain_reason(exc)}") from exc
 
 
@@ -854,20 +854,32 @@ def _decode_first_frame(ds, ts, warned: list[str]) -> np.ndarray:
         except (MemoryError, *_FATAL):
             raise
         except BaseException as exc:  # includes decoder panics (see load_image)
-            text = str(exc)
-            if "less than expected" in text or "insufficient" in text.lower() or isinstance(exc, EOFError):
-                raise _RefusedError(
-                    "the file is truncated: the image data is incomplete (it may have been copied incompletely)"
-                ) from None
-            raise _RefusedError(
-                f"the image data could not be decoded ({ts.name}); the file may be truncated or corrupt "
-                f"({_short(text, 160)})"
-            ) from None
+            raise _RefusedError(_decode_failure(exc, ts)) from None
     for message in caught:
         warned.append(_short(message, 300))
     if not pixels.dtype.isnative:  # big-endian files: OpenCV and most NumPy users expect native order
         pixels = pixels.astype(pixels.dtype.newbyteorder("="))
     return pixels
+
+
+_MISSING_ELEMENT = re.compile(r"Missing required element: \((\w{4}),(\w{4})\) '([^']+)'")
+
+
+def _decode_failure(exc: BaseException, ts) -> str:
+    """Why pydicom could not decode the pixels, in words; the decoder's own text goes to the log."""
+    text = str(exc)
+    log.info("pixel data (%s): %s: %s", ts.name, type(exc).__name__, _short(text, 500))
+    if "less than expected" in text or "insufficient" in text.lower() or isinstance(exc, EOFError):
+        return "the file is truncated: the image data is incomplete (it may have been copied incompletely)"
+    missing = _MISSING_ELEMENT.search(text)
+    if missing:
+        group, element, name = missing.groups()
+        return f"the DICOM header lacks {name} ({group},{element}), which is needed to read the image"
+    if "NoneType" in text or "has no len" in text:
+        return "the image data element is empty"
+    if "Photometric Interpretation" in text:
+        return "the DICOM header's Photometric Interpretation is missing or not one this program knows"
+    return f"the image data could not be decoded ({ts.name}); the file may be truncated or corrupt"
 
 
 def _modality_transform(pixels: np.ndarray, ds) -> np.ndarray:
@@ -886,11 +898,20 @@ def _modality_transform(pixels: np.ndarray, ds) -> np.ndarray:
         slope = 1.0
     if slope == 1.0 and intercept == 0.0:
         return pixels
+    if pixels.size:  # values beyond float32 would become infinite: say which header values are wrong
+        ends = [float(pixels.min()) * slope + intercept, float(pixels.max()) * slope + intercept]
+        if not all(np.isfinite(ends)) or max(abs(v) for v in ends) > 1e30:
+            raise _RefusedError(
+                f"its Rescale Slope ({_number(slope)}) and Intercept ({_number(intercept)}) are out of range "
+                "(they would turn the pixel values into numbers no display can show); the header is damaged"
+            )
     if slope.is_integer() and intercept.is_integer() and pixels.dtype.kind in "iu" and pixels.size:
         s, b = int(slope), int(intercept)
         products = (int(pixels.min()) * s, int(pixels.max()) * s)
         lo, hi = min(products) + b, max(products) + b
-        bounds = (*products, lo, hi)
+        bounds = (*products, lo, hi, s, b)
+        if min(bounds) < -(2**63) or max(bounds) >= 2**63:  # beyond int64: the float path below
+            return _float_rescale(pixels, slope, intercept)
         work = np.int32 if min(bounds) >= -(2**31) and max(bounds) < 2**31 else np.int64
         out = pixels.astype(work)
         out *= s
@@ -902,6 +923,10 @@ def _modality_transform(pixels: np.ndarray, ds) -> np.ndarray:
             if info.min <= lo and hi <= info.max:
                 return out.astype(dtype)
         return out
+    return _float_rescale(pixels, slope, intercept)
+
+
+def _float_rescale(pixels: np.ndarray, slope: float, intercept: float) -> np.ndarray:
     out = pixels.astype(np.float32)
     out *= np.float32(slope)
     out += np.float32(intercept)
