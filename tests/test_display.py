@@ -145,7 +145,7 @@ def test_initial_window_8bit_dicom_rescaled_beyond_its_depth_is_automatic():
     assert window.source == "auto" and window.low >= 1000
 
 
-# --------------------------------------------------------------------------- unusable stored windows (issue 13, section 3)
+# ------------------------------------------------------------------ unusable stored windows (issue 13, section 3)
 
 
 def _dx_16bit(tmp_path, **kwargs):
@@ -219,7 +219,9 @@ def test_sigmoid_voi_lut_function_is_applied(tmp_path):
     from pydicom.pixels import apply_windowing
 
     pixels = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 4096).astype(np.uint16)
-    ds = make_dicom(tmp_path / "s.dcm", pixels, bits_stored=12, window=(2048, 1024), extra={"VOILUTFunction": "SIGMOID"})
+    ds = make_dicom(
+        tmp_path / "s.dcm", pixels, bits_stored=12, window=(2048, 1024), extra={"VOILUTFunction": "SIGMOID"}
+    )
     image = load_image(tmp_path / "s.dcm")
     assert image.meta.default_window.function == "SIGMOID"
     shown = window_image(image).astype(np.float64)
