@@ -810,12 +810,27 @@ def _check_codestream(ds, ts, columns: int, rows: int, samples: int, frames: int
             f"the compressed image ({first.width} x {first.height} pixels) does not match the size in its header "
             f"({columns} x {rows}); the file is damaged"
         )
-    for later in sizes[1:]:  # hierarchical frames, a JP2 file's codestream: never larger than the image
-        if later.width > columns or later.height > rows:
+    # Hierarchical frames, a JP2 file's codestream, and every other fragment that starts a
+    # codestream (should pydicom ever cut the frames differently): never larger than the image.
+    for later in [*sizes[1:], *_other_fragment_sizes(ds.PixelData)]:
+        _check_codestream_size(later, columns, rows)
+        if later.width > columns or later.height > rows or later.components > max(4, samples):
             raise _RefusedError(
                 f"the compressed image ({later.width} x {later.height} pixels) does not match the size in its "
                 f"header ({columns} x {rows}); the file is damaged"
             )
+
+
+def _other_fragment_sizes(encapsulated: bytes) -> list[FrameSize]:
+    from pydicom.encaps import generate_fragments
+
+    out: list[FrameSize] = []
+    try:
+        for fragment in generate_fragments(encapsulated):
+            out.extend(codestream_sizes(bytes(fragment)) or [])
+    except Exception:  # a broken item list: the first frame, checked above, is what pydicom decodes
+        pass
+    return out
 
 
 def _check_codestream_size(found: FrameSize, columns: int, rows: int) -> None:

@@ -925,3 +925,26 @@ def test_warnings_are_collected_per_file_on_concurrent_threads(tmp_path):
             assert len(messages) == 1 and f"{padding} bytes of excess padding" in messages[0], messages
             assert f"{other} bytes" not in messages[0]
     assert warnings.filters == before
+
+
+def test_a_bomb_in_a_later_frame_is_refused_too(tmp_path):
+    """Only frame 0 is decoded, but a frame cut differently must not slip a size past the check."""
+    import struct
+
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from tests.bad_inputs import BOMB_SIDE
+
+    good = valid_jpeg_bytes(64)
+    bomb = bytearray(good)
+    struct.pack_into(">HH", bomb, bomb.find(b"\xff\xc0") + 5, BOMB_SIDE, BOMB_SIDE)
+    ds = make_dicom(None, ramp((64, 64), 255, np.uint8))
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.NumberOfFrames = 2
+    ds.PixelData = encapsulate([good, bytes(bomb)])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    save_dicom(ds, tmp_path / "two.dcm")
+    with pytest.raises(ImageLoadError, match="too large"):
+        load_image(tmp_path / "two.dcm")
