@@ -9,11 +9,18 @@
   stored: display and preprocessing invert it through ``meta.inverted``.
 * The image size is checked from the header (PNG IHDR, JPEG SOF, DICOM Rows/Columns)
   before anything is decoded, so a hostile or broken header cannot make us allocate
-  gigabytes.
+  gigabytes; so is the size written inside compressed DICOM pixel data (JPEG SOF/DHP,
+  JPEG-LS SOF55/LSE, JPEG 2000 SIZ and JP2 ihdr, see :mod:`inference.codestream`), which
+  is what the decoders allocate by, and what a deflated data set expands to.
+* Pixels are usable: NaN or infinite values, a blank image (one value almost everywhere)
+  and a JPEG whose decoder had to fill its lower rows with one shade are refused. A stored
+  DICOM window that would show almost nothing is replaced by the percentile window, and
+  ``meta.window_note`` says why.
 * Exactly one exception escapes, :class:`ImageLoadError`, whatever the bytes, with a
   message written for the person at the screen (a radiologist), not for a programmer.
   Problems that do not prevent a faithful image (extra padding after the pixel data, an
-  unreadable EXIF block) are logged and listed in ``image.extra["warnings"]``.
+  unreadable EXIF block) are logged and listed in ``image.extra["warnings"]``, per file
+  even when several threads decode at once (see :mod:`inference.file_warnings`).
 
 Decoders: PNG through OpenCV (keeps 16-bit colour, which Pillow truncates to 8 bits);
 JPEG through Pillow (applies the EXIF orientation and reads Adobe CMYK correctly, which
