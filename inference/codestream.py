@@ -36,6 +36,7 @@ _FRAME_MARKERS = _SOF | {0xDE, 0xF7}
 _LSE = 0xF8
 _EOI = 0xD9
 _SOI = 0xD8
+_SOS = 0xDA
 # A marker: 0xFF then a code. Codes below 0xC0, the restart markers (D0-D7) and 0x00
 # (byte stuffing) occur inside entropy-coded data of JPEG and JPEG-LS and are skipped.
 _MARKER = re.compile(rb"\xff[\xc0-\xcf\xd8-\xfe]")
@@ -83,17 +84,19 @@ def jpeg_sizes(data: bytes, start: int = 2) -> list[FrameSize]:
     """
     out: list[FrameSize] = []
     pos, size = start, len(data)
+    scanned = False
     while True:
         match = _MARKER.search(data, pos)
         if match is None:
             return out
         at = match.start()
         code = data[at + 1]
-        if code == _EOI:
+        if code == _EOI and scanned:
             return out
-        if code == _SOI:
+        if code in (_SOI, _EOI):  # an EOI before any scan ends nothing: Pillow reads on
             pos = at + 2
             continue
+        scanned = scanned or code == _SOS
         if at + 4 > size:
             return out
         (length,) = struct.unpack_from(">H", data, at + 2)

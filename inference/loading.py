@@ -186,7 +186,16 @@ def load_image(path: str | os.PathLike[str]) -> XRayImage:
 
 def _plain_reason(exc: BaseException) -> str:
     """A sentence for an exception no check of ours anticipated, by what usually causes it."""
-    if isinstance(exc, OverflowError):
+    text, kind = str(exc), type(exc).__name__
+    if kind == "BytesLengthException":  # pydicom: a value's length does not fit its VR
+        detail = "a header value has the wrong length for its type"
+    elif "Value Representation" in text:
+        detail = "a header element has an unknown type (VR)"
+    elif "No tag to read" in text:
+        detail = "its data ends early or is cut off"
+    elif "Palette Color Lookup Table" in text:
+        detail = "it says PALETTE COLOR but its palette is missing"
+    elif isinstance(exc, OverflowError):
         detail = "a number in its header is out of range"
     elif isinstance(exc, (EOFError, struct.error, IndexError)):
         detail = "its data ends early or is cut off"
@@ -659,6 +668,7 @@ def _check_deflated(data: bytes) -> None:
                 return
     except zlib.error:
         raise _RefusedError("the file's compressed (deflated) data is damaged") from None
+    raise _RefusedError("the file is truncated: its compressed (deflated) data ends early")
 
 
 def _dicom_image(path: Path, ds) -> XRayImage:

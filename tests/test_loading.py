@@ -802,6 +802,11 @@ def test_codestream_sizes_skip_thumbnails_and_read_every_header():
     )
     siz += b"\x00\x01\x0b\x01\x01"
     assert j2k_sizes(siz) == [FrameSize(1000, 850, 1, 12, "SIZ")]
+    # An EOI before any scan ends nothing (Pillow reads on and would meet the second header).
+    sof = main.find(b"\xff\xc0")
+    second = main[sof : sof + 13].replace(b"\x00\x40\x00\x40", b"\xea\x60\xea\x60")  # 60000 x 60000
+    hidden = main[:sof] + b"\xff\xd9" + second + main[sof:]
+    assert [(s.width, s.height) for s in jpeg_sizes(hidden)] == [(60000, 60000), (64, 64)]
     assert codestream_sizes(b"\x00\x00garbage") is None
     assert jpeg_sizes(b"\xff\xd8\xff\xc0\x00") == []  # cut short: nothing, never an exception
 
