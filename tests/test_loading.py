@@ -914,7 +914,7 @@ def test_warnings_are_collected_per_file_on_concurrent_threads(tmp_path):
 
     def work(padding: int) -> None:
         try:
-            for _ in range(25):
+            for _ in range(50):
                 barrier.wait(timeout=10)
                 seen[padding].append(load_image(files[padding]).extra.get("warnings", []))
         except BaseException as exc:  # reported below
@@ -925,7 +925,7 @@ def test_warnings_are_collected_per_file_on_concurrent_threads(tmp_path):
     [t.join(timeout=60) for t in threads]
     assert not errors
     for padding, other in ((64, 128), (128, 64)):
-        assert len(seen[padding]) == 25
+        assert len(seen[padding]) == 50
         for messages in seen[padding]:
             assert len(messages) == 1 and f"{padding} bytes of excess padding" in messages[0], messages
             assert f"{other} bytes" not in messages[0]
