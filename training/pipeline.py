@@ -43,7 +43,7 @@ __all__ = [
     "predict_arrays",
 ]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the loader refuses blank/NaN images and replaces unusable stored windows
 
 
 @dataclass(frozen=True)
