@@ -26,6 +26,9 @@ class Window:
     center: float
     width: float
     source: str = "auto"  # "dicom", "voi_lut", "full_range", "auto" (percentiles), "user"
+    # DICOM VOI LUT Function (0028,1056): "LINEAR" (also for LINEAR_EXACT) or "SIGMOID",
+    # where ``center``/``width`` shape a logistic curve instead of a ramp.
+    function: str = "LINEAR"
 
     @property
     def low(self) -> float:
@@ -50,6 +53,10 @@ class ImageMeta:
     pixel_spacing: tuple[float, float] | None = None  # (row, column) in mm
     spacing_source: str = ""  # "PixelSpacing" or "ImagerPixelSpacing" (at the detector)
     view_position: str = ""
+    # Why the file's own window (DICOM Window Center/Width or VOI LUT) is not used, for the
+    # tags panel: set when it would show (almost) nothing, e.g. every pixel white. Then
+    # ``default_window`` is None and the automatic window is used on screen and for the AI.
+    window_note: str = ""
     patient_age: str = ""
     patient_sex: str = ""
     number_of_frames: int = 1
@@ -71,9 +78,16 @@ class ImageMeta:
 class XRayImage:
     """A gray 2-D image in full bit depth with its metadata."""
 
-    pixels: np.ndarray  # shape (height, width); integer or float32
+    pixels: np.ndarray  # shape (height, width); integer or float32, never NaN or infinite
     meta: ImageMeta
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # NaN or infinite values turn every window into NaN and the model input black; the
+        # loader refuses them with a message, this keeps any other producer honest.
+        pixels = self.pixels
+        if isinstance(pixels, np.ndarray) and pixels.dtype.kind in "fc" and not np.isfinite(pixels).all():
+            raise ValueError("XRayImage pixels must be finite (no NaN or infinite values)")
 
     @property
     def shape(self) -> tuple[int, int]:

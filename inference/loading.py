@@ -9,11 +9,18 @@
   stored: display and preprocessing invert it through ``meta.inverted``.
 * The image size is checked from the header (PNG IHDR, JPEG SOF, DICOM Rows/Columns)
   before anything is decoded, so a hostile or broken header cannot make us allocate
-  gigabytes.
+  gigabytes; so is the size written inside compressed DICOM pixel data (JPEG SOF/DHP,
+  JPEG-LS SOF55/LSE, JPEG 2000 SIZ and JP2 ihdr, see :mod:`inference.codestream`), which
+  is what the decoders allocate by, and what a deflated data set expands to.
+* Pixels are usable: NaN or infinite values, a blank image (one value almost everywhere)
+  and a JPEG whose decoder had to fill its lower rows with one shade are refused. A stored
+  DICOM window that would show almost nothing is replaced by the percentile window, and
+  ``meta.window_note`` says why.
 * Exactly one exception escapes, :class:`ImageLoadError`, whatever the bytes, with a
   message written for the person at the screen (a radiologist), not for a programmer.
   Problems that do not prevent a faithful image (extra padding after the pixel data, an
-  unreadable EXIF block) are logged and listed in ``image.extra["warnings"]``.
+  unreadable EXIF block) are logged and listed in ``image.extra["warnings"]``, per file
+  even when several threads decode at once (see :mod:`inference.file_warnings`).
 
 Decoders: PNG through OpenCV (keeps 16-bit colour, which Pillow truncates to 8 bits);
 JPEG through Pillow (applies the EXIF orientation and reads Adobe CMYK correctly, which
@@ -26,15 +33,18 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import stat
 import struct
 import threading
-import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from inference import file_warnings
+from inference.codestream import FrameSize, codestream_sizes, jpeg_sizes
+from inference.display import window_problem
 from inference.image import ImageLoadError, ImageMeta, Window, XRayImage
 
 __all__ = [
@@ -168,11 +178,35 @@ def load_image(path: str | os.PathLike[str]) -> XRayImage:
         raise
     except BaseException as exc:  # the boundary: whatever a decoder throws becomes our one exception
         # BaseException, not Exception: the Rust decoders (pylibjpeg-rle) panic with pyo3's
-        # PanicException, which derives from BaseException.
-        raise ImageLoadError(
-            f"Cannot open {label}: the file is damaged or uses a variant this program cannot read "
-            f"({type(exc).__name__}: {_short(str(exc), 160)})"
-        ) from exc
+        # PanicException, which derives from BaseException. The programmer's text goes to the
+        # log; the person at the screen gets a sentence (never "NoneType has no len()").
+        log.info("%s: %s: %s", p.name, type(exc).__name__, exc)
+        raise ImageLoadError(f"Cannot open {label}: {_plain_reason(exc)}") from exc
+
+
+def _plain_reason(exc: BaseException) -> str:
+    """A sentence for an exception no check of ours anticipated, by what usually causes it."""
+    text, kind = str(exc), type(exc).__name__
+    if kind == "BytesLengthException":  # pydicom: a value's length does not fit its VR
+        detail = "a header value has the wrong length for its type"
+    elif "Value Representation" in text:
+        detail = "a header element has an unknown type (VR)"
+    elif "No tag to read" in text:
+        detail = "its data ends early or is cut off"
+    elif "Palette Color Lookup Table" in text:
+        detail = "it says PALETTE COLOR but its palette is missing"
+    elif isinstance(exc, OverflowError):
+        detail = "a number in its header is out of range"
+    elif isinstance(exc, (EOFError, struct.error, IndexError)):
+        detail = "its data ends early or is cut off"
+    elif isinstance(exc, (TypeError, AttributeError, KeyError)):
+        detail = "a required header value is missing, empty or of the wrong kind"
+    elif isinstance(exc, (ValueError, ArithmeticError)):
+        detail = "a header value is invalid"
+    else:
+        detail = ""
+    base = "the file is damaged or uses a variant this program cannot read"
+    return f"{base} ({detail})" if detail else base
 
 
 # --------------------------------------------------------------------------- reading the file
@@ -328,7 +362,55 @@ def _to_gray(pixels: np.ndarray, order: str) -> np.ndarray:
     return gray.astype(np.float32)
 
 
+# An image whose most common value covers this share of its pixels shows nothing: a blank
+# export, a test pattern, a decoder's grey fill. No radiograph comes near it.
+MAX_SAME_VALUE_SHARE = 0.998
+
+
+def _check_pixels(pixels: np.ndarray) -> None:
+    """Refuse pixels that cannot be shown or fed to a model: not finite, or (almost) one value."""
+    if pixels.size == 0:
+        raise _RefusedError("the image has no pixels; the file is damaged")
+    if pixels.dtype.kind == "f":
+        finite = np.isfinite(pixels)
+        if not finite.all():
+            bad = pixels.size - int(np.count_nonzero(finite))
+            raise _RefusedError(
+                f"{bad:,} of its {pixels.size:,} pixel values are not numbers (NaN) or infinite; "
+                "the file is damaged, or its Rescale Slope/Intercept are out of range"
+            )
+    lo, hi = pixels.min(), pixels.max()
+    if lo == hi:
+        raise _RefusedError(f"the image is blank: every pixel has the same value ({_number(lo)})")
+    if pixels.dtype.kind == "f" and float(hi) - float(lo) <= 1e-6 * max(1.0, abs(float(hi)), abs(float(lo))):
+        raise _RefusedError("the image is blank: its pixel values differ by less than one part in a million")
+    share = _same_value_share(pixels)
+    if share >= MAX_SAME_VALUE_SHARE:
+        raise _RefusedError(
+            f"the image is practically blank: {share:.1%} of its pixels have the same value "
+            "(it may be a blank export, or its data may be damaged)"
+        )
+
+
+def _same_value_share(pixels: np.ndarray) -> float:
+    """The share of the most common value, from a strided sample of at most ~400k pixels."""
+    flat = pixels.ravel()
+    if flat.size > 400_000:
+        flat = flat[:: flat.size // 200_000]
+    if flat.dtype in (np.uint8, np.uint16):
+        counts = np.bincount(flat)
+    else:
+        _, counts = np.unique(flat, return_counts=True)
+    return float(counts.max()) / float(flat.size)
+
+
+def _number(value) -> str:
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
 def _image(path: Path, pixels: np.ndarray, warned: list[str], **meta) -> XRayImage:
+    """The loaded image; ``pixels`` must have passed :func:`_check_pixels`."""
     for message in warned:
         log.warning("%s: %s", path.name, message)
     height, width = pixels.shape[:2]
@@ -357,10 +439,11 @@ def _load_png(path: Path, data: bytes) -> XRayImage:
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None or pixels.size == 0:
         raise _RefusedError("the PNG data is corrupt and cannot be decoded")
-    gray = _to_gray(pixels, "BGR")
+    gray = np.ascontiguousarray(_to_gray(pixels, "BGR"))
+    _check_pixels(gray)
     return _image(
         path,
-        np.ascontiguousarray(gray),
+        gray,
         [],
         format="PNG",
         bits_stored=16 if gray.dtype == np.uint16 else 8,
@@ -414,6 +497,40 @@ def _jpeg_frame_header(data: bytes) -> tuple[int, int, int, int]:
     raise _RefusedError("the file is truncated (the JPEG data ends before its image header)")
 
 
+def _quiet_pillow_size_warning() -> None:
+    """Pillow warns above 89 megapixels; our own limit (checked first) is the one that counts.
+
+    A filter added once, not ``warnings.catch_warnings`` per call: that is not thread-safe.
+    """
+    from PIL import Image
+
+    file_warnings.ignore_warnings(Image.DecompressionBombWarning)
+
+
+# When the entropy-coded data of a JPEG is damaged or cut short but its end marker is
+# still there, libjpeg warns (to a callback Pillow does not expose) and fills the rest of
+# the image with the last block's shade: complete rows of one grey value at the bottom.
+GREY_FILL_MIN_ROWS = 16
+GREY_FILL_MIN_SHARE = 0.125
+
+
+def _check_grey_fill(stored: np.ndarray) -> None:
+    """Refuse a decoded JPEG whose bottom rows are one flat shade (see above); black padding is fine."""
+    height = stored.shape[0]
+    if height < GREY_FILL_MIN_ROWS:
+        return
+    shade = stored[-1, :1]  # the bottom-left pixel: (1,) for gray, (1, C) for colour
+    if not (stored[-1] == shade).all() or float(shade.mean()) < 8:
+        return
+    flat = (stored == shade).reshape(height, -1).all(axis=1)
+    n = height if flat.all() else height - int(np.flatnonzero(~flat)[-1]) - 1
+    if n >= max(GREY_FILL_MIN_ROWS, GREY_FILL_MIN_SHARE * height):
+        raise _RefusedError(
+            f"the JPEG data is damaged: the decoder filled the bottom {n} of {height} rows with one shade of grey "
+            "(part of the image data is corrupt or missing)"
+        )
+
+
 def _load_jpeg(path: Path, data: bytes) -> XRayImage:
     from PIL import ExifTags, Image, ImageOps
 
@@ -421,26 +538,35 @@ def _load_jpeg(path: Path, data: bytes) -> XRayImage:
     if height == 0:  # height given later in a DNL segment: let the decoder find it
         height = 1
     _check_size(width, height)
+    # Pillow takes the size from the last frame header before the scan, libjpeg refuses a
+    # second one: every header in the file is checked, and more than one is refused.
+    frames = jpeg_sizes(data)
+    for frame in frames:
+        _check_size(frame.width, max(frame.height, 1))
+    if len(frames) > 1:
+        raise _RefusedError("the JPEG data is corrupt (it holds more than one image header)")
+    if components > 4:
+        raise _RefusedError(f"the JPEG data is corrupt ({components} colour components)")
     if precision != 8:
         raise _RefusedError(f"it is a {precision}-bit JPEG, which this program cannot decode (8-bit JPEG only)")
     warned: list[str] = []
-    with warnings.catch_warnings():
-        # Our own size limit is checked above; Pillow's bomb warning would only repeat it.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data), formats=["JPEG"])
-            img.load()
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
-            if "truncated" in str(exc).lower():
-                raise _RefusedError(
-                    "the file is truncated (the JPEG data ends early); it may have been copied incompletely"
-                ) from None
-            raise _RefusedError(f"the JPEG data is corrupt ({_short(str(exc), 120)})") from None
-        try:
-            if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
-                img = ImageOps.exif_transpose(img)
-        except Exception as exc:  # a broken EXIF block must not cost the image
-            warned.append(f"EXIF orientation could not be read ({type(exc).__name__}); shown as stored")
+    _quiet_pillow_size_warning()
+    try:
+        img = Image.open(io.BytesIO(data), formats=["JPEG"])
+        img.load()
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        if "truncated" in str(exc).lower():
+            raise _RefusedError(
+                "the file is truncated (the JPEG data ends early); it may have been copied incompletely"
+            ) from None
+        log.info("%s: %s", path.name, exc)
+        raise _RefusedError("the JPEG data is corrupt and cannot be decoded") from None
+    _check_grey_fill(np.asarray(img.convert("L")) if img.mode not in ("L", "RGB") else np.asarray(img))
+    try:
+        if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+            img = ImageOps.exif_transpose(img)
+    except Exception as exc:  # a broken EXIF block must not cost the image
+        warned.append(f"EXIF orientation could not be read ({type(exc).__name__}); shown as stored")
     mode = img.mode
     if mode == "L":
         gray = np.asarray(img)
@@ -449,9 +575,11 @@ def _load_jpeg(path: Path, data: bytes) -> XRayImage:
     else:  # CMYK, YCbCr, I;16...: let Pillow bring them to RGB first
         gray = _to_gray(np.asarray(img.convert("RGB")), "RGB")
     channels = {"L": 1, "RGB": 3, "YCbCr": 3, "CMYK": 4}.get(mode, components)
+    gray = np.ascontiguousarray(gray)
+    _check_pixels(gray)
     return _image(
         path,
-        np.ascontiguousarray(gray),
+        gray,
         warned,
         format="JPEG",
         bits_stored=8,
@@ -486,17 +614,61 @@ def _load_dicom(path: Path, data: bytes) -> XRayImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    file_warnings.install()  # pydicom's warnings: collected per file, not printed
+    _check_deflated(data)
     # Header values that break the standard's rules (a stray character in a UID, a date
-    # written the American way) are common and harmless for viewing: pydicom warns about
-    # each as it is read, which is not news for the reader. Pixel-data warnings are
-    # recorded separately in _decode_first_frame.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
-        except (InvalidDicomError, EOFError, struct.error, ValueError, KeyError, IndexError, TypeError) as exc:
-            raise _RefusedError(f"the DICOM header is damaged or truncated ({_short(str(exc), 120)})") from None
-        return _dicom_image(path, ds)
+    # written the American way) are common and harmless for viewing: pydicom logs each as
+    # it is read, which is not news for the reader, so they are not collected. Pixel-data
+    # warnings are collected per file in _decode_first_frame.
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
+    except (InvalidDicomError, EOFError, struct.error, ValueError, KeyError, IndexError, TypeError) as exc:
+        log.info("%s: %s", path.name, exc)
+        raise _RefusedError("the DICOM header is damaged or truncated") from None
+    return _dicom_image(path, ds)
+
+
+_DEFLATED = b"1.2.840.10008.1.2.1.99"
+MAX_INFLATED_BYTES = 1024**3
+
+
+def _check_deflated(data: bytes) -> None:
+    """A deflated data set is inflated whole by pydicom: measure what it expands to first.
+
+    Deflate reaches ratios of 1000:1, so a small file could otherwise ask for gigabytes.
+    """
+    import zlib
+
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    if _DEFLATED not in data[:65536]:
+        return
+    fh = io.BytesIO(data)
+    try:
+        read_preamble(fh, force=True)
+        meta = _read_file_meta_info(fh)
+    except Exception:
+        return  # pydicom will refuse the header in the same way
+    if str(meta.get("TransferSyntaxUID", "")).strip("\x00 ") != _DEFLATED.decode():
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total, pos, step = 0, fh.tell(), 1 << 20
+    try:
+        while pos < len(data) or inflater.unconsumed_tail:
+            chunk = inflater.unconsumed_tail or data[pos : pos + step]
+            if not inflater.unconsumed_tail:
+                pos += step
+            total += len(inflater.decompress(chunk, step))
+            if total > MAX_INFLATED_BYTES:
+                raise _RefusedError(
+                    f"the file is too large: its compressed (deflated) data expands to more than "
+                    f"{MAX_INFLATED_BYTES // 1024**3} GB; it may be damaged or crafted"
+                )
+            if inflater.eof:
+                return
+    except zlib.error:
+        raise _RefusedError("the file's compressed (deflated) data is damaged") from None
+    raise _RefusedError("the file is truncated: its compressed (deflated) data ends early")
 
 
 def _dicom_image(path: Path, ds) -> XRayImage:
@@ -512,6 +684,7 @@ def _dicom_image(path: Path, ds) -> XRayImage:
 
     ts = _transfer_syntax(ds)
     _check_decoder(ts)
+    _check_codestream(ds, ts, columns, rows, samples, frames)
 
     warned: list[str] = []
     pixels = _decode_first_frame(ds, ts, warned)
@@ -535,16 +708,20 @@ def _dicom_image(path: Path, ds) -> XRayImage:
         photometric = "MONOCHROME2"
 
     spacing, spacing_source = _pixel_spacing(ds)
+    pixels = np.ascontiguousarray(pixels)
+    _check_pixels(pixels)
+    window, window_note = _usable_window(pixels, _default_window(ds) if channels == 1 else None, photometric)
     return _image(
         path,
-        np.ascontiguousarray(pixels),
+        pixels,
         warned,
         format="DICOM",
         bits_stored=bits_stored,
         photometric=photometric,
         modality=_text(ds, "Modality"),
         original_channels=channels,
-        default_window=_default_window(ds) if channels == 1 else None,
+        default_window=window,
+        window_note=window_note,
         pixel_spacing=spacing,
         spacing_source=spacing_source,
         view_position=_text(ds, "ViewPosition"),
@@ -614,11 +791,94 @@ def _check_decoder(ts) -> None:
         raise _RefusedError(f"{ts.name}: no decoder installed (install {package})")
 
 
+def _check_codestream(ds, ts, columns: int, rows: int, samples: int, frames: int) -> None:
+    """Compare the size inside the first frame's codestream with the header, before decoding.
+
+    JPEG, JPEG-LS and JPEG 2000 decoders allocate by the size in the codestream, not by
+    Rows/Columns: a small file whose codestream claims 60000 x 60000 would otherwise take
+    gigabytes. The frame is cut out exactly as pydicom will cut it for the decoder.
+    """
+    from pydicom.encaps import get_frame
+    from pydicom.uid import RLELossless
+
+    if not ts.is_encapsulated or ts == RLELossless or 0x7FE00010 not in ds:
+        return
+    try:
+        offsets = None
+        if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+            offsets = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+        frame = get_frame(ds.PixelData, 0, number_of_frames=frames, extended_offsets=offsets)
+    except _FATAL:
+        raise
+    except BaseException:
+        return  # pydicom cuts the frame the same way and will report the damage
+    sizes = codestream_sizes(frame if isinstance(frame, bytes) else bytes(frame))
+    if sizes is None or not sizes:
+        raise _RefusedError(
+            f"the compressed image data is damaged (no {ts.name} image header at the start of the first frame)"
+        )
+    first = sizes[0]
+    for found in sizes:
+        _check_codestream_size(found, columns, rows)
+        if found.components > max(4, samples):
+            raise _RefusedError(f"the compressed image data is damaged ({found.components} colour components)")
+    if (first.width, first.height) != (columns, rows):
+        raise _RefusedError(
+            f"the compressed image ({first.width} x {first.height} pixels) does not match the size in its header "
+            f"({columns} x {rows}); the file is damaged"
+        )
+    # Hierarchical frames, a JP2 file's codestream, and every other fragment that starts a
+    # codestream (should pydicom ever cut the frames differently): never larger than the image.
+    for later in [*sizes[1:], *_other_fragment_sizes(ds.PixelData)]:
+        _check_codestream_size(later, columns, rows)
+        if later.width > columns or later.height > rows or later.components > max(4, samples):
+            raise _RefusedError(
+                f"the compressed image ({later.width} x {later.height} pixels) does not match the size in its "
+                f"header ({columns} x {rows}); the file is damaged"
+            )
+
+
+def _other_fragment_sizes(encapsulated: bytes) -> list[FrameSize]:
+    from pydicom.encaps import generate_fragments
+
+    out: list[FrameSize] = []
+    try:
+        for fragment in generate_fragments(encapsulated):
+            out.extend(codestream_sizes(bytes(fragment)) or [])
+    except Exception:  # a broken item list: the first frame, checked above, is what pydicom decodes
+        pass
+    return out
+
+
+def _check_codestream_size(found: FrameSize, columns: int, rows: int) -> None:
+    width, height = found.width, found.height
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise _RefusedError(
+            f"the image is too large ({width} x {height} pixels inside its compressed data, though its header "
+            f"says {columns} x {rows}; the limit is {MAX_SIDE} pixels per side and "
+            f"{MAX_PIXELS // 1_000_000} megapixels); the file is damaged or crafted"
+        )
+
+
+def _usable_window(pixels: np.ndarray, window: Window | None, photometric: str) -> tuple[Window | None, str]:
+    """The file's window, or None and the reason it would show nothing (issue 13, section 3)."""
+    if window is None:
+        return None, ""
+    problem = window_problem(pixels, window, inverted=photometric == "MONOCHROME1")
+    if problem is None:
+        return window, ""
+    stored = "VOI LUT" if window.source == "voi_lut" else "window"
+    note = (
+        f"The file's {stored} (centre {_number(window.center)}, width {_number(window.width)}) {problem}; "
+        "the automatic window (0.5-99.5 percentile) is used instead, on screen and for the AI."
+    )
+    return None, note
+
+
 def _decode_first_frame(ds, ts, warned: list[str]) -> np.ndarray:
     from pydicom.pixels import pixel_array
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with file_warnings.collect() as caught:
         try:
             # index=0 decodes only the first frame; it also ignores surplus frames that
             # extra bytes at the end of the pixel data would otherwise suggest.
@@ -626,20 +886,32 @@ def _decode_first_frame(ds, ts, warned: list[str]) -> np.ndarray:
         except (MemoryError, *_FATAL):
             raise
         except BaseException as exc:  # includes decoder panics (see load_image)
-            text = str(exc)
-            if "less than expected" in text or "insufficient" in text.lower() or isinstance(exc, EOFError):
-                raise _RefusedError(
-                    "the file is truncated: the image data is incomplete (it may have been copied incompletely)"
-                ) from None
-            raise _RefusedError(
-                f"the image data could not be decoded ({ts.name}); the file may be truncated or corrupt "
-                f"({_short(text, 160)})"
-            ) from None
-    for w in caught:
-        warned.append(_short(str(w.message), 300))
+            raise _RefusedError(_decode_failure(exc, ts)) from None
+    for message in caught:
+        warned.append(_short(message, 300))
     if not pixels.dtype.isnative:  # big-endian files: OpenCV and most NumPy users expect native order
         pixels = pixels.astype(pixels.dtype.newbyteorder("="))
     return pixels
+
+
+_MISSING_ELEMENT = re.compile(r"Missing required element: \((\w{4}),(\w{4})\) '([^']+)'")
+
+
+def _decode_failure(exc: BaseException, ts) -> str:
+    """Why pydicom could not decode the pixels, in words; the decoder's own text goes to the log."""
+    text = str(exc)
+    log.info("pixel data (%s): %s: %s", ts.name, type(exc).__name__, _short(text, 500))
+    if "less than expected" in text or "insufficient" in text.lower() or isinstance(exc, EOFError):
+        return "the file is truncated: the image data is incomplete (it may have been copied incompletely)"
+    missing = _MISSING_ELEMENT.search(text)
+    if missing:
+        group, element, name = missing.groups()
+        return f"the DICOM header lacks {name} ({group},{element}), which is needed to read the image"
+    if "NoneType" in text or "has no len" in text:
+        return "the image data element is empty"
+    if "Photometric Interpretation" in text:
+        return "the DICOM header's Photometric Interpretation is missing or not one this program knows"
+    return f"the image data could not be decoded ({ts.name}); the file may be truncated or corrupt"
 
 
 def _modality_transform(pixels: np.ndarray, ds) -> np.ndarray:
@@ -658,11 +930,20 @@ def _modality_transform(pixels: np.ndarray, ds) -> np.ndarray:
         slope = 1.0
     if slope == 1.0 and intercept == 0.0:
         return pixels
+    if pixels.size:  # values beyond float32 would become infinite: say which header values are wrong
+        ends = [float(pixels.min()) * slope + intercept, float(pixels.max()) * slope + intercept]
+        if not all(np.isfinite(ends)) or max(abs(v) for v in ends) > 1e30:
+            raise _RefusedError(
+                f"its Rescale Slope ({_number(slope)}) and Intercept ({_number(intercept)}) are out of range "
+                "(they would turn the pixel values into numbers no display can show); the header is damaged"
+            )
     if slope.is_integer() and intercept.is_integer() and pixels.dtype.kind in "iu" and pixels.size:
         s, b = int(slope), int(intercept)
         products = (int(pixels.min()) * s, int(pixels.max()) * s)
         lo, hi = min(products) + b, max(products) + b
-        bounds = (*products, lo, hi)
+        bounds = (*products, lo, hi, s, b)
+        if min(bounds) < -(2**63) or max(bounds) >= 2**63:  # beyond int64: the float path below
+            return _float_rescale(pixels, slope, intercept)
         work = np.int32 if min(bounds) >= -(2**31) and max(bounds) < 2**31 else np.int64
         out = pixels.astype(work)
         out *= s
@@ -674,6 +955,10 @@ def _modality_transform(pixels: np.ndarray, ds) -> np.ndarray:
             if info.min <= lo and hi <= info.max:
                 return out.astype(dtype)
         return out
+    return _float_rescale(pixels, slope, intercept)
+
+
+def _float_rescale(pixels: np.ndarray, slope: float, intercept: float) -> np.ndarray:
     out = pixels.astype(np.float32)
     out *= np.float32(slope)
     out += np.float32(intercept)
@@ -687,7 +972,9 @@ def _default_window(ds) -> Window | None:
     """
     center, width = _first_number(ds.get("WindowCenter")), _first_number(ds.get("WindowWidth"))
     if center is not None and width is not None and width >= 1.0:
-        return Window(center=center, width=width, source="dicom")
+        # VOI LUT Function applies to the window; SIGMOID is drawn as such by apply_window.
+        function = "SIGMOID" if _text(ds, "VOILUTFunction").upper() == "SIGMOID" else "LINEAR"
+        return Window(center=center, width=width, source="dicom", function=function)
     return _voi_lut_window(ds)
 
 

@@ -37,7 +37,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from inference.lungs import LungResult, LungSegmenter
 
-__all__ = ["Prediction", "Explanation", "FileResult", "Predictor"]
+__all__ = ["DECODE_AHEAD_BYTES", "Prediction", "Explanation", "FileResult", "Predictor"]
+
+# Decoded files waiting for the model may hold at most this many bytes (plus the files being
+# decoded right now): twenty 10000 x 10000 16-bit PNGs ahead of the model once took 9.7 GB.
+DECODE_AHEAD_BYTES = 1024**3
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: NumPy fields make == ambiguous
@@ -231,13 +235,16 @@ class Predictor:
         method: str = "gradcam",
         keep_images: bool = False,
         workers: int | None = None,
+        max_bytes_ahead: int | None = None,
     ) -> Iterator[FileResult]:
         """Predict files in input order; a file that cannot be read gives ``ok=False``, never an exception.
 
-        Decoding and preprocessing run on ``workers`` threads, up to two batches ahead of the
-        model, so the model rarely waits for the disk or the decoder. ``progress(done, total)``
-        is called after each result. With ``explain`` every result carries a Grad-CAM
-        explanation of its predicted class.
+        Decoding and preprocessing run on ``workers`` threads ahead of the model, so the model
+        rarely waits for the disk or the decoder: up to two batches of files, and never more
+        than ``max_bytes_ahead`` bytes of decoded data (default :data:`DECODE_AHEAD_BYTES`)
+        besides the files being decoded; a batch closes early when it reaches that size.
+        ``progress(done, total)`` is called after each result. With ``explain`` every result
+        carries a Grad-CAM explanation of its predicted class.
         """
         if method not in METHODS:
             raise ValueError(f"unknown Grad-CAM method {method!r}; choose one of {', '.join(METHODS)}")
@@ -245,40 +252,35 @@ class Predictor:
         items = [str(p) for p in paths]
         total = len(items)
         workers = workers or max(2, min(4, os.cpu_count() or 2))
-        lookahead = 2 * batch_size + workers
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxr-decode")
-        pending: deque[Future[_Prepared]] = deque()
-        source = iter(items)
-
-        def refill() -> None:
-            while len(pending) < lookahead:
-                path = next(source, None)
-                if path is None:
-                    return
-                pending.append(pool.submit(self._prepare_file, path, explain))
-
+        ahead = _DecodeAhead(
+            self, iter(items), explain, keep_images, workers, 2 * batch_size + workers, max_bytes_ahead
+        )
         done = 0
         try:
-            refill()
-            while pending:
+            ahead.refill()
+            while ahead.pending:
                 chunk: list[_Prepared] = []
                 n_ready = 0
-                while pending and n_ready < batch_size:
-                    item = pending.popleft().result()
-                    refill()
+                # A chunk ends at batch_size readable files, or early when the decode-ahead
+                # budget stops new decodes (the model must run to free memory).
+                while ahead.pending and n_ready < batch_size and (not chunk or ahead.ready() or not ahead.stalled()):
+                    item = ahead.take()
                     chunk.append(item)
                     n_ready += item.error is None
                 self._segment_chunk(chunk)
-                for result in self._run_chunk(chunk, explain, method, keep_images):
+                results = self._run_chunk(chunk, explain, method, keep_images)
+                ahead.release(chunk)
+                del chunk
+                for result in results:
                     done += 1
                     if progress is not None:
                         progress(done, total)
                     yield result
         finally:
             # Also reached when the caller stops early: do not decode files nobody will read.
-            pool.shutdown(wait=False, cancel_futures=True)
+            ahead.close()
 
-    def _prepare_file(self, path: str, explain: bool) -> _Prepared:
+    def _prepare_file(self, path: str, explain: bool, keep_image: bool = True) -> _Prepared:
         from inference.loading import load_image
 
         try:
@@ -295,7 +297,8 @@ class Predictor:
             x, geom = self._model_input(image, None)
         except Exception as exc:
             return _Prepared(path, error=f"{Path(path).name} cannot be prepared for the model ({exc})")
-        return _Prepared(path, image=image, x=x, geometry=geom)
+        # Without lungs to segment or images to return, the full-size pixels are not needed any more.
+        return _Prepared(path, image=image if keep_image else None, x=x, geometry=geom)
 
     def _segment_chunk(self, chunk: list[_Prepared]) -> None:
         """Segment the lungs of the chunk's files in one pass, then make their model inputs."""
@@ -399,3 +402,95 @@ class _Prepared:
     lungs: LungResult | None = None
     lung_input: tuple[np.ndarray, Geometry] | None = None  # waiting for the chunk's lung pass
     error: str | None = None
+    counted: int = 0  # bytes charged to the decode-ahead budget when decoding finished
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.x, self.image.pixels if self.image is not None else None]
+        if self.lung_input is not None:
+            arrays.append(self.lung_input[0])
+        return sum(int(a.nbytes) for a in arrays if isinstance(a, np.ndarray))
+
+
+class _DecodeAhead:
+    """The files decoding ahead of the model, bounded by count and by bytes.
+
+    At most ``workers`` files decode at once; a finished one starts the next (from its own
+    thread) only while the decoded files not yet released by the model loop hold less than
+    ``max_bytes`` (one file is always allowed, so a single huge file still gets through).
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        source: Iterator[str],
+        explain: bool,
+        keep_images: bool,
+        workers: int,
+        lookahead: int,
+        max_bytes: int | None,
+    ) -> None:
+        self._predictor, self._source, self._explain = predictor, source, explain
+        self._keep = keep_images or predictor._needs_lungs(explain)
+        self._workers, self._lookahead = workers, lookahead
+        self._max_bytes = DECODE_AHEAD_BYTES if max_bytes is None else max(0, int(max_bytes))
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cxr-decode")
+        self._lock = threading.RLock()
+        self.pending: deque[Future[_Prepared]] = deque()
+        self._running = 0  # submitted, not finished
+        self._held = 0  # bytes of finished files not yet released by the model loop
+        self._exhausted = False
+        self._closed = False
+
+    def refill(self) -> None:
+        with self._lock:
+            while not self._exhausted and not self._closed and len(self.pending) < self._lookahead:
+                if self._running >= self._workers:
+                    return
+                if self._held >= self._max_bytes and (self._held or self._running):
+                    return
+                path = next(self._source, None)
+                if path is None:
+                    self._exhausted = True
+                    return
+                self._running += 1
+                future = self._pool.submit(self._predictor._prepare_file, path, self._explain, self._keep)
+                self.pending.append(future)
+                future.add_done_callback(self._finished)
+
+    def _finished(self, future: Future[_Prepared]) -> None:
+        with self._lock:
+            self._running -= 1
+            if not future.cancelled() and future.exception() is None:
+                item = future.result()
+                item.counted = item.nbytes
+                self._held += item.counted
+        self.refill()
+
+    def stalled(self) -> bool:
+        """True when nothing more will be decoded until the model loop releases memory."""
+        with self._lock:
+            return not self._exhausted and self._held >= self._max_bytes and not self._running
+
+    def ready(self) -> bool:
+        """True when the next file is decoded already (taking it costs no memory)."""
+        return bool(self.pending) and self.pending[0].done()
+
+    def take(self) -> _Prepared:
+        future = self.pending[0]
+        item = future.result()
+        with self._lock:
+            self.pending.popleft()
+        self.refill()
+        return item
+
+    def release(self, chunk: list[_Prepared]) -> None:
+        """The model is done with ``chunk``: its bytes no longer count (the caller drops them)."""
+        with self._lock:
+            self._held -= sum(item.counted for item in chunk)
+        self.refill()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._pool.shutdown(wait=False, cancel_futures=True)

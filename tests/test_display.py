@@ -143,3 +143,90 @@ def test_initial_window_8bit_dicom_rescaled_beyond_its_depth_is_automatic():
     pixels = np.arange(1000, 1064, dtype=np.uint16).reshape(8, 8)  # 8 stored bits + intercept 1000
     window = initial_window(make_image(pixels, 8))
     assert window.source == "auto" and window.low >= 1000
+
+
+# ------------------------------------------------------------------ unusable stored windows (issue 13, section 3)
+
+
+def _dx_16bit(tmp_path, **kwargs):
+    """The toolkit test file's case: 16-bit DX, stored window 2725/5310, pixels 32744-65535."""
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(32744, 65536, size=(64, 64)).astype(np.uint16)
+    pixels[:32] = np.sort(pixels[:32], axis=1)  # some structure
+    make_dicom(tmp_path / "dx.dcm", pixels, bits_stored=16, **kwargs)
+    return load_image(tmp_path / "dx.dcm")
+
+
+def test_stored_window_outside_the_pixels_falls_back_to_the_percentile_window(tmp_path):
+    from inference.preprocess import PreprocessConfig, preprocess
+
+    image = _dx_16bit(tmp_path, window=(2725, 5310))
+    assert image.meta.default_window is None
+    assert "2725" in image.meta.window_note and "100% of the pixels white" in image.meta.window_note
+    window = initial_window(image)
+    assert window.source == "auto"
+    shown = window_image(image)
+    assert shown.mean() < 200 and shown.std() > 30  # not white: the film is visible
+    x, _ = preprocess(image, PreprocessConfig(size=32))
+    assert float(x.mean()) < 0.8 and float(x.std()) > 0.1  # the model is fed the same visible film
+
+
+def test_a_usable_stored_window_is_kept_without_a_note(tmp_path):
+    image = _dx_16bit(tmp_path, window=(49000, 33000))
+    assert image.meta.default_window is not None and image.meta.window_note == ""
+    assert initial_window(image).source == "dicom"
+
+
+def test_monochrome1_clipped_window_is_described_as_shown(tmp_path):
+    image = _dx_16bit(tmp_path, window=(2725, 5310), photometric="MONOCHROME1")
+    assert "black" in image.meta.window_note  # high values are dark in MONOCHROME1
+
+
+def test_absurdly_wide_window_falls_back(tmp_path):
+    image = _dx_16bit(tmp_path, window=(2048, 1e308))
+    assert image.meta.default_window is None and "one shade of gray" in image.meta.window_note
+    assert window_image(image).std() > 30
+
+
+@pytest.mark.parametrize(
+    ("window", "problem"),
+    [
+        (Window(5000, 100), "black"),
+        (Window(-5000, 100), "white"),
+        (Window(500, 1e12), "one shade"),
+        (Window(500, 1000), None),
+        (Window(float("nan"), 10), "number"),
+    ],
+)
+def test_window_problem(window, problem):
+    from inference.display import window_problem
+
+    pixels = np.arange(1000, dtype=np.uint16).reshape(10, 100)
+    found = window_problem(pixels, window)
+    assert (found is None) if problem is None else (problem in found)
+
+
+def test_apply_window_never_gives_nan_for_extreme_windows():
+    pixels = np.array([[0, 1000, 4095]], np.uint16)
+    for window in (Window(0, 1e308), Window(1e308, 10), Window(-1e308, 1e308), Window(5, float("inf"))):
+        with np.errstate(all="ignore"):
+            out = apply_window(pixels, window)
+        assert out.dtype == np.uint8 and out.shape == (1, 3)
+
+
+def test_sigmoid_voi_lut_function_is_applied(tmp_path):
+    """DICOM's SIGMOID: 255 / (1 + exp(-4 (x - c) / w)); the same curve pydicom's apply_windowing draws."""
+    from pydicom.pixels import apply_windowing
+
+    pixels = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 4096).astype(np.uint16)
+    ds = make_dicom(
+        tmp_path / "s.dcm", pixels, bits_stored=12, window=(2048, 1024), extra={"VOILUTFunction": "SIGMOID"}
+    )
+    image = load_image(tmp_path / "s.dcm")
+    assert image.meta.default_window.function == "SIGMOID"
+    shown = window_image(image).astype(np.float64)
+    ds.BitsStored = 8  # pydicom scales the curve to the stored bit depth: 8 bits gives 0..255
+    expected = apply_windowing(pixels.astype(np.float64), ds)
+    assert np.abs(shown - expected).max() <= 1.0
+    linear = apply_window(pixels, Window(2048, 1024)).astype(np.float64)
+    assert np.abs(shown - linear).max() > 20  # not the linear ramp

@@ -126,6 +126,7 @@ def test_png_gray_alpha_and_16bit_colour(tmp_path):
 
     bgr16 = np.zeros((8, 8, 3), np.uint16)
     bgr16[..., 2] = 60000  # red in OpenCV's BGR order
+    bgr16[-1, -1] = 0  # one black pixel: a one-value image is refused as blank
     image = load_image(write_png(tmp_path / "rgb16.png", bgr16))
     assert image.pixels.dtype == np.uint16
     assert int(image.pixels[0, 0]) == pytest.approx(0.299 * 60000, abs=2)
@@ -729,3 +730,226 @@ print(errors)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# --------------------------------------------------------------------------- issue 17: bombs, pixels, warnings
+
+BOMBS = ("jpeg_codestream_bomb", "jpegls_codestream_bomb", "j2k_codestream_bomb", "jp2_codestream_bomb")
+
+
+def test_codestream_size_is_checked_before_decoding(bad_inputs, monkeypatch):
+    """The header says 64 x 64; the decoders would allocate 60000 x 60000 from the codestream."""
+    calls = []
+    monkeypatch.setattr(pydicom.pixels, "pixel_array", lambda *a, **k: calls.append("dicom"))
+    monkeypatch.setattr(Image, "open", lambda *a, **k: calls.append("jpeg"))
+    for name in (*BOMBS, "jpeg_second_frame_header", "codestream_size_mismatch"):
+        with pytest.raises(ImageLoadError, match="too large|does not match"):
+            load_image(bad_inputs[name])
+    assert calls == []
+
+
+def test_codestream_bombs_fail_fast_under_a_memory_cap(bad_inputs):
+    """In a process that may not take more than 1.5 GB, each bomb is refused with our error, quickly."""
+    import subprocess
+    import sys
+
+    paths = [str(bad_inputs[name]) for name in (*BOMBS, "jpeg_second_frame_header")]
+    script = f"""
+import resource, sys, time
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from inference.image import ImageLoadError
+from inference.loading import load_image
+import inference.loading, pydicom.pixels, PIL.Image  # imports count against the cap before it is set
+cap = 1536 * 1024**2
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+for path in {paths!r}:
+    start = time.perf_counter()
+    try:
+        load_image(path)
+        print("LOADED", path)
+    except ImageLoadError as exc:
+        print("REFUSED", round(time.perf_counter() - start, 3), exc)
+"""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == len(paths), out.stdout + out.stderr[-2000:]
+    for line in lines:
+        status, seconds, message = line.split(" ", 2)
+        assert status == "REFUSED" and "too large" in message and "memory" not in message
+        assert float(seconds) < 2.0
+
+
+def test_codestream_sizes_skip_thumbnails_and_read_every_header():
+    from inference.codestream import FrameSize, codestream_sizes, j2k_sizes, jpeg_sizes
+
+    main = valid_jpeg_bytes(64)
+    thumb = valid_jpeg_bytes(16)
+    app1 = b"\xff\xe1" + (len(thumb) + 2).to_bytes(2, "big") + thumb  # an EXIF-like thumbnail inside APP1
+    sizes = jpeg_sizes(main[:2] + app1 + main[2:])
+    assert [(s.width, s.height) for s in sizes] == [(64, 64)]
+    # A hierarchical stream's DHP (the whole image) counts like a frame header.
+    dhp = b"\xff\xde\x00\x0b\x08" + (300).to_bytes(2, "big") + (400).to_bytes(2, "big") + b"\x01\x01\x11\x00"
+    assert jpeg_sizes(main[:2] + dhp + main[2:])[0] == FrameSize(400, 300, 1, 8, "DHP")
+    # JPEG-LS may move its size to an LSE segment (oversize dimension).
+    lse = b"\xff\xf8\x00\x0d\x04\x04" + (70000).to_bytes(4, "big") + (80000).to_bytes(4, "big")
+    oversize = jpeg_sizes(b"\xff\xd8" + lse + b"\xff\xd9")[0]
+    assert (oversize.width, oversize.height) == (80000, 70000)
+    # JPEG 2000: the image area is Xsiz - XOsiz by Ysiz - YOsiz.
+    siz = b"\xff\x4f\xff\x51\x00\x29\x00\x00" + b"".join(
+        v.to_bytes(4, "big") for v in (1100, 900, 100, 50, 1100, 900, 0, 0)
+    )
+    siz += b"\x00\x01\x0b\x01\x01"
+    assert j2k_sizes(siz) == [FrameSize(1000, 850, 1, 12, "SIZ")]
+    # An EOI before any scan ends nothing (Pillow reads on and would meet the second header).
+    sof = main.find(b"\xff\xc0")
+    second = main[sof : sof + 13].replace(b"\x00\x40\x00\x40", b"\xea\x60\xea\x60")  # 60000 x 60000
+    hidden = main[:sof] + b"\xff\xd9" + second + main[sof:]
+    assert [(s.width, s.height) for s in jpeg_sizes(hidden)] == [(60000, 60000), (64, 64)]
+    assert codestream_sizes(b"\x00\x00garbage") is None
+    assert jpeg_sizes(b"\xff\xd8\xff\xc0\x00") == []  # cut short: nothing, never an exception
+
+
+def test_legitimate_compressed_dicom_still_loads(tmp_path):
+    """The codestream check accepts a JPEG-in-DICOM whose sizes agree (and a J2K one, see above)."""
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from tests.bad_inputs import encapsulated_dicom
+
+    (tmp_path / "ok.dcm").write_bytes(encapsulated_dicom(valid_jpeg_bytes(64), JPEGBaseline8Bit))
+    image = load_image(tmp_path / "ok.dcm")
+    assert image.shape == (64, 64)
+
+
+def test_user_messages_carry_no_python_internals(bad_inputs):
+    for name, path in bad_inputs.items():
+        with pytest.raises(ImageLoadError) as err:
+            load_image(path)
+        text = str(err.value)
+        for internal in ("Error:", "NoneType", "has no len", "Traceback", "Python int"):
+            assert internal not in text, f"{name}: {text}"
+
+
+def test_unexpected_exceptions_become_sentences(tmp_path, monkeypatch):
+    import inference.loading as loading
+
+    path = tmp_path / "a.png"
+    path.write_bytes(valid_png_bytes())
+    for exc, words in (
+        (OverflowError("Python int too large to convert to C long"), "out of range"),
+        (TypeError("object of type 'NoneType' has no len()"), "missing"),
+        (RuntimeError("boom"), "damaged"),
+    ):
+
+        def fail(*args, _exc=exc, **kwargs):
+            raise _exc
+
+        monkeypatch.setattr(loading, "_load_png", fail)
+        with pytest.raises(ImageLoadError) as err:
+            load_image(path)
+        assert words in str(err.value) and type(exc).__name__ not in str(err.value) and "len()" not in str(err.value)
+
+
+def test_nan_pixels_are_refused_and_xrayimage_stays_finite():
+    from inference.image import ImageMeta, XRayImage
+
+    meta = ImageMeta(path="mem", format="DICOM", width=2, height=1, bits_stored=32)
+    with pytest.raises(ValueError, match="finite"):
+        XRayImage(pixels=np.array([[0.0, np.inf]], np.float32), meta=meta)
+    XRayImage(pixels=np.array([[0.0, 1.0]], np.float32), meta=meta)
+
+
+def test_nearly_blank_image_is_refused_but_a_sparse_real_one_loads(tmp_path):
+    almost = np.full((100, 100), 12, np.uint8)
+    almost[0, :10] = 200  # 0.1% of the pixels differ
+    with pytest.raises(ImageLoadError, match="practically blank"):
+        load_image(write_png(tmp_path / "almost.png", almost))
+    padded = np.zeros((100, 100), np.uint8)  # a film with a wide black border still loads
+    padded[30:70, 30:70] = ramp((40, 40), 255, np.uint8)
+    assert load_image(write_png(tmp_path / "padded.png", padded)).shape == (100, 100)
+
+
+def test_jpeg_with_black_padding_at_the_bottom_is_not_taken_for_a_grey_fill(tmp_path):
+    img = np.zeros((256, 256), np.uint8)
+    img[:128] = np.tile(np.arange(0, 256, dtype=np.uint8), (128, 1))
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    (tmp_path / "padded.jpg").write_bytes(buf.tobytes())
+    assert load_image(tmp_path / "padded.jpg").shape == (256, 256)
+
+
+def test_deflated_dicom_expanding_too_far_is_refused(tmp_path, monkeypatch):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    import inference.loading as loading
+
+    ds = make_dicom(None, ramp((64, 64), 4095), bits_stored=12)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    save_dicom(ds, tmp_path / "deflated.dcm")
+    assert load_image(tmp_path / "deflated.dcm").shape == (64, 64)  # an honest deflated file loads
+    monkeypatch.setattr(loading, "MAX_INFLATED_BYTES", 4096)  # ... one that expands past the limit does not
+    with pytest.raises(ImageLoadError, match="expands to more than"):
+        load_image(tmp_path / "deflated.dcm")
+
+
+def _padded_dicom(path: Path, padding: int) -> Path:
+    ds = make_dicom(None, ramp((16, 16), 4095), bits_stored=12)
+    ds.PixelData = ds.PixelData + b"\x00" * padding
+    save_dicom(ds, path)
+    return path
+
+
+def test_warnings_are_collected_per_file_on_concurrent_threads(tmp_path):
+    """Two files decoded at once on two threads: each gets only its own pydicom warning, and the
+    process's warning filters are the same afterwards."""
+    import threading
+    import warnings
+
+    files = {64: _padded_dicom(tmp_path / "a.dcm", 64), 128: _padded_dicom(tmp_path / "b.dcm", 128)}
+    load_image(files[64])  # first use adds the (once-only) filter
+    before = list(warnings.filters)
+    barrier = threading.Barrier(2)
+    seen: dict[int, list[list[str]]] = {64: [], 128: []}
+    errors: list[BaseException] = []
+
+    def work(padding: int) -> None:
+        try:
+            for _ in range(50):
+                barrier.wait(timeout=10)
+                seen[padding].append(load_image(files[padding]).extra.get("warnings", []))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in files]
+    [t.start() for t in threads]
+    [t.join(timeout=60) for t in threads]
+    assert not errors
+    for padding, other in ((64, 128), (128, 64)):
+        assert len(seen[padding]) == 50
+        for messages in seen[padding]:
+            assert len(messages) == 1 and f"{padding} bytes of excess padding" in messages[0], messages
+            assert f"{other} bytes" not in messages[0]
+    assert warnings.filters == before
+
+
+def test_a_bomb_in_a_later_frame_is_refused_too(tmp_path):
+    """Only frame 0 is decoded, but a frame cut differently must not slip a size past the check."""
+    import struct
+
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from tests.bad_inputs import BOMB_SIDE
+
+    good = valid_jpeg_bytes(64)
+    bomb = bytearray(good)
+    struct.pack_into(">HH", bomb, bomb.find(b"\xff\xc0") + 5, BOMB_SIDE, BOMB_SIDE)
+    ds = make_dicom(None, ramp((64, 64), 255, np.uint8))
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.NumberOfFrames = 2
+    ds.PixelData = encapsulate([good, bytes(bomb)])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    save_dicom(ds, tmp_path / "two.dcm")
+    with pytest.raises(ImageLoadError, match="too large"):
+        load_image(tmp_path / "two.dcm")

@@ -22,11 +22,15 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from training.duplicates import find_near_duplicates  # noqa: F401 - part of this module's documented API
 from training.pipeline import class_weights, load_arrays, make_tf_dataset  # noqa: F401 - documented API
 from training.samples import MIN_IMAGES_PER_CLASS, Dataset, DatasetError, Sample
 from training.splits import split_dataset  # noqa: F401 - documented API
+
+if TYPE_CHECKING:  # pragma: no cover
+    from inference.image import XRayImage
 
 __all__ = [
     "Sample",
@@ -44,7 +48,32 @@ __all__ = [
     "load_arrays",
     "make_tf_dataset",
     "class_weights",
+    "MIN_TRAINING_SIDE",
+    "training_image_problem",
 ]
+
+# A training image is squeezed or stretched to the model's input (224 px): below this many
+# pixels a side there is nothing to learn from (icons, thumbnails, 1 x 1 placeholders).
+MIN_TRAINING_SIDE = 32
+
+
+def training_image_problem(image: XRayImage) -> str | None:
+    """Why a loaded image must not become a training example, or None.
+
+    The loader has already refused what no one can use (NaN or infinite pixels, blank
+    images); this adds what only training cares about. The reason is listed with the
+    skipped files, like an unreadable one.
+    """
+    import numpy as np
+
+    height, width = image.shape
+    if min(height, width) < MIN_TRAINING_SIDE:
+        return f"too small to train on ({width} x {height} pixels; at least {MIN_TRAINING_SIDE} per side)"
+    pixels = image.pixels
+    if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():  # XRayImage forbids it; never trust a cache
+        return "its pixel values include NaN or infinite numbers"
+    return None
+
 
 # CoronaHack (Chest_xray_Corona_Metadata.csv) labels are "Label/Label_1/Label_2", spelt as in
 # the file ("Pnemonia"). Every pneumonia is Pneumonia except the COVID-19 ones; ARDS, SARS and

@@ -43,7 +43,7 @@ __all__ = [
     "predict_arrays",
 ]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the loader refuses blank/NaN images and replaces unusable stored windows
 
 
 @dataclass(frozen=True)
@@ -101,9 +101,13 @@ def _decode_one(
     from inference.image import ImageLoadError
     from inference.loading import load_image
     from inference.preprocess import preprocess_uint8
+    from training.datasets import training_image_problem
 
     try:
         image = load_image(path)
+        problem = training_image_problem(image)
+        if problem is not None:
+            return None, problem
         box = lungs.crop_box(image, config.crop_margin) if lungs is not None else None
         small, _ = preprocess_uint8(image, config, box)
     except ImageLoadError as exc:
