@@ -366,3 +366,130 @@ def test_training_cleans_stale_report_folders(tmp_path, monkeypatch):
     _age(old, 2 * mf.STALE_AFTER_S)
     assert check_output_folder(tmp_path / "out", overwrite=False) is False
     assert not old.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Import into the user's models folder, and listing
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, tiny):
+    """The model store with a private user models folder and the tiny bundle as the bundled model."""
+    monkeypatch.setenv("CXR_VIEWER_HOME", str(tmp_path / "home"))
+    from viewer import model_store
+
+    bundled = edited_bundle(tiny, tmp_path / "bundled", _set("description", "bundled"))
+    monkeypatch.setattr(model_store, "bundled_model_dir", lambda: bundled)
+    return model_store
+
+
+def test_import_copies_regular_files_only_and_never_follows_links(store, tiny, tmp_path):
+    src = edited_bundle(tiny, tmp_path / "src")
+    (src / "report").mkdir()
+    (src / "report" / "report.md").write_text("# report")
+    (src / "up").symlink_to("..")  # copied recursively, this filled the disk
+    (src / "passwd").symlink_to("/etc/passwd")  # landed in the models folder as a copy
+    (src / "report" / "loop").symlink_to(src)
+    dest = store.import_bundle(src)
+    found = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+    assert found == ["README.md", "model.json", "model.keras", "report", "report/report.md"]
+    assert not any(p.is_symlink() for p in dest.rglob("*"))
+
+
+def test_import_refuses_linked_model_files(store, tiny, tmp_path):
+    src = edited_bundle(tiny, tmp_path / "src")
+    real = tmp_path / "elsewhere.json"
+    (src / "model.json").rename(real)
+    (src / "model.json").symlink_to(real)
+    with pytest.raises(BundleError, match="is a link"):
+        store.import_bundle(src)
+    assert not store.user_models_dir().exists() or not any(store.user_models_dir().iterdir())
+
+
+def test_import_caps_the_total_size_and_validates_before_copying(store, tiny, tmp_path, monkeypatch):
+    src = edited_bundle(tiny, tmp_path / "src")
+    (src / "big.bin").write_bytes(b"\0" * 4096)
+    monkeypatch.setattr(store, "MAX_IMPORT_BYTES", (src / "model.keras").stat().st_size + 1024)
+    with pytest.raises(BundleError, match="holds more than"):
+        store.import_bundle(src)
+    hostile = edited_bundle(tiny, tmp_path / "hostile", _set("preprocessing", "clahe_tiles", 0))
+    with pytest.raises(BundleError, match="clahe_tiles"):
+        store.import_bundle(hostile)
+    assert not store.user_models_dir().exists() or not any(store.user_models_dir().iterdir())
+
+
+def test_importing_the_same_model_twice_says_it_is_installed(store, tiny, tmp_path):
+    src = edited_bundle(tiny, tmp_path / "src", _set("description", "mine"))
+    first = store.import_bundle(src)
+    with pytest.raises(store.ModelAlreadyInstalled, match="already installed") as info:
+        store.import_bundle(src)
+    assert info.value.path == first
+    with pytest.raises(store.ModelAlreadyInstalled, match="the bundled model"):
+        store.import_bundle(edited_bundle(tiny, tmp_path / "copy-of-bundled", _set("description", "bundled")))
+    assert [e.path for e in store.list_models() if not e.bundled] == [first]
+
+
+def test_a_broken_model_does_not_stop_the_listing(store, tiny, tmp_path):
+    root = store.user_models_dir()
+    root.mkdir(parents=True)
+    edited_bundle(tiny, root / "a-good")
+    edited_bundle(tiny, root / "b-deep", lambda d: "[" * 100_000 + "]" * 100_000)
+    edited_bundle(tiny, root / "c-training-list", _set("training", []))
+    edited_bundle(tiny, root / "d-tiles", _set("preprocessing", "clahe_tiles", 0))
+    (root / "e-json-is-a-folder").mkdir()
+    (root / "e-json-is-a-folder" / "model.json").mkdir()
+    (root / "e-json-is-a-folder" / "model.keras").write_bytes(b"")
+    entries = {e.path.name: e for e in store.list_models() if not e.bundled}
+    assert sorted(entries) == ["a-good", "b-deep", "c-training-list", "d-tiles", "e-json-is-a-folder"]
+    assert entries["a-good"].info is not None and not entries["a-good"].error
+    for name in ("b-deep", "c-training-list", "d-tiles", "e-json-is-a-folder"):
+        assert entries[name].info is None and entries[name].error
+
+
+# ---------------------------------------------------------------------------------------------
+# The model card: plain text only
+
+
+def test_model_card_renders_fields_as_plain_text(tiny):
+    from viewer.model_card import error_card_html, model_card_html
+
+    info = read_bundle_info(tiny)
+    info.description = "<h1>Approved by the FDA</h1>"
+    info.training = {
+        "data": {"counts": {"train": {"Normal": "<b>1000000</b>"}}, "sources": {"<i>x</i>": {"train": "<u>9</u>"}}},
+        "config": {"val_sources": ["<s>s</s>"]},
+        "hardware": "<script>alert(1)</script>",
+        "epochs_run": 1,
+    }
+    info.metrics = {
+        "val": {
+            "accuracy": "<font size=7>0.999</font>",
+            "macro_f1": "0.999",
+            "n_images": 10,
+            "per_class": {"<img src=x>": {"recall": "<b>1.0</b>", "support": 3}, "Normal": "oops"},
+            "confusion_matrix": {"classes": ["A", "B"], "matrix": [["<b>9</b>", 1], [0, 1]]},
+            "by_source": {"<em>src</em>": {"n_images": "<b>5</b>", "accuracy": 0.5}},
+        },
+        "test": "<table>fake</table>",
+    }
+    html = model_card_html(info, "<p>path</p>")
+    for tag in (
+        "<h1>",
+        "<font",
+        "<img",
+        "<b>1000000",
+        "<b>1.0",
+        "<b>9</b>",
+        "<b>5",
+        "<script",
+        "<u>",
+        "<i>x",
+        "<s>",
+        "<em>",
+        "<table>fake",
+        "<p>p",
+    ):
+        assert tag not in html, tag
+    assert "&lt;h1&gt;Approved" in html
+    assert "0.999" not in html  # a text in a figure's place is not shown as a figure
+    assert "<h2>" in error_card_html("<b>x</b>", "<img src=x>") and "<img" not in error_card_html("n", "<img src=x>")
