@@ -493,3 +493,25 @@ def test_model_card_renders_fields_as_plain_text(tiny):
     assert "&lt;h1&gt;Approved" in html
     assert "0.999" not in html  # a text in a figure's place is not shown as a figure
     assert "<h2>" in error_card_html("<b>x</b>", "<img src=x>") and "<img" not in error_card_html("n", "<img src=x>")
+
+
+def test_a_broken_remembered_model_falls_back_to_the_bundled_one(store, tiny, tmp_path):
+    bundled = store.bundled_model_dir()
+    good = edited_bundle(tiny, tmp_path / "good")
+    assert store.startup_model_dir(str(good)) == (good, None)
+    assert store.startup_model_dir("") == (bundled, None)
+    for edit in (_set("preprocessing", "clahe_tiles", 0), _set("format_version", [1]), lambda d: "[" * 100_000):
+        bad = edited_bundle(tiny, tmp_path / f"bad{len(list(tmp_path.iterdir()))}", edit)
+        path, why = store.startup_model_dir(str(bad))
+        assert path == bundled and "starting with the bundled model" in why
+    assert store.startup_model_dir(str(tmp_path / "deleted"))[0] == bundled
+
+
+def test_the_predictor_refuses_a_hostile_model_before_any_image(tiny, tmp_path):
+    """The viewer's worker and ``predict`` load through Predictor: the model fails to load (the
+    viewer shows "no model"), instead of the process dying at the first image."""
+    from inference.predictor import Predictor
+
+    bad = edited_bundle(tiny, tmp_path / "bad", _set("preprocessing", "clahe_tiles", 0))
+    with pytest.raises(BundleError, match="clahe_tiles"):
+        Predictor(bad, lungs=None)

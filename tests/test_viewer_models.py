@@ -190,3 +190,26 @@ def test_model_card_lists_images_per_source_as_a_table(tiny_bundle_dir):
     assert "<th>Source</th><th>train</th><th>val</th><th>test</th>" in html
     assert "<tr><td>south</td><td align='right'>7</td><td align='right'>0</td><td align='right'>5</td></tr>" in html
     assert "{'train'" not in html  # no Python dict text in the card
+
+
+def test_model_manager_opens_with_hostile_models_and_shows_errors_as_text(
+    make_window, qtbot, models_env, tiny_bundle_dir, tmp_path
+):
+    """A broken model in the models folder stopped the model manager from opening (issue 17);
+    its error quotes model.json, so it is shown as plain text, never as markup."""
+    from tests.tiny_bundle import edited_bundle
+    from viewer.model_manager import ModelManagerDialog
+
+    root = model_store.user_models_dir()
+    root.mkdir(parents=True)
+    edited_bundle(tiny_bundle_dir, root / "deep", lambda d: "[" * 100_000 + "]" * 100_000)
+    edited_bundle(tiny_bundle_dir, root / "tiles", lambda d: d["preprocessing"].update(clahe_tiles=0))
+    edited_bundle(tiny_bundle_dir, root / "markup", lambda d: d.update(class_names=["A", "<img src=x><b>99%</b>"]))
+    window = make_window()
+    dialog = ModelManagerDialog(window)
+    qtbot.addWidget(dialog)
+    assert dialog.list.count() == 4  # the bundled model and the three broken ones, each with its error
+    dialog.select_path(root / "markup")
+    assert "<img src=x>" in dialog.card.toPlainText()  # shown as text: the markup did not render
+    dialog.import_folder(str(root / "tiles"))
+    assert "clahe_tiles" in dialog.note.text() and dialog.note.textFormat() == Qt.TextFormat.PlainText

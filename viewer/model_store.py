@@ -36,6 +36,7 @@ __all__ = [
     "unique_model_dir",
     "is_user_model",
     "ModelAlreadyInstalled",
+    "startup_model_dir",
     "MAX_IMPORT_BYTES",
     "MAX_IMPORT_FILES",
 ]
@@ -219,6 +220,22 @@ def import_bundle(source: str | os.PathLike[str]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def startup_model_dir(remembered: str | os.PathLike[str] | None) -> tuple[Path, str | None]:
+    """The model the viewer starts with: the remembered one when its folder passes the checks,
+    else the bundled model and a sentence saying why (a broken remembered model must never
+    stop every later session). Reads only ``model.json`` (no TensorFlow)."""
+    bundled = bundled_model_dir()
+    if not remembered:
+        return bundled, None
+    path = Path(remembered)
+    try:
+        read_bundle_info(path)
+        check_archive(path / MODEL_FILE)
+    except (BundleError, OSError) as exc:
+        return bundled, f"The last used model cannot be used ({exc}); starting with the bundled model."
+    return path, None
 
 
 def delete_user_model(path: str | os.PathLike[str]) -> None:
