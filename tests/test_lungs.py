@@ -531,3 +531,42 @@ def test_lung_training_reports_progress_and_keeps_the_best_epoch(tmp_path: Path)
     xv, yv, kv = load_pair_arrays(splits["val"], config.size)
     saved = LungSegmenter(tmp_path / "lungs").model
     assert round(_dice_at_model_grid(saved, xv, yv, [p.convention for p in kv]), 4) == max(dices)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_lung_training_exits_130_and_keeps_the_model(tmp_path: Path):
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    data = write_ellipse_set(tmp_path / "data")
+    out = tmp_path / "lungs"
+    out.mkdir()
+    (out / "model.json").write_text('{"working": true}')
+    before = _snapshot(out)
+    args = _tiny_lung_args(data, out, tmp_path / "cache", "--epochs", "500", "--patience", "500", "--overwrite")
+    env = dict(os.environ, PYTHONPATH=str(root), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training.lungs", *args[1:]],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    try:
+        for line in proc.stderr:  # ConsoleProgress writes plain lines when not on a terminal
+            lines.append(line)
+            if line.startswith("epoch 1/"):
+                proc.send_signal(signal.SIGINT)
+                break
+        rest = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, "".join(lines)[-2000:] + rest[-2000:]
+    assert "Training cancelled" in rest and "Traceback" not in rest
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data", "lungs"]

@@ -515,3 +515,21 @@ def test_the_predictor_refuses_a_hostile_model_before_any_image(tiny, tmp_path):
     bad = edited_bundle(tiny, tmp_path / "bad", _set("preprocessing", "clahe_tiles", 0))
     with pytest.raises(BundleError, match="clahe_tiles"):
         Predictor(bad, lungs=None)
+
+
+def test_training_refuses_class_names_the_description_would_refuse_before_training(tmp_path):
+    """Otherwise the save would fail after the whole training run."""
+    import cv2
+
+    from training.samples import DatasetError
+    from training.train import TrainConfig, train
+
+    for label in ("Normal", 'Pneu"monia<b>'):
+        for i in range(5):
+            path = tmp_path / "data" / label / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), np.full((40, 40), 50 * i + 20, np.uint8))
+    config = TrainConfig(data=tmp_path / "data", out_dir=tmp_path / "out", init="scratch", image_size=32, epochs=1)
+    with pytest.raises(DatasetError, match="--class-map"):
+        train(config)
+    assert not (tmp_path / "out").exists()

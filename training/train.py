@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from inference.bundle import BundleInfo, write_bundle
-from inference.model_folder import NAME_RE, VERSION_RE, clean_stale_temp_folders
+from inference.bundle import MAX_CLASSES, BundleInfo, write_bundle
+from inference.model_folder import CLASS_RE, NAME_RE, VERSION_RE, clean_stale_temp_folders
 from training.architectures import ARCHITECTURES, MIN_INPUT_SIZE, build_model
 from training.datasets import discover
 from training.duplicates import find_near_duplicates
@@ -170,6 +170,7 @@ def train(
         exclude=config.exclude,
     )
     classes = ds.classes
+    _check_class_names(classes)
     progress.on_message(plan.description)
     if ds.skipped:
         progress.on_message(f"Skipped {len(ds.skipped)} files while scanning (listed in the report).")
@@ -364,6 +365,20 @@ def _check_config(config: TrainConfig, out_dir: Path) -> None:
     for key, value, pattern in (("name", config.name, NAME_RE), ("version", config.version, VERSION_RE)):
         if value is not None and not pattern.match(value):
             raise TrainingError(f"--{key} {value!r} holds characters a model {key} may not have.")
+    if len(config.description) > 2000 or any(ord(ch) < 32 and ch not in "\t\n\r" for ch in config.description):
+        raise TrainingError("--description must be at most 2000 characters, without control characters.")
+
+
+def _check_class_names(classes: Sequence[str]) -> None:
+    """The class names must pass the model description's checks, or the save would fail after training."""
+    bad = [c for c in classes if not CLASS_RE.match(c)]
+    if bad:
+        raise DatasetError(
+            f"Class names must have 1-64 characters without quotes, backslashes, < > or control characters: "
+            f"{', '.join(repr(c) for c in bad[:3])}. Rename them with --class-map."
+        )
+    if len(classes) > MAX_CLASSES:
+        raise DatasetError(f"{len(classes)} classes; a model may have at most {MAX_CLASSES}.")
 
 
 def check_output_folder(out_dir: Path, overwrite: bool) -> bool:

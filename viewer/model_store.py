@@ -227,6 +227,7 @@ def startup_model_dir(remembered: str | os.PathLike[str] | None) -> tuple[Path, 
     else the bundled model and a sentence saying why (a broken remembered model must never
     stop every later session). Reads only ``model.json`` (no TensorFlow)."""
     bundled = bundled_model_dir()
+    clean_stale_temp_folders(user_models_dir())  # left by a hard kill while importing or saving
     if not remembered:
         return bundled, None
     path = Path(remembered)
