@@ -1,9 +1,9 @@
 """``main.py train``, ``main.py train-lungs`` and ``main.py evaluate``.
 
 Expected problems (bad data, a wrong path, an existing output folder) end with one line on
-stderr and exit code 1, never a traceback; a model folder that cannot be used (``--init``,
-``--model``: a broken or hostile ``model.json`` or ``model.keras``) ends the same way with
-exit code 2, as in ``predict``. Ctrl+C during training cancels cooperatively at the next
+stderr and exit code 1, never a traceback; in ``train``/``train-lungs`` a model folder that cannot be used
+(``--init``: a broken or hostile ``model.json`` or ``model.keras``) ends the same way with
+exit code 2, as in ``predict --model``. Ctrl+C during training cancels cooperatively at the next
 batch (exit code 130) and leaves any existing model untouched; a second Ctrl+C stops at once.
 """
 
@@ -322,7 +322,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print("Evaluation cancelled.", file=sys.stderr)
         return EXIT_CANCELLED
     except _expected_errors() as exc:
-        return _error(str(exc), _error_code(exc))
+        return _error(str(exc))
     print(metrics_markdown(result, heading=f"{result['model']['name']} on {args.data}"))
     if result["skipped"]:
         print(f"Skipped {len(result['skipped'])} unreadable files (listed in the JSON).")
