@@ -87,6 +87,14 @@ MAX_ARCHIVE_MEMBERS = 256
 MAX_UNPACKED_BYTES = 2 * 1024**3 - 1  # under 2 GiB in all, as declared by the archive
 MAX_RATIO = 20.0  # unpacked / packed, for archives that unpack to more than RATIO_FLOOR
 RATIO_FLOOR = 32 * 1024 * 1024  # Keras stores members uncompressed (ratio 1); small JSON may compress well
+# config.json, read before Keras builds the network (building allocates every weight): the
+# shipped configs are 30-60 KB and 11 levels deep.
+MAX_CONFIG_BYTES = 32 * 1024 * 1024
+MAX_CONFIG_DEPTH = 64
+MAX_LAYER_WIDTH = 65_536  # units, filters, heads...: more would allocate gigabytes before any check
+MAX_SHAPE_SIDE = 8192  # any declared input side
+_WIDTH_KEYS = frozenset({"units", "filters", "output_dim", "input_dim", "num_heads", "key_dim", "value_dim"})
+_SHAPE_KEYS = frozenset({"batch_shape", "batch_input_shape", "input_shape", "shape"})
 
 # Preprocessing ranges: each parameter reaches OpenCV or numpy, where a bad value crashes
 # the process (clahe_tiles 0: SIGFPE), raises deep inside (size 0, NaN margin) or exhausts
@@ -300,7 +308,7 @@ def text_list(
         if not isinstance(item, str) or not item or len(item) > max_len or _CONTROL_RE.search(item):
             raise _field_error(error, where, key, f"a list of names (1 to {max_len} characters)", value)
         if pattern is not None and not pattern.match(item):
-            raise error(f"{where}: {key!r} holds a name with characters a name may not have: {item[:60]!r}.")
+            raise error(f"{where}: {key!r} holds a name with characters that are not allowed: {item[:60]!r}.")
         out.append(item)
     if unique and len(set(out)) != len(out):
         raise (
@@ -414,6 +422,41 @@ def check_archive(path: str | os.PathLike[str], error: type[BundleError] = Bundl
             f"{p} would unpack {packed / 1024**2:.1f} MB into {unpacked / 1024**2:,.0f} MB "
             f"(ratio {unpacked / max(packed, 1):.0f}); a Keras model is not that compressible. Refused."
         )
+    config = next((m for m in members if m.filename == "config.json"), None)
+    if config is not None:
+        _check_network_config(p, config, error)
+
+
+def _check_network_config(p: Path, member: zipfile.ZipInfo, error: type[BundleError]) -> None:
+    """Layer widths and input shapes in ``config.json`` are sane, before Keras builds (allocates) them."""
+    if member.file_size > MAX_CONFIG_BYTES:
+        raise error(f"{p}: its network description is {member.file_size:,} bytes. Refused.")
+    try:
+        with zipfile.ZipFile(p) as archive:
+            config = json.loads(archive.read(member).decode("utf-8"))
+    except RecursionError:
+        raise error(f"{p}: its network description is nested too deeply. Refused.") from None
+    except (OSError, zipfile.BadZipFile, ValueError, RuntimeError) as exc:
+        raise error(f"The network in {p} cannot be loaded: its description cannot be read ({exc}).") from None
+    stack: list[tuple[Any, int]] = [(config, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise error(f"{p}: its network description is nested too deeply. Refused.")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in _WIDTH_KEYS and isinstance(item, int) and not isinstance(item, bool):
+                    if not 0 <= item <= MAX_LAYER_WIDTH:
+                        raise error(f"{p}: a layer declares {key} = {item:,}; at most {MAX_LAYER_WIDTH:,}. Refused.")
+                elif key in _SHAPE_KEYS and isinstance(item, list):
+                    sides = [v for v in item if isinstance(v, int) and not isinstance(v, bool)]
+                    if any(not 0 <= v <= MAX_SHAPE_SIDE for v in sides):
+                        raise error(
+                            f"{p}: an input declares the shape {item[:6]}; sides up to {MAX_SHAPE_SIDE}. Refused."
+                        )
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
 
 
 def load_network(

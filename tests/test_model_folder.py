@@ -533,3 +533,19 @@ def test_training_refuses_class_names_the_description_would_refuse_before_traini
     with pytest.raises(DatasetError, match="--class-map"):
         train(config)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("layer", "words"),
+    [
+        ({"class_name": "Dense", "config": {"units": 10**9}}, "units = 1,000,000,000"),
+        ({"class_name": "InputLayer", "config": {"batch_shape": [None, 10**6, 10**6, 1]}}, "shape"),
+    ],
+)
+def test_a_network_description_that_would_allocate_gigabytes_is_refused(
+    tiny, tmp_path, keras_never_loads, layer, words
+):
+    config = {"class_name": "Functional", "config": {"layers": [layer]}}
+    folder = _replace_archive(tiny, tmp_path / "huge", lambda z: z.writestr("config.json", json.dumps(config)))
+    with pytest.raises(BundleError, match=words):
+        load_bundle(folder)
