@@ -510,20 +510,17 @@ def _check_lung_config(config: LungTrainConfig) -> None:
         raise TrainingError(f"{config.data} holds no manifest.csv (columns id, image, mask, source, mask_convention).")
 
 
-class _ValidationDice:
-    """A Keras callback factory: the validation Dice at the model's grid, added to each epoch's logs as
+def _validation_dice_callback(xv: np.ndarray, yv: np.ndarray, conventions: list[str]) -> Any:
+    """A Keras callback that adds the validation Dice at the model's grid to each epoch's logs as
     ``val_dice`` (early stopping and the progress report read it there)."""
+    import keras
 
-    def __new__(cls, xv: np.ndarray, yv: np.ndarray, conventions: list[str]) -> Any:
-        import keras
+    class _Dice(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if logs is not None:
+                logs["val_dice"] = round(_dice_at_model_grid(self.model, xv, yv, conventions), 4)
 
-        class _Dice(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                d = _dice_at_model_grid(self.model, xv, yv, conventions) if len(xv) else 0.0
-                if logs is not None:
-                    logs["val_dice"] = round(d, 4)
-
-        return _Dice()
+    return _Dice()
 
 
 def train_lungs(
@@ -578,15 +575,17 @@ def train_lungs(
     steps_per_epoch = int(np.ceil(len(xt) / config.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps_per_epoch, alpha=0.02)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=lung_loss)
+    # Without a validation split (tiny data, --val-fraction 0) the training loss is watched instead.
+    before = [_validation_dice_callback(xv, yv, conv_v)] if len(xv) else []
     callbacks, early = fit_callbacks(
         progress,
         cancel,
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
-        monitor="val_dice",
-        mode="max",
+        monitor="val_dice" if len(xv) else "loss",
+        mode="max" if len(xv) else "min",
         patience=config.patience,
-        before=[_ValidationDice(xv, yv, conv_v), keras.callbacks.TerminateOnNaN()],
+        before=[*before, keras.callbacks.TerminateOnNaN()],
     )
     progress.on_stage("training", f"{len(xt)} pairs, {steps_per_epoch} batches per epoch")
     fit = model.fit(
