@@ -549,3 +549,13 @@ def test_a_network_description_that_would_allocate_gigabytes_is_refused(
     folder = _replace_archive(tiny, tmp_path / "huge", lambda z: z.writestr("config.json", json.dumps(config)))
     with pytest.raises(BundleError, match=words):
         load_bundle(folder)
+
+
+def test_training_refuses_preprocessing_the_description_would_refuse(tmp_path, capsys):
+    import main
+
+    rc = main.main(
+        ["train", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--init", "scratch", "--image-size", "5000"]
+    )
+    err = capsys.readouterr().err
+    assert rc == 1 and "'size' must be between 8 and 2048" in err and "Traceback" not in err

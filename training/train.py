@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 
 from inference.bundle import MAX_CLASSES, BundleInfo, write_bundle
-from inference.model_folder import CLASS_RE, NAME_RE, VERSION_RE, clean_stale_temp_folders
+from inference.model_folder import (
+    CLASS_RE,
+    NAME_RE,
+    VERSION_RE,
+    BundleError,
+    check_preprocessing,
+    clean_stale_temp_folders,
+)
 from training.architectures import ARCHITECTURES, MIN_INPUT_SIZE, build_model
 from training.datasets import discover
 from training.duplicates import find_near_duplicates
@@ -157,6 +164,10 @@ def train(
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
     plan = _with_crop(plan, config)
+    try:  # the saved description must pass the checks every reader applies: find out now, not after training
+        check_preprocessing(plan.preprocessing, "The training settings")
+    except BundleError as exc:
+        raise TrainingError(str(exc)) from None
     if plan.size < MIN_INPUT_SIZE[plan.arch]:
         raise TrainingError(f"{plan.arch} needs images of at least {MIN_INPUT_SIZE[plan.arch]} px.")
 
