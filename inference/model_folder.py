@@ -33,6 +33,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 import zipfile
@@ -635,27 +636,25 @@ def clean_stale_temp_folders(
             st = p.lstat()
         except OSError:
             return False
-        import stat
-
         return stat.S_ISDIR(st.st_mode) and now - st.st_mtime > max_age_s
 
     candidates: list[Path] = []
     for folder in folders:
         root = Path(folder)
         try:
-            candidates += [root / e.name for e in os.scandir(root) if _TEMP_RE.match(e.name)]
+            with os.scandir(root) as entries:
+                candidates += [root / e.name for e in entries if _TEMP_RE.match(e.name)]
         except OSError:
             continue
     if reports:
         tmp_root = Path(tempfile.gettempdir())
-        try:
-            uid = os.getuid() if hasattr(os, "getuid") else None
-            for e in os.scandir(tmp_root):
-                mine = uid is None or e.stat(follow_symlinks=False).st_uid == uid
-                if e.name.startswith(REPORT_TEMP_PREFIX) and mine:
+        uid = os.getuid() if hasattr(os, "getuid") else None
+        with contextlib.suppress(OSError), os.scandir(tmp_root) as entries:
+            for e in entries:
+                if e.name.startswith(REPORT_TEMP_PREFIX) and (
+                    uid is None or e.stat(follow_symlinks=False).st_uid == uid
+                ):
                     candidates.append(tmp_root / e.name)
-        except OSError:
-            pass
     for p in candidates:
         if not old_dir(p):
             continue
