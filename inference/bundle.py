@@ -1,4 +1,4 @@
-"""The model bundle: a directory holding ``model.keras`` and ``model.json``.
+"""The classifier's model bundle: a folder holding ``model.keras``, ``model.json`` and ``README.md``.
 
 ``model.json`` carries everything needed to use the model without the code that
 trained it::
@@ -16,23 +16,21 @@ trained it::
       "keras_version": "3.x", "tensorflow_version": "2.x"
     }
 
-Reading ``model.json`` needs no TensorFlow (the model manager lists models instantly);
-loading the network imports Keras lazily and always uses ``safe_mode=True``.
-Writing is atomic: everything goes to a temporary sibling directory that is renamed into
-place, so a crash or a full disk never leaves a half-written bundle or damages the old one.
+Reading, checking, loading and writing the folder is :mod:`inference.model_folder`'s job
+(one schema validation, Keras safe mode, the archive checks, the atomic save); this module
+says what a classifier's description holds and what its network must look like.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from inference import model_folder as mf
+from inference.model_folder import INFO_FILE, MODEL_FILE, BundleError
 from inference.preprocess import PreprocessConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,12 +49,7 @@ __all__ = [
 
 BUNDLE_FORMAT = "cxr-model-bundle"
 BUNDLE_FORMAT_VERSION = 1
-MODEL_FILE = "model.keras"
-INFO_FILE = "model.json"
-
-
-class BundleError(Exception):
-    """A model bundle is missing, incomplete or unreadable; the message says which."""
+MAX_CLASSES = 100
 
 
 @dataclass
@@ -106,41 +99,39 @@ class BundleInfo:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "model.json") -> BundleInfo:
+    def from_dict(cls, data: dict[str, Any], where: str = INFO_FILE) -> BundleInfo:
+        """Check ``data`` against the schema (types, ranges, lengths, characters) and build the info.
+
+        Every problem is a :class:`BundleError` naming the field; unknown top-level fields are
+        ignored (newer writers may add optional ones).
+        """
         if not isinstance(data, dict):
             raise BundleError(f"{where} does not hold a JSON object.")
+        mf.check_tree(data, where)
         if data.get("format") != BUNDLE_FORMAT:
-            raise BundleError(f"{where} is not a CXR Viewer model description (format {data.get('format')!r}).")
-        if int(data.get("format_version", 0)) > BUNDLE_FORMAT_VERSION:
-            raise BundleError(
-                f"{where} was written by a newer version of the app (bundle format "
-                f"{data.get('format_version')}, this app reads up to {BUNDLE_FORMAT_VERSION}). Update the app."
-            )
+            shown = data.get("format")
+            shown = shown[:40] if isinstance(shown, str) else type(shown).__name__
+            raise BundleError(f"{where} is not a CXR Viewer model description (format {shown!r}).")
+        mf.format_version(data, where, BUNDLE_FORMAT_VERSION)
         classes = data.get("class_names")
-        if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
+        if not isinstance(classes, list) or len(classes) < 2:
             raise BundleError(f"{where} has no valid class list (class_names must name at least two classes).")
-        if len(set(classes)) != len(classes):
-            raise BundleError(f"{where} names a class twice: {classes}.")
-        for key in ("name", "version", "architecture", "gradcam_layer", "preprocessing"):
-            if not data.get(key):
-                raise BundleError(f"{where} lacks the required field {key!r}.")
-        try:
-            pre = PreprocessConfig.from_dict(dict(data["preprocessing"]))
-        except (TypeError, ValueError) as exc:
-            raise BundleError(f"{where} has invalid preprocessing parameters: {exc}") from None
+        classes = mf.text_list(data, "class_names", where, min_items=2, max_items=MAX_CLASSES, pattern=mf.CLASS_RE)
+        pre = mf.preprocessing_from(data.get("preprocessing"), where)
+        mf.check_input_block(data, pre, where, BundleError)
         return cls(
-            name=str(data["name"]),
-            version=str(data["version"]),
-            architecture=str(data["architecture"]),
-            class_names=list(classes),
+            name=mf.text(data, "name", where, required=True, max_len=100, pattern=mf.NAME_RE),
+            version=mf.text(data, "version", where, required=True, max_len=40, pattern=mf.VERSION_RE),
+            architecture=mf.text(data, "architecture", where, required=True, max_len=64, pattern=mf.IDENT_RE),
+            class_names=classes,
             preprocessing=pre,
-            gradcam_layer=str(data["gradcam_layer"]),
-            created=str(data.get("created", "")),
-            training=dict(data.get("training") or {}),
-            metrics=dict(data.get("metrics") or {}),
-            keras_version=str(data.get("keras_version", "")),
-            tensorflow_version=str(data.get("tensorflow_version", "")),
-            description=str(data.get("description", "")),
+            gradcam_layer=mf.text(data, "gradcam_layer", where, required=True, max_len=128, pattern=mf.IDENT_RE),
+            created=mf.text(data, "created", where, max_len=64),
+            training=mf.mapping(data, "training", where),
+            metrics=mf.mapping(data, "metrics", where),
+            keras_version=mf.text(data, "keras_version", where, max_len=40),
+            tensorflow_version=mf.text(data, "tensorflow_version", where, max_len=40),
+            description=mf.text(data, "description", where, max_len=2000),
         )
 
 
@@ -151,51 +142,55 @@ def is_bundle(path: str | os.PathLike[str]) -> bool:
 
 def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
     """Read and check ``model.json`` of the bundle at ``path`` (no TensorFlow needed)."""
-    p = Path(path)
-    if not p.exists():
-        raise BundleError(f"Model folder not found: {p}")
-    if not p.is_dir():
-        raise BundleError(f"A model is a folder holding {MODEL_FILE} and {INFO_FILE}; {p} is a file.")
-    info_path = p / INFO_FILE
-    if not info_path.is_file():
-        raise BundleError(f"{p} is not a model folder: {INFO_FILE} is missing.")
-    if not (p / MODEL_FILE).is_file():
-        raise BundleError(f"The model folder {p} is incomplete: {MODEL_FILE} is missing.")
-    try:
-        data = json.loads(info_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{info_path} cannot be read: {exc}") from None
-    return BundleInfo.from_dict(data, where=str(info_path))
+    data = mf.read_description(path)
+    return BundleInfo.from_dict(data, where=str(Path(path) / INFO_FILE))
 
 
 def load_bundle(path: str | os.PathLike[str]) -> tuple[keras.Model, BundleInfo]:
-    """Load the network and its description; every failure becomes a :class:`BundleError`."""
-    info = read_bundle_info(path)
-    import keras  # deferred: importing TensorFlow takes seconds
+    """Load the network and its description; every failure becomes a :class:`BundleError`.
 
-    model_path = Path(path) / MODEL_FILE
+    The network must have one input of the described shape, one ``(batch, classes)`` output,
+    and the Grad-CAM layer with a spatial output: a wrong model is refused here, not mid-batch.
+    """
+    info = read_bundle_info(path)
+    model = mf.load_network(
+        path,
+        input_shape=(info.input_size, info.input_size, info.channels),
+        outputs=len(info.class_names),
+        output_rank=2,
+        saved_with=info.keras_version,
+    )
     try:
-        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
-    except Exception as exc:  # Keras raises many types (ValueError, OSError, zipfile errors...)
-        hint = ""
-        if info.keras_version and info.keras_version != keras.__version__:
-            # Any version difference may be the cause (layers change between minor releases too).
-            hint = f" It was saved with Keras {info.keras_version}; this app has Keras {keras.__version__}."
-        raise BundleError(f"The network in {model_path} cannot be loaded: {exc}.{hint}") from None
-    n_out = int(model.outputs[0].shape[-1])
-    if n_out != len(info.class_names):
-        raise BundleError(f"{model_path} has {n_out} outputs but {INFO_FILE} names {len(info.class_names)} classes.")
-    expected = (info.input_size, info.input_size, info.channels)
-    got = tuple(model.inputs[0].shape[1:])
-    if got != expected:
-        raise BundleError(f"{model_path} takes inputs of shape {got}, but {INFO_FILE} says {expected}.")
-    try:
-        model.get_layer(info.gradcam_layer)
+        layer = model.get_layer(info.gradcam_layer)
     except ValueError:
         raise BundleError(
             f"{INFO_FILE} names Grad-CAM layer {info.gradcam_layer!r}, which the network lacks."
         ) from None
+    try:
+        rank = len(layer.output.shape)
+    except (AttributeError, ValueError):  # a layer used twice has no single output
+        rank = 0
+    if rank != 4:
+        raise BundleError(
+            f"The Grad-CAM layer {info.gradcam_layer!r} of {Path(path)} has no spatial output; "
+            f"{INFO_FILE} must name a convolutional layer."
+        )
     return model, info
+
+
+def bundle_card(info: BundleInfo) -> str:
+    """The ``README.md`` written with a bundle (the measured details stay in ``model.json``)."""
+    pre = info.preprocessing
+    facts = [
+        ("Architecture", info.architecture),
+        ("Classes (output order)", ", ".join(info.class_names)),
+        ("Input", f"{pre.size} x {pre.size} px, {pre.channels} channel(s)"),
+        ("Lung crop", f"yes (+{pre.crop_margin:.0%} margin)" if pre.crop == "lungs" else "no"),
+        ("CLAHE", f"clip {pre.clahe_clip:g}, {pre.clahe_tiles}x{pre.clahe_tiles} tiles" if pre.clahe else "no"),
+        ("Created", info.created),
+        ("Training command", f"`{info.training['command']}`" if info.training.get("command") else ""),
+    ]
+    return mf.card_markdown(f"Model: {info.display_name}", info.description, facts)
 
 
 def write_bundle(
@@ -205,7 +200,7 @@ def write_bundle(
     extra_files: dict[str, str | os.PathLike[str]] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``model`` and ``info`` to ``out_dir`` atomically.
+    """Write ``model`` and ``info`` to ``out_dir`` atomically (see :func:`inference.model_folder.write_model_folder`).
 
     ``extra_files`` maps names inside the bundle (``report/report.md``) to files to copy.
     An existing ``out_dir`` is replaced only with ``overwrite=True``, and only after the
@@ -214,35 +209,16 @@ def write_bundle(
     import keras
     import tensorflow as tf
 
-    out = Path(out_dir).resolve()
-    if out.exists() and not overwrite:
-        raise BundleError(f"{out} already exists; choose another folder or allow overwriting.")
-    out.parent.mkdir(parents=True, exist_ok=True)
     info.keras_version = keras.__version__
     info.tensorflow_version = tf.__version__
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        model.save(tmp / MODEL_FILE)
-        (tmp / INFO_FILE).write_text(json.dumps(info.to_dict(), indent=2) + "\n", encoding="utf-8")
-        for name, src in (extra_files or {}).items():
-            dest = tmp / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dest)
-        read_bundle_info(tmp)  # never publish a bundle we could not read back
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except OSError as exc:  # a full disk or a read-only folder: the old bundle is still in place
-        shutil.rmtree(tmp, ignore_errors=True)
-        reason = exc.strerror or str(exc)
-        raise BundleError(f"The model could not be written to {out}: {reason}. Nothing was replaced.") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    description = info.to_dict()
+    BundleInfo.from_dict(description, where=f"the description of {info.display_name}")  # never write a bad one
+    return mf.write_model_folder(
+        out_dir,
+        lambda dest: model.save(dest),
+        description,
+        read_back=read_bundle_info,
+        card=bundle_card(info),
+        extra_files=extra_files,
+        overwrite=overwrite,
+    )

@@ -28,10 +28,7 @@ Reading ``model.json`` needs no TensorFlow; the network is loaded lazily with
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -43,7 +40,9 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from inference import model_folder as mf
 from inference.image import XRayImage
+from inference.model_folder import INFO_FILE, MODEL_FILE, BundleError
 from inference.paths import resources_dir
 from inference.preprocess import Geometry, PreprocessConfig, preprocess
 
@@ -71,9 +70,6 @@ __all__ = [
 
 LUNG_MODEL_FORMAT = "cxr-lung-model"
 LUNG_MODEL_FORMAT_VERSION = 1
-MODEL_FILE = "model.keras"
-INFO_FILE = "model.json"
-
 NO_LUNGS_WARNING = "No plausible lung fields found: this may not be a frontal chest X-ray."
 
 # Plausibility limits, on the visible-lung-field mask. The 1,449 annotated images span
@@ -89,8 +85,11 @@ CENTRE_Y = (0.20, 0.75)
 MIN_CONFIDENCE = 0.70  # mean |2p - 1| inside the mask's bounding box: the model must be sure
 
 
-class LungModelError(Exception):
-    """The lung model is missing, incomplete or unreadable; the message says which."""
+class LungModelError(BundleError):
+    """The lung model is missing, incomplete or unreadable; the message says which.
+
+    A :class:`~inference.model_folder.BundleError`, so that every caller that reports a bad
+    model folder (exit code 2 in the CLI) reports a bad lung model the same way."""
 
 
 def default_lung_model_dir() -> Path:
@@ -149,51 +148,65 @@ class LungCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = INFO_FILE) -> LungCard:
+        """Check ``data`` against the lung model's schema and build the card (a :class:`LungModelError` if not)."""
+        e = LungModelError
         if not isinstance(data, dict) or data.get("format") != LUNG_MODEL_FORMAT:
-            raise LungModelError(f"{where} does not describe a lung model.")
-        if int(data.get("format_version", 0)) > LUNG_MODEL_FORMAT_VERSION:
-            raise LungModelError(f"{where} was written by a newer version of the app. Update the app.")
-        try:
-            pre = PreprocessConfig.from_dict(dict(data["preprocessing"]))
-            outputs = [str(o) for o in data["outputs"]]
-            card = cls(
-                name=str(data["name"]),
-                version=str(data["version"]),
-                preprocessing=pre,
-                outputs=outputs,
-                threshold=float(data.get("threshold", 0.5)),
-                primary=str(data.get("primary", outputs[0])),
-                box_outputs=[str(o) for o in data.get("box_outputs", outputs)],
-                conventions=dict(data.get("mask_conventions") or {}),
-                created=str(data.get("created", "")),
-                description=str(data.get("description", "")),
-                metrics=dict(data.get("metrics") or {}),
-                training=dict(data.get("training") or {}),
-                license=dict(data.get("license") or {}),
-                keras_version=str(data.get("keras_version", "")),
-                tensorflow_version=str(data.get("tensorflow_version", "")),
-            )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise LungModelError(f"{where} is incomplete or invalid: {exc}") from None
+            raise e(f"{where} does not describe a lung model.")
+        mf.check_tree(data, where, e)
+        mf.format_version(data, where, LUNG_MODEL_FORMAT_VERSION, e)
+        pre = mf.preprocessing_from(data.get("preprocessing"), where, e)
+        mf.check_input_block(data, pre, where, e)
+        outputs = mf.text_list(data, "outputs", where, min_items=1, max_items=8, pattern=mf.IDENT_RE, error=e)
+        conventions = mf.mapping(data, "mask_conventions", where, error=e)
+        if not all(isinstance(k, str) and isinstance(v, str) and len(v) <= 500 for k, v in conventions.items()):
+            raise e(f"{where}: 'mask_conventions' must map output names to short texts.")
+        card = cls(
+            name=mf.text(data, "name", where, required=True, max_len=100, pattern=mf.NAME_RE, error=e),
+            version=mf.text(data, "version", where, required=True, max_len=40, pattern=mf.VERSION_RE, error=e),
+            preprocessing=pre,
+            outputs=outputs,
+            threshold=mf.number(
+                data, "threshold", where, 0.0, 1.0, default=0.5, open_low=True, open_high=True, error=e
+            ),
+            primary=mf.text(data, "primary", where, default=outputs[0], max_len=128, error=e),
+            box_outputs=mf.text_list(data, "box_outputs", where, min_items=1, max_items=8, default=outputs, error=e),
+            conventions=conventions,
+            created=mf.text(data, "created", where, max_len=64, error=e),
+            description=mf.text(data, "description", where, max_len=2000, error=e),
+            metrics=mf.mapping(data, "metrics", where, error=e),
+            training=mf.mapping(data, "training", where, error=e),
+            license=mf.mapping(data, "license", where, error=e),
+            keras_version=mf.text(data, "keras_version", where, max_len=40, error=e),
+            tensorflow_version=mf.text(data, "tensorflow_version", where, max_len=40, error=e),
+        )
         if pre.crop != "none":
-            raise LungModelError(f"{where}: a lung model must see the whole image (crop must be 'none').")
+            raise e(f"{where}: a lung model must see the whole image (crop must be 'none').")
         unknown = {card.primary, *card.box_outputs} - set(outputs)
-        if not outputs or unknown:
-            raise LungModelError(f"{where} names outputs the model does not have: {sorted(unknown)}.")
+        if unknown:
+            raise e(f"{where} names outputs the model does not have: {sorted(unknown)}.")
         return card
 
 
 def read_lung_card(path: str | os.PathLike[str]) -> LungCard:
     """Read and check ``model.json`` of the lung model folder ``path`` (no TensorFlow needed)."""
     p = Path(path)
-    info = p / INFO_FILE
-    if not info.is_file() or not (p / MODEL_FILE).is_file():
+    if not (p / INFO_FILE).is_file() or not (p / MODEL_FILE).is_file():
         raise LungModelError(f"No lung model in {p}: it needs {MODEL_FILE} and {INFO_FILE}.")
-    try:
-        data = json.loads(info.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise LungModelError(f"{info} cannot be read: {exc}") from None
-    return LungCard.from_dict(data, where=str(info))
+    data = mf.read_description(p, LungModelError)
+    return LungCard.from_dict(data, where=str(p / INFO_FILE))
+
+
+def lung_card_markdown(card: LungCard) -> str:
+    """The ``README.md`` written with a lung model (the measured details stay in ``model.json``)."""
+    facts = [
+        ("Outputs", ", ".join(f"{o} ({card.conventions.get(o, o)})" for o in card.outputs)),
+        ("Input", f"{card.input_size} x {card.input_size} px, whole image"),
+        ("Threshold", f"{card.threshold:g}"),
+        ("Created", card.created),
+        ("Training command", f"`{card.training['command']}`" if card.training.get("command") else ""),
+        ("Licence", "see NOTICE" if card.license else ""),
+    ]
+    return mf.card_markdown(f"Lung model: {card.name} {card.version}", card.description, facts)
 
 
 def write_lung_model(
@@ -203,38 +216,36 @@ def write_lung_model(
     extra_files: dict[str, str] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``model.keras``, ``model.json`` and ``extra_files`` (name -> text) atomically.
+    """Write ``model.keras``, ``model.json``, ``README.md`` and ``extra_files`` (name -> text) atomically.
 
-    Like :func:`inference.bundle.write_bundle`: a temporary sibling folder is renamed into
-    place, so an interrupted write never leaves a half-written model behind.
+    The one atomic save of :func:`inference.model_folder.write_model_folder`: a temporary
+    sibling folder is read back and renamed into place, so an interrupted write never leaves
+    a half-written model behind, and a working model is replaced only with ``overwrite``.
     """
     import keras
     import tensorflow as tf
 
-    out = Path(out_dir).resolve()
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise LungModelError(f"{out} already exists; allow overwriting or choose another folder.")
-    out.parent.mkdir(parents=True, exist_ok=True)
     card.keras_version, card.tensorflow_version = keras.__version__, tf.__version__
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        model.save(tmp / MODEL_FILE)
-        (tmp / INFO_FILE).write_text(json.dumps(card.to_dict(), indent=2) + "\n", encoding="utf-8")
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text, encoding="utf-8")
-        read_lung_card(tmp)  # never publish a card we could not read back
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    description = card.to_dict()
+    LungCard.from_dict(description, where=f"the card of {card.name}")  # never write a bad one
+    mf.check_network(
+        model,
+        f"the lung network {card.name}",
+        input_shape=(card.input_size, card.input_size, card.preprocessing.channels),
+        outputs=len(card.outputs),
+        output_rank=4,
+        error=LungModelError,
+    )
+    return mf.write_model_folder(
+        out_dir,
+        lambda dest: model.save(dest),
+        description,
+        read_back=read_lung_card,
+        card=lung_card_markdown(card),
+        extra_texts=extra_files,
+        overwrite=overwrite,
+        error=LungModelError,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,13 +378,16 @@ class LungSegmenter:
     def __init__(self, model_dir: str | os.PathLike[str] | None = None):
         self.model_dir = Path(model_dir) if model_dir is not None else default_lung_model_dir()
         self.card = read_lung_card(self.model_dir)
-        import keras  # deferred: importing TensorFlow takes seconds
-
-        path = self.model_dir / MODEL_FILE
-        try:
-            model = keras.saving.load_model(path, compile=False, safe_mode=True)
-        except Exception as exc:  # Keras raises many types
-            raise LungModelError(f"The lung model {path} cannot be loaded: {exc}") from None
+        size, ch = self.card.input_size, self.card.preprocessing.channels
+        model = mf.load_network(
+            self.model_dir,
+            input_shape=(size, size, ch),
+            outputs=len(self.card.outputs),
+            output_rank=4,
+            saved_with=self.card.keras_version,
+            error=LungModelError,
+            what="lung model",
+        )
         self._init(model)
 
     @classmethod
@@ -389,13 +403,14 @@ class LungSegmenter:
         import tensorflow as tf
 
         size, ch = self.card.input_size, self.card.preprocessing.channels
-        got_in = tuple(model.inputs[0].shape[1:])
-        got_out = int(model.outputs[0].shape[-1])
-        if got_in != (size, size, ch) or got_out != len(self.card.outputs):
-            raise LungModelError(
-                f"The lung network takes {got_in} and gives {got_out} maps; its card says "
-                f"{(size, size, ch)} and {len(self.card.outputs)}."
-            )
+        mf.check_network(
+            model,
+            f"The lung network {self.model_dir or self.card.name}",
+            input_shape=(size, size, ch),
+            outputs=len(self.card.outputs),
+            output_rank=4,
+            error=LungModelError,
+        )
         self.model = model
         spec = tf.TensorSpec((None, size, size, ch), tf.float32)
         self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])

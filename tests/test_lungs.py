@@ -407,3 +407,166 @@ def test_batched_lungs_in_predict_paths_equal_one_image_at_a_time(tmp_path):
         else:
             assert r.explanation.lung_heat_fraction == pytest.approx(explanation.lung_heat_fraction, abs=1e-4)
     assert results[-1].prediction.lung_warning and results[-1].prediction.geometry.crop_box == (0, 0, 180, 200)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lung training on the classifier's training stack (issue 12)
+
+
+class _Recorder:
+    """A TrainingProgress that keeps what it is told, and can cancel after the first batch."""
+
+    def __init__(self, cancel=None):
+        self.cancel, self.stages, self.epochs, self.batches = cancel, [], [], 0
+
+    def on_stage(self, name, detail=""):
+        self.stages.append(name)
+
+    def on_train_begin(self, epochs, steps_per_epoch):
+        pass
+
+    def on_batch_end(self, epoch, step, logs):
+        self.batches += 1
+        if self.cancel is not None:
+            self.cancel.set()
+
+    def on_epoch_end(self, epoch, logs):
+        self.epochs.append(dict(logs))
+
+    def on_message(self, text):
+        pass
+
+
+def _tiny_lung_args(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    return [
+        "train-lungs", "--data", str(data), "--out", str(out), "--size", "32", "--base-filters", "4",
+        "--depth", "2", "--batch-size", "4", "--cache", str(cache), "--force-test", *extra,
+    ]  # fmt: skip
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_lung_training_cli_conventions(tmp_path: Path, capsys):
+    import main
+
+    data = write_ellipse_set(tmp_path / "data")
+    out, cache = tmp_path / "lungs", tmp_path / "cache"
+    assert main.main([*_tiny_lung_args(data, out, cache), "--epochs", "1"]) == 0
+    assert "Lung model written to" in capsys.readouterr().out
+    before = _snapshot(out)
+    assert {"model.keras", "model.json", "README.md", "NOTICE"} <= set(before)
+    # An existing model is refused before any work, without --overwrite; exit 1, no traceback.
+    rc = main.main([*_tiny_lung_args(data, out, cache), "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "already exists" in err and "--overwrite" in err and "Traceback" not in err
+    assert _snapshot(out) == before
+    # Bad settings are one line too.
+    assert main.main([*_tiny_lung_args(data, tmp_path / "other", cache), "--epochs", "0"]) == 1
+    assert main.main(["train-lungs", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 1
+    assert "manifest.csv" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data", "lungs"]
+
+
+@pytest.mark.slow
+def test_lung_training_cancel_leaves_the_existing_model_untouched(tmp_path: Path):
+    import threading
+
+    from training.lungs import LungTrainConfig, train_lungs
+    from training.progress import TrainingCancelled
+
+    data = write_ellipse_set(tmp_path / "data")
+    out = tmp_path / "lungs"
+    out.mkdir()
+    (out / "model.json").write_text('{"working": true}')
+    (out / "model.keras").write_bytes(b"the working model")
+    before = _snapshot(out)
+    cancel = threading.Event()
+    config = LungTrainConfig(
+        data=str(data), out=str(out), size=32, base_filters=4, depth=2, epochs=3, batch_size=4, overwrite=True
+    )
+    recorder = _Recorder(cancel)
+    with pytest.raises(TrainingCancelled):
+        train_lungs(config, progress=recorder, cancel=cancel)
+    assert recorder.batches == 1 and "saving" not in recorder.stages
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "lungs"]  # no temporary folder left
+
+
+@pytest.mark.slow
+def test_lung_training_reports_progress_and_keeps_the_best_epoch(tmp_path: Path):
+    from training.lungs import LungTrainConfig, train_lungs
+
+    data = write_ellipse_set(tmp_path / "data", n=16)
+    config = LungTrainConfig(
+        data=str(data),
+        out=str(tmp_path / "lungs"),
+        size=32,
+        base_filters=4,
+        depth=2,
+        epochs=6,
+        batch_size=4,
+        patience=2,
+        learning_rate=3e-3,  # on this set: Dice peaks at epoch 1 and falls, so early stopping must restore
+        val_fraction=0.25,
+        test_fraction=0.2,
+    )
+    recorder = _Recorder()
+    result = train_lungs(config, progress=recorder)
+    training = result["card"]["training"]
+    dices = [h["val_dice"] for h in training["history"]]
+    assert len(recorder.epochs) == training["epochs_run"] == len(dices) >= 1
+    assert all("val_dice" in logs and "loss" in logs for logs in recorder.epochs)
+    assert dices == [round(logs["val_dice"], 4) for logs in recorder.epochs]
+    assert training["best_epoch"] == 1 + int(np.argmax(dices))  # the best epoch's weights are the ones saved
+    assert training["stopped_early"] == (training["epochs_run"] < config.epochs)
+    assert recorder.stages[:1] == ["scanning"] and recorder.stages[-1] == "saving"
+    # The saved network is the best epoch's, not the last one's: its validation Dice is the best one.
+    from inference.lungs import LungSegmenter
+    from training.lungs import _dice_at_model_grid, load_pair_arrays, read_manifest, split_pairs
+
+    splits = split_pairs(read_manifest(data), config.val_fraction, config.test_fraction, config.seed)
+    xv, yv, kv = load_pair_arrays(splits["val"], config.size)
+    saved = LungSegmenter(tmp_path / "lungs").model
+    assert round(_dice_at_model_grid(saved, xv, yv, [p.convention for p in kv]), 4) == max(dices)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_lung_training_exits_130_and_keeps_the_model(tmp_path: Path):
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    data = write_ellipse_set(tmp_path / "data")
+    out = tmp_path / "lungs"
+    out.mkdir()
+    (out / "model.json").write_text('{"working": true}')
+    before = _snapshot(out)
+    args = _tiny_lung_args(data, out, tmp_path / "cache", "--epochs", "500", "--patience", "500", "--overwrite")
+    env = dict(os.environ, PYTHONPATH=str(root), TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "training.lungs", *args[1:]],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    try:
+        for line in proc.stderr:  # ConsoleProgress writes plain lines when not on a terminal
+            lines.append(line)
+            if line.startswith("epoch 1/"):
+                proc.send_signal(signal.SIGINT)
+                break
+        rest = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, "".join(lines)[-2000:] + rest[-2000:]
+    assert "Training cancelled" in rest and "Traceback" not in rest
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data", "lungs"]

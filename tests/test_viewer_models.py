@@ -24,11 +24,20 @@ def models_env(viewer_env, tiny_bundle_dir, tmp_path, monkeypatch):
     return bundled
 
 
+def _variant(tiny_bundle_dir: Path, folder: Path, description: str) -> Path:
+    """A copy of the tiny bundle that differs only in its description (another model to the store)."""
+    shutil.copytree(tiny_bundle_dir, folder)
+    data = json.loads((folder / "model.json").read_text())
+    data["description"] = description
+    (folder / "model.json").write_text(json.dumps(data))
+    return folder
+
+
 def test_store_lists_imports_and_deletes(models_env, tiny_bundle_dir, tmp_path):
     entries = model_store.list_models()
     assert [e.bundled for e in entries] == [True]
-    first = model_store.import_bundle(tiny_bundle_dir)
-    second = model_store.import_bundle(tiny_bundle_dir)  # never overwrites: a second folder
+    first = model_store.import_bundle(_variant(tiny_bundle_dir, tmp_path / "a", "variant a"))
+    second = model_store.import_bundle(_variant(tiny_bundle_dir, tmp_path / "b", "variant b"))  # a second folder
     assert first != second and first.parent == second.parent == model_store.user_models_dir()
     assert (first / "model.keras").is_file() and (second / "model.json").is_file()
     labels = [e.label for e in model_store.list_models()]
@@ -70,7 +79,9 @@ def test_model_card_shows_classes_data_and_metrics(tiny_bundle_dir):
         assert text in html
 
 
-def test_model_manager_switches_imports_and_deletes(make_window, qtbot, models_env, tiny_bundle_dir, image_files):
+def test_model_manager_switches_imports_and_deletes(
+    make_window, qtbot, models_env, tiny_bundle_dir, image_files, tmp_path
+):
     from viewer.model_manager import ModelManagerDialog
 
     window = make_window(model_dir=str(models_env))
@@ -86,7 +97,7 @@ def test_model_manager_switches_imports_and_deletes(make_window, qtbot, models_e
     assert not dialog.delete_button.isEnabled()  # the bundled model cannot be deleted
     assert "tiny-test 0.0.1" in dialog.card.toPlainText()
 
-    imported = dialog.import_folder(str(tiny_bundle_dir))
+    imported = dialog.import_folder(str(_variant(tiny_bundle_dir, tmp_path / "variant", "another model")))
     assert imported is not None and imported.is_dir()
     assert dialog.list.count() == 2 and dialog.selected().path == imported
     assert dialog.delete_button.isEnabled()
@@ -179,3 +190,26 @@ def test_model_card_lists_images_per_source_as_a_table(tiny_bundle_dir):
     assert "<th>Source</th><th>train</th><th>val</th><th>test</th>" in html
     assert "<tr><td>south</td><td align='right'>7</td><td align='right'>0</td><td align='right'>5</td></tr>" in html
     assert "{'train'" not in html  # no Python dict text in the card
+
+
+def test_model_manager_opens_with_hostile_models_and_shows_errors_as_text(
+    make_window, qtbot, models_env, tiny_bundle_dir, tmp_path
+):
+    """A broken model in the models folder stopped the model manager from opening (issue 17);
+    its error quotes model.json, so it is shown as plain text, never as markup."""
+    from tests.tiny_bundle import edited_bundle
+    from viewer.model_manager import ModelManagerDialog
+
+    root = model_store.user_models_dir()
+    root.mkdir(parents=True)
+    edited_bundle(tiny_bundle_dir, root / "deep", lambda d: "[" * 100_000 + "]" * 100_000)
+    edited_bundle(tiny_bundle_dir, root / "tiles", lambda d: d["preprocessing"].update(clahe_tiles=0))
+    edited_bundle(tiny_bundle_dir, root / "markup", lambda d: d.update(class_names=["A", "<img src=x><b>99%</b>"]))
+    window = make_window()
+    dialog = ModelManagerDialog(window)
+    qtbot.addWidget(dialog)
+    assert dialog.list.count() == 4  # the bundled model and the three broken ones, each with its error
+    dialog.select_path(root / "markup")
+    assert "<img src=x>" in dialog.card.toPlainText()  # shown as text: the markup did not render
+    dialog.import_folder(str(root / "tiles"))
+    assert "clahe_tiles" in dialog.note.text() and dialog.note.textFormat() == Qt.TextFormat.PlainText

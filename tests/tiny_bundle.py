@@ -119,3 +119,29 @@ def corner_square_image(
         y1, x1 = h - h // 16 - jy, w - w // 16 - jx
         img[y1 - side : y1, x1 - side : x1] = 230
     return img.astype(np.uint8)
+
+
+def edited_bundle(source: str | os.PathLike[str], dest: str | os.PathLike[str], edit=None) -> Path:
+    """A copy of the bundle ``source`` at ``dest`` whose ``model.json`` went through ``edit``.
+
+    ``edit(data)`` changes the parsed description in place (or returns a replacement, which
+    may be any JSON value, or ``bytes``/``str`` written as they are): hostile and broken model
+    folders for the tests are built this way from a real tiny bundle.
+    """
+    import json
+    import shutil
+
+    dest = Path(dest)
+    shutil.copytree(source, dest)
+    if edit is not None:
+        data = json.loads((dest / "model.json").read_text(encoding="utf-8"))
+        new = edit(data)
+        if new is None:
+            new = data
+        if isinstance(new, bytes):
+            (dest / "model.json").write_bytes(new)
+        elif isinstance(new, str):
+            (dest / "model.json").write_text(new, encoding="utf-8")
+        else:
+            (dest / "model.json").write_text(json.dumps(new), encoding="utf-8")
+    return dest

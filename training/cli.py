@@ -1,9 +1,10 @@
-"""``main.py train`` and ``main.py evaluate``.
+"""``main.py train``, ``main.py train-lungs`` and ``main.py evaluate``.
 
 Expected problems (bad data, a wrong path, an existing output folder) end with one line on
-stderr and exit code 1, never a traceback. Ctrl+C during training cancels cooperatively at
-the next batch (exit code 130) and leaves any existing model untouched; a second Ctrl+C
-stops at once.
+stderr and exit code 1, never a traceback; in ``train``/``train-lungs`` a model folder that cannot be used
+(``--init``: a broken or hostile ``model.json`` or ``model.keras``) ends the same way with
+exit code 2, as in ``predict --model``. Ctrl+C during training cancels cooperatively at the next
+batch (exit code 130) and leaves any existing model untouched; a second Ctrl+C stops at once.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any
 
 from training.architectures import ARCHITECTURES
 
-__all__ = ["register", "run_train", "run_evaluate"]
+__all__ = ["register", "run_train", "run_train_lungs", "run_evaluate", "add_lung_arguments"]
 
 EXIT_ERROR = 1
+EXIT_BAD_MODEL = 2
 EXIT_CANCELLED = 130
 
 
@@ -104,6 +106,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--all-views", action="store_true", help="covid-chestxray: keep lateral views too")
     t.set_defaults(func=run_train)
 
+    lungs = sub.add_parser(
+        "train-lungs",
+        help="train the lung segmentation model from images with lung masks",
+        description=(
+            "Train the lung segmentation model (a small U-Net with one output per mask convention) from a "
+            "folder holding manifest.csv, images and masks. Writes a lung model folder to --out."
+        ),
+    )
+    add_lung_arguments(lungs)
+    lungs.set_defaults(func=run_train_lungs)
+
     e = sub.add_parser(
         "evaluate",
         help="evaluate a model bundle on labelled images",
@@ -132,9 +145,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_evaluate)
 
 
-def _error(text: str) -> int:
+def add_lung_arguments(ap: argparse.ArgumentParser) -> None:
+    """The arguments of ``main.py train-lungs`` (and ``python -m training.lungs``)."""
+    ap.add_argument("--data", required=True, help="folder with manifest.csv, images and masks (../shared/data/lungs)")
+    ap.add_argument("--out", required=True, metavar="MODEL_DIR", help="lung model folder to write")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
+    ap.add_argument("--epochs", type=int, default=30, help="maximum epochs; early stopping may end sooner (30)")
+    ap.add_argument("--patience", type=int, default=8, help="epochs without a better validation Dice before stopping")
+    ap.add_argument("--size", type=int, default=160, help="input side in px (160)")
+    ap.add_argument("--base-filters", type=int, default=8)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--learning-rate", "--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", metavar="DIR", help="folder for decoded arrays (outside the repository)")
+    ap.add_argument("--patients", help="CSV with source_path and patient_id columns (../shared/data/cxr/manifest.csv)")
+    ap.add_argument(
+        "--force-test",
+        nargs="*",
+        default=None,
+        help="image stems to hold out in the test split (default: the app's sample images)",
+    )
+    ap.add_argument("--max-pairs", type=int, help="use a random subset (smoke runs)")
+
+
+def _error(text: str, code: int = EXIT_ERROR) -> int:
     print(f"error: {text}", file=sys.stderr)
-    return EXIT_ERROR
+    return code
+
+
+def _error_code(exc: BaseException) -> int:
+    from inference.bundle import BundleError
+
+    return EXIT_BAD_MODEL if isinstance(exc, BundleError) else EXIT_ERROR
 
 
 class _CancelOnInterrupt:
@@ -218,11 +261,33 @@ def run_train(args: argparse.Namespace) -> int:
         print("Training aborted; any existing model is unchanged.", file=sys.stderr)
         return EXIT_CANCELLED
     except _expected_errors() as exc:
-        return _error(str(exc))
+        return _error(str(exc), _error_code(exc))
     print(f"Model written to {result.bundle_dir} ({result.epochs_run} epochs, {result.seconds:.0f} s).")
     for split, m in result.metrics.items():
         print(f"{split}: accuracy {m['accuracy']:.3f}, macro-F1 {(m['macro_f1'] or 0):.3f} ({m['n_images']} images)")
     print(f"Report: {result.bundle_dir / 'report' / 'report.md'}")
+    return 0
+
+
+def run_train_lungs(args: argparse.Namespace) -> int:
+    from training.lungs import config_from_args, train_lungs
+    from training.progress import ConsoleProgress, TrainingCancelled
+
+    command = getattr(args, "command_line", None) or "python main.py " + shlex.join(sys.argv[1:])
+    try:
+        config = config_from_args(args, command)
+        with _CancelOnInterrupt() as cancel:
+            result = train_lungs(config, progress=ConsoleProgress(), cancel=cancel)
+    except TrainingCancelled:
+        print("Training cancelled; no model was written and any existing model is unchanged.", file=sys.stderr)
+        return EXIT_CANCELLED
+    except KeyboardInterrupt:
+        print("Training aborted; any existing model is unchanged.", file=sys.stderr)
+        return EXIT_CANCELLED
+    except _expected_errors() as exc:
+        return _error(str(exc), _error_code(exc))
+    training = result["card"]["training"]
+    print(f"Lung model written to {result['out']} ({training['epochs_run']} epochs, best {training['best_epoch']}).")
     return 0
 
 

@@ -1,6 +1,11 @@
 """The lung segmentation model: data, network, training and evaluation (issue 7).
 
-Run it as ``python -m training.lungs --data ../shared/data/lungs --out resources/models/lungs``.
+Run it as ``python main.py train-lungs --data ../shared/data/lungs --out resources/models/lungs``
+(or ``python -m training.lungs`` with the same arguments). It runs on the classifier's training
+stack (:mod:`training.train`, :mod:`training.progress`): the output folder is checked before any
+work and an existing model is replaced only with ``--overwrite``; progress, Ctrl+C (cancels at
+the next batch, writes nothing, exit 130) and early stopping with the best epoch's weights
+restored (here on the validation Dice) behave as in ``main.py train``.
 
 Two mask conventions, two outputs. The public masks disagree on what "lung" is: the NLM,
 Shenzhen and radiologist-polygon masks cover the *visible* lung fields (heart excluded),
@@ -21,13 +26,11 @@ Dice is measured where the app uses the masks: on the original image grid, after
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import json
 import os
 import shlex
-import signal
 import sys
 import threading
 import time
@@ -42,6 +45,7 @@ import numpy as np
 
 from inference.paths import sample_stems
 from inference.preprocess import PreprocessConfig, resize_gray
+from training.progress import NullProgress, TrainingProgress, check_cancel
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -183,7 +187,11 @@ def _decode_mask(path: Path, size: int) -> np.ndarray:
 
 
 def load_pair_arrays(
-    pairs: Sequence[LungPair], size: int, cache_dir: Path | str | None = None
+    pairs: Sequence[LungPair],
+    size: int,
+    cache_dir: Path | str | None = None,
+    progress: TrainingProgress | None = None,
+    cancel: threading.Event | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[LungPair]]:
     """``(images uint8 [N, S, S], soft masks uint8 [N, S, S], kept pairs)``, cached as ``.npy``.
 
@@ -195,9 +203,9 @@ def load_pair_arrays(
 
     config = PreprocessConfig(size=size)
     samples = [Sample(path=p.image, label=p.source) for p in pairs]
-    x, kept, skipped = load_arrays(samples, config, cache_dir=cache_dir)
+    x, kept, skipped = load_arrays(samples, config, cache_dir, progress, cancel)
     if skipped:
-        print(f"skipped {len(skipped)} unreadable images: {skipped[:3]}", file=sys.stderr)
+        (progress or NullProgress()).on_message(f"Skipped {len(skipped)} unreadable images: {skipped[:3]}")
     by_path = {p.image: p for p in pairs}
     kept_pairs = [by_path[s.path] for s in kept]
     cache_file = None
@@ -211,7 +219,11 @@ def load_pair_arrays(
             y = np.load(cache_file)
             if y.shape == x.shape:
                 return x, y, kept_pairs
-    y = np.stack([_decode_mask(p.mask, size) for p in kept_pairs]) if kept_pairs else np.zeros_like(x)
+    masks = []
+    for p in kept_pairs:
+        check_cancel(cancel)
+        masks.append(_decode_mask(p.mask, size))
+    y = np.stack(masks) if masks else np.zeros_like(x)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache_file, y)
@@ -379,7 +391,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if denom == 0 else 2.0 * float(np.logical_and(a, b).sum()) / denom
 
 
-def evaluate_lungs(segmenter: Any, pairs: Sequence[LungPair]) -> dict[str, Any]:
+def evaluate_lungs(segmenter: Any, pairs: Sequence[LungPair], cancel: threading.Event | None = None) -> dict[str, Any]:
     """Dice per source on the original grid, through :class:`inference.lungs.LungSegmenter`.
 
     Each pair is scored on the output of its own convention; ``plausible_rate`` says how
@@ -394,6 +406,7 @@ def evaluate_lungs(segmenter: Any, pairs: Sequence[LungPair]) -> dict[str, Any]:
     plausible: dict[str, list[bool]] = defaultdict(list)
     per_image = []
     for p in pairs:
+        check_cancel(cancel)
         image = load_image(p.image)
         truth = cv2.imread(str(p.mask), cv2.IMREAD_GRAYSCALE) > 127
         result = segmenter.segment(image)
@@ -441,6 +454,8 @@ class LungTrainConfig:
     patients: str | None = None  # classifier manifest with patient ids of the covid-chestxray films
     force_test: list[str] = field(default_factory=list)
     max_pairs: int | None = None  # for smoke runs
+    patience: int = 8  # epochs without a better validation Dice before stopping (best weights restored)
+    overwrite: bool = False  # replace an existing model at ``out`` (else refused before any work)
     command: str = ""
 
 
@@ -474,81 +489,128 @@ def _dice_at_model_grid(model: keras.Model, x: np.ndarray, y: np.ndarray, conven
     return float(np.mean(scores)) if scores else 0.0
 
 
-def train_lungs(config: LungTrainConfig) -> dict[str, Any]:
-    """Train, pick the epoch with the best validation Dice, score the test split, write the model."""
+def _check_lung_config(config: LungTrainConfig) -> None:
+    from training.train import TrainingError
+
+    if config.epochs < 1:
+        raise TrainingError("epochs must be at least 1.")
+    if config.batch_size < 1:
+        raise TrainingError("batch size must be at least 1.")
+    if not config.learning_rate > 0:
+        raise TrainingError("the learning rate must be positive.")
+    if config.patience < 1:
+        raise TrainingError("patience must be at least 1 epoch.")
+    if config.depth < 1 or config.base_filters < 1:
+        raise TrainingError("depth and base filters must be at least 1.")
+    if not 8 <= config.size <= 1024 or config.size % (2**config.depth):
+        raise TrainingError(f"--size must be 8-1024 px and divisible by {2**config.depth} (2 ** depth).")
+    if not 0 <= config.val_fraction < 1 or not 0 <= config.test_fraction < 1:
+        raise TrainingError("validation and test fractions must be between 0 and 1.")
+    if not (Path(config.data) / "manifest.csv").is_file():
+        raise TrainingError(f"{config.data} holds no manifest.csv (columns id, image, mask, source, mask_convention).")
+
+
+def _validation_dice_callback(xv: np.ndarray, yv: np.ndarray, conventions: list[str]) -> Any:
+    """A Keras callback that adds the validation Dice at the model's grid to each epoch's logs as
+    ``val_dice`` (early stopping and the progress report read it there)."""
+    import keras
+
+    class _Dice(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if logs is not None:
+                logs["val_dice"] = round(_dice_at_model_grid(self.model, xv, yv, conventions), 4)
+
+    return _Dice()
+
+
+def train_lungs(
+    config: LungTrainConfig, progress: TrainingProgress | None = None, cancel: threading.Event | None = None
+) -> dict[str, Any]:
+    """Train, keep the epoch with the best validation Dice, score the test split, write the model.
+
+    The classifier's training stack: the output folder is checked first (an existing model is
+    replaced only with ``config.overwrite``), progress goes to ``progress``, ``cancel`` stops
+    the run at the next batch or file with :class:`TrainingCancelled` (nothing is written),
+    and early stopping on the validation Dice restores the best epoch's weights.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from inference.lungs import LungCard, LungSegmenter, write_lung_model
+    from training.train import TrainingError, check_output_folder, fit_callbacks
+
+    progress = progress or NullProgress()
+    started = time.time()
+    _check_lung_config(config)
+    replace_ok = check_output_folder(Path(config.out).expanduser(), config.overwrite)
+
     import keras
     import tensorflow as tf
 
-    from inference.lungs import LungCard, LungSegmenter, write_lung_model
-
-    started = time.time()
     keras.utils.set_random_seed(config.seed)
-    pairs = read_manifest(config.data, config.patients)
+    progress.on_stage("scanning", str(config.data))
+    try:
+        pairs = read_manifest(config.data, config.patients)
+    except (KeyError, ValueError) as exc:
+        raise TrainingError(f"{config.data}/manifest.csv cannot be used: {exc}") from None
     if config.max_pairs:
         rng = np.random.default_rng(config.seed)
         pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), min(config.max_pairs, len(pairs)), replace=False))]
+    if len(pairs) < 3:
+        raise TrainingError(f"{config.data}/manifest.csv lists {len(pairs)} image/mask pairs; training needs more.")
     splits = split_pairs(pairs, config.val_fraction, config.test_fraction, config.seed, config.force_test)
     arrays = {}
     for name in ("train", "val"):
-        x, y, kept = load_pair_arrays(splits[name], config.size, config.cache)
+        check_cancel(cancel)
+        x, y, kept = load_pair_arrays(splits[name], config.size, config.cache, progress, cancel)
         arrays[name] = (x, y, kept)
-        print(f"{name}: {len(kept)} pairs {dict(Counter(p.source for p in kept))}", flush=True)
-    print(f"test: {len(splits['test'])} pairs {dict(Counter(p.source for p in splits['test']))}", flush=True)
+        progress.on_message(f"{name}: {len(kept)} pairs {dict(Counter(p.source for p in kept))}")
+    progress.on_message(f"test: {len(splits['test'])} pairs {dict(Counter(p.source for p in splits['test']))}")
     xt, yt, kt = arrays["train"]
     xv, yv, kv = arrays["val"]
+    if len(xt) == 0:
+        raise TrainingError("No readable training pairs.")
     conv_t, conv_v = [p.convention for p in kt], [p.convention for p in kv]
+    check_cancel(cancel)
 
     model = build_lung_model(config.size, config.base_filters, config.depth, len(CONVENTIONS))
-    steps = config.epochs * int(np.ceil(len(xt) / config.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.02)
+    steps_per_epoch = int(np.ceil(len(xt) / config.batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps_per_epoch, alpha=0.02)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=lung_loss)
-    best = {"dice": -1.0, "epoch": 0, "weights": None}
-    history: list[dict[str, float]] = []
-
-    stop = {"asked": False}
-
-    class _Best(keras.callbacks.Callback):
-        """Keeps the weights of the best validation Dice; Ctrl+C (or SIGTERM) ends training early, gracefully."""
-
-        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            if stop["asked"]:
-                model.stop_training = True
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            d = _dice_at_model_grid(model, xv, yv, conv_v) if len(xv) else 0.0
-            history.append({"epoch": epoch + 1, "loss": float((logs or {}).get("loss", 0.0)), "val_dice": round(d, 4)})
-            if d > best["dice"]:
-                best.update(dice=d, epoch=epoch + 1, weights=model.get_weights())
-            print(
-                f"epoch {epoch + 1}/{config.epochs} loss {history[-1]['loss']:.4f} val dice {d:.4f} "
-                f"({time.time() - started:.0f} s)",
-                flush=True,
-            )
-
-    def _ask_stop(signum: int, frame: Any) -> None:
-        print("stop asked: finishing with the best epoch so far", flush=True)
-        stop["asked"] = True
-
-    # On a shared machine a run may have to end before its last epoch: the best epoch so far
-    # is still evaluated and written, instead of the work being lost.
-    in_main = threading.current_thread() is threading.main_thread()  # signals can only be caught there
-    previous = {sig: signal.signal(sig, _ask_stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
-    try:
-        model.fit(
-            _batches(xt, yt, conv_t, config.batch_size, config.seed, LungAugment()),
-            epochs=config.epochs,
-            callbacks=[_Best()],
-            verbose=0,
-        )
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    # Ship a fresh, uncompiled copy: the optimizer's state would triple the file for nothing.
+    # Without a validation split (tiny data, --val-fraction 0) the training loss is watched instead.
+    before = [_validation_dice_callback(xv, yv, conv_v)] if len(xv) else []
+    callbacks, early = fit_callbacks(
+        progress,
+        cancel,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        monitor="val_dice" if len(xv) else "loss",
+        mode="max" if len(xv) else "min",
+        patience=config.patience,
+        before=[*before, keras.callbacks.TerminateOnNaN()],
+    )
+    progress.on_stage("training", f"{len(xt)} pairs, {steps_per_epoch} batches per epoch")
+    fit = model.fit(
+        _batches(xt, yt, conv_t, config.batch_size, config.seed, LungAugment()),
+        epochs=config.epochs,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    check_cancel(cancel)
+    losses = [float(v) for v in fit.history.get("loss", [])]
+    if any(not np.isfinite(v) for v in losses):
+        raise TrainingError("The training loss became NaN; try a lower learning rate (--learning-rate).")
+    dices = [float(v) for v in fit.history.get("val_dice", [])]
+    history = [
+        {"epoch": i + 1, "loss": round(loss, 6), "val_dice": round(dices[i], 4) if i < len(dices) else None}
+        for i, loss in enumerate(losses)
+    ]
+    best_epoch = int(early.best_epoch) + 1 if early.best is not None else len(history)
+    # Ship a fresh, uncompiled copy of the restored best weights: the optimizer's state would
+    # triple the file for nothing.
     trained = model
     model = build_lung_model(config.size, config.base_filters, config.depth, len(CONVENTIONS))
-    model.set_weights(best["weights"] if best["weights"] is not None else trained.get_weights())
+    model.set_weights(trained.get_weights())
     train_seconds = time.time() - started
+    progress.on_stage("evaluating")
 
     card = LungCard(
         name="cxr-lungs",
@@ -565,8 +627,8 @@ def train_lungs(config: LungTrainConfig) -> dict[str, Any]:
         ),
     )
     segmenter = LungSegmenter.from_model(model, card)
-    test = evaluate_lungs(segmenter, splits["test"])
-    val = evaluate_lungs(segmenter, kv)
+    test = evaluate_lungs(segmenter, splits["test"], cancel)
+    val = evaluate_lungs(segmenter, kv, cancel)
     all_pairs = [p for split in splits.values() for p in split]
     card.metrics = {
         "dice_test": test["per_source"],
@@ -587,8 +649,9 @@ def train_lungs(config: LungTrainConfig) -> dict[str, Any]:
         "loss": "masked binary cross-entropy + soft Dice per output",
         "augmentation": asdict(LungAugment()),
         "epochs_run": len(history),
-        "stopped_early": stop["asked"],
-        "best_epoch": best["epoch"],
+        "stopped_early": bool(early.stopped_epoch),
+        "patience": config.patience,
+        "best_epoch": best_epoch,
         "history": history,
         "split": {
             "method": "whole patients/images by source, seed-fixed (training.splits.split_dataset)",
@@ -606,39 +669,17 @@ def train_lungs(config: LungTrainConfig) -> dict[str, Any]:
     }
     card.license = _license_summary(all_pairs)
     notice = "CXR Viewer lung segmentation model: data licences\n\n" + LICENSE_TERMS + "\n"
-    write_lung_model(model, card, config.out, extra_files={"NOTICE": notice}, overwrite=True)
-    summary = {"test": test["per_source"], "best_epoch": best["epoch"], "wall_s": round(train_seconds)}
-    print(json.dumps(summary, indent=1), flush=True)
-    return {"card": card.to_dict(), "test": test, "val": val}
+    check_cancel(cancel)
+    progress.on_stage("saving", str(config.out))
+    out = write_lung_model(model, card, config.out, extra_files={"NOTICE": notice}, overwrite=replace_ok)
+    summary = {"test": test["per_source"], "best_epoch": best_epoch, "wall_s": round(train_seconds)}
+    progress.on_message(json.dumps(summary, indent=1))
+    return {"card": card.to_dict(), "test": test, "val": val, "out": out}
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m training.lungs", description="Train the lung segmentation model.")
-    ap.add_argument("--data", required=True, help="folder with manifest.csv, images and masks (../shared/data/lungs)")
-    ap.add_argument("--out", required=True, help="model folder to write (resources/models/lungs)")
-    ap.add_argument("--size", type=int, default=160)
-    ap.add_argument("--base-filters", type=int, default=8)
-    ap.add_argument("--depth", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--learning-rate", type=float, default=2e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cache", help="folder for decoded arrays (outside the repository)")
-    ap.add_argument("--patients", help="CSV with source_path and patient_id columns (../shared/data/cxr/manifest.csv)")
-    ap.add_argument(
-        "--force-test",
-        nargs="*",
-        default=None,
-        help="image stems to hold out in the test split (default: the app's sample images)",
-    )
-    ap.add_argument("--max-pairs", type=int, help="use a random subset (smoke runs)")
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv)
-    config = LungTrainConfig(
+def config_from_args(args: Any, command: str) -> LungTrainConfig:
+    """The :class:`LungTrainConfig` of parsed ``train-lungs`` arguments (see :mod:`training.cli`)."""
+    return LungTrainConfig(
         data=args.data,
         out=args.out,
         size=args.size,
@@ -652,10 +693,24 @@ def main(argv: list[str] | None = None) -> int:
         patients=args.patients,
         force_test=sample_stems() if args.force_test is None else list(args.force_test),
         max_pairs=args.max_pairs,
-        command="python -m training.lungs " + " ".join(shlex.quote(a) for a in argv),
+        patience=args.patience,
+        overwrite=args.overwrite,
+        command=command,
     )
-    train_lungs(config)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.lungs``: the same command as ``main.py train-lungs``."""
+    import argparse
+
+    from training.cli import add_lung_arguments, run_train_lungs
+
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(prog="python -m training.lungs", description="Train the lung segmentation model.")
+    add_lung_arguments(ap)
+    args = ap.parse_args(argv)
+    args.command_line = "python -m training.lungs " + " ".join(shlex.quote(a) for a in argv)
+    return run_train_lungs(args)
 
 
 if __name__ == "__main__":

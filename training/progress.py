@@ -147,7 +147,7 @@ class ConsoleProgress:
         self._bar.set_postfix(_fmt(logs, ("loss", "accuracy")), refresh=False)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        keys = ("loss", "accuracy", "val_loss", "val_accuracy", "lr")
+        keys = ("loss", "accuracy", "val_loss", "val_accuracy", "val_dice", "lr")
         if self.bars and self._bar is not None:
             self._bar.set_postfix(_fmt(logs, keys))
         elif not self.bars:

@@ -24,6 +24,7 @@ import platform
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from inference.bundle import BundleInfo, write_bundle
+from inference.bundle import MAX_CLASSES, BundleInfo, write_bundle
+from inference.model_folder import (
+    CLASS_RE,
+    NAME_RE,
+    VERSION_RE,
+    BundleError,
+    check_preprocessing,
+    clean_stale_temp_folders,
+)
 from training.architectures import ARCHITECTURES, MIN_INPUT_SIZE, build_model
 from training.datasets import discover
 from training.duplicates import find_near_duplicates
@@ -49,7 +58,15 @@ from training.progress import KerasProgressCallback, NullProgress, TrainingCance
 from training.samples import SPLITS, DatasetError, Sample
 from training.splits import hold_out_sources, patient_overlap, split_dataset
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingError", "TrainingCancelled", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainingError",
+    "TrainingCancelled",
+    "train",
+    "check_output_folder",
+    "fit_callbacks",
+]
 
 
 class TrainingError(Exception):
@@ -141,13 +158,16 @@ def train(
     started = time.time()
     out_dir = Path(config.out_dir).expanduser()
     _check_config(config, out_dir)
-    # An empty folder (made by a file dialog, say) may be replaced without --overwrite.
-    replace_ok = config.overwrite or (out_dir.is_dir() and not any(out_dir.iterdir()))
+    replace_ok = check_output_folder(out_dir, config.overwrite)
     try:
         plan = resolve_init(config.init, config.arch, config.image_size, config.clahe)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
     plan = _with_crop(plan, config)
+    try:  # the saved description must pass the checks every reader applies: find out now, not after training
+        check_preprocessing(plan.preprocessing, "The training settings")
+    except BundleError as exc:
+        raise TrainingError(str(exc)) from None
     if plan.size < MIN_INPUT_SIZE[plan.arch]:
         raise TrainingError(f"{plan.arch} needs images of at least {MIN_INPUT_SIZE[plan.arch]} px.")
 
@@ -161,6 +181,7 @@ def train(
         exclude=config.exclude,
     )
     classes = ds.classes
+    _check_class_names(classes)
     progress.on_message(plan.description)
     if ds.skipped:
         progress.on_message(f"Skipped {len(ds.skipped)} files while scanning (listed in the report).")
@@ -352,10 +373,61 @@ def _check_config(config: TrainConfig, out_dir: Path) -> None:
         raise TrainingError("the learning rate must be positive.")
     if not 0 <= config.val_fraction < 1 or not 0 <= config.test_fraction < 1:
         raise TrainingError("validation and test fractions must be between 0 and 1.")
+    for key, value, pattern in (("name", config.name, NAME_RE), ("version", config.version, VERSION_RE)):
+        if value is not None and not pattern.match(value):
+            raise TrainingError(f"--{key} {value!r} holds characters a model {key} may not have.")
+    if len(config.description) > 2000 or any(ord(ch) < 32 and ch not in "\t\n\r" for ch in config.description):
+        raise TrainingError("--description must be at most 2000 characters, without control characters.")
+
+
+def _check_class_names(classes: Sequence[str]) -> None:
+    """The class names must pass the model description's checks, or the save would fail after training."""
+    bad = [c for c in classes if not CLASS_RE.match(c)]
+    if bad:
+        raise DatasetError(
+            f"Class names must have 1-64 characters without quotes, backslashes, < > or control characters: "
+            f"{', '.join(repr(c) for c in bad[:3])}. Rename them with --class-map."
+        )
+    if len(classes) > MAX_CLASSES:
+        raise DatasetError(f"{len(classes)} classes; a model may have at most {MAX_CLASSES}.")
+
+
+def check_output_folder(out_dir: Path, overwrite: bool) -> bool:
+    """Refuse an output folder that would replace a model without ``overwrite``, before any work.
+
+    Returns whether the final save may replace ``out_dir``: with ``overwrite``, or when it is
+    an empty folder (made by a file dialog, say). Also removes temporary folders left beside
+    it and in the temp folder by an earlier run that was killed while saving.
+    """
     if out_dir.exists() and not out_dir.is_dir():
         raise TrainingError(f"{out_dir} is a file; the model is written to a folder.")
-    if out_dir.exists() and any(out_dir.iterdir()) and not config.overwrite:
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise TrainingError(f"{out_dir} already exists; choose another folder or allow overwriting (--overwrite).")
+    clean_stale_temp_folders(out_dir.parent, reports=True)
+    return overwrite or (out_dir.is_dir() and not any(out_dir.iterdir()))
+
+
+def fit_callbacks(
+    progress: TrainingProgress,
+    cancel: threading.Event | None,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    monitor: str,
+    patience: int,
+    mode: str = "min",
+    before: Sequence[Any] = (),
+) -> tuple[list[Any], Any]:
+    """The callbacks every training shares: ``before`` (callbacks that add to the epoch's logs,
+    such as a validation Dice), progress and cancel, then early stopping on ``monitor`` that
+    restores the best epoch's weights. Returns ``(callbacks, early_stopping)``."""
+    import keras
+
+    early = keras.callbacks.EarlyStopping(
+        monitor=monitor, mode=mode, patience=patience, restore_best_weights=True, verbose=0
+    )
+    progress_cb = KerasProgressCallback(progress, cancel, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    return [*before, progress_cb, early], early
 
 
 def _counts(samples: list[Sample], classes: list[str]) -> dict[str, int]:
@@ -471,12 +543,10 @@ def _fit(
     val_ds = make_tf_dataset(xv, yv, plan.preprocessing, config.batch_size, training=False) if len(xv) else None
     monitor = "val_loss" if val_ds is not None else "loss"
     steps = math.ceil(len(xt) / config.batch_size)
-    early = keras.callbacks.EarlyStopping(
-        monitor=monitor, patience=config.patience, restore_best_weights=True, verbose=0
+    callbacks, early = fit_callbacks(
+        progress, cancel, epochs=config.epochs, steps_per_epoch=steps, monitor=monitor, patience=config.patience
     )
-    callbacks = [
-        KerasProgressCallback(progress, cancel, epochs=config.epochs, steps_per_epoch=steps),
-        early,
+    callbacks += [
         keras.callbacks.ReduceLROnPlateau(
             monitor=monitor,
             factor=0.3,

@@ -1,4 +1,10 @@
-"""Model cards and evaluation reports as HTML, for the model manager and the training dialog."""
+"""Model cards and evaluation reports as HTML, for the model manager and the training dialog.
+
+Everything shown comes from a model's ``model.json``, which anyone can write: every value is
+rendered as plain text (HTML-escaped), numbers only when they are numbers, and a field of
+the wrong shape is left out instead of breaking the card. A model must not be able to show
+fake figures or markup through ``metrics`` or any other field.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from typing import Any
 
 from inference.bundle import BundleInfo
 
-__all__ = ["model_card_html", "metrics_html", "confusion_html"]
+__all__ = ["model_card_html", "metrics_html", "confusion_html", "error_card_html"]
 
 _HEADLINE = (
     ("accuracy", "Accuracy"),
@@ -20,6 +26,7 @@ _HEADLINE = (
 
 
 def _num(value: Any, digits: int = 3) -> str:
+    """A value as escaped text: numbers formatted, anything else as plain text (never markup)."""
     if value is None:
         return "—"
     if isinstance(value, bool):
@@ -28,12 +35,39 @@ def _num(value: Any, digits: int = 3) -> str:
         return str(value)
     if isinstance(value, float):
         return f"{value:.{digits}f}"
-    return escape(str(value))
+    return escape(str(value)[:200])
+
+
+def _fig(value: Any, digits: int = 3) -> str:
+    """A measured figure: shown only when it is a number (a text in a figure's place is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return "—"
+    return _num(value, digits)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """``value`` when it is an object, else empty (a hostile card may put anything anywhere)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _count(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) and value == value else None
+
+
+def error_card_html(name: str, error: str) -> str:
+    """The card of a model folder that cannot be read: its name and the error, as plain text."""
+    return f"<h2>{escape(name)}</h2><p style='color:#ef5b5b'>{escape(error)}</p>"
 
 
 def confusion_html(cm: dict[str, Any]) -> str:
-    classes = [str(c) for c in cm.get("classes", [])]
+    cm = _dict(cm)
+    classes = [str(c) for c in cm.get("classes", [])] if isinstance(cm.get("classes"), list) else []
     matrix = cm.get("matrix", [])
+    if not isinstance(matrix, list) or not all(
+        isinstance(row, list) and len(row) == len(classes) and all(_count(v) is not None for v in row) for row in matrix
+    ):
+        return ""
+    matrix = [[_count(v) or 0 for v in row] for row in matrix]
     if not classes or not matrix:
         return ""
     head = "".join(f"<th>{escape(c)}</th>" for c in classes)
@@ -54,30 +88,34 @@ def confusion_html(cm: dict[str, Any]) -> str:
 
 def metrics_html(metrics: dict[str, Any]) -> str:
     """One evaluation (``training.evaluate.compute_metrics``) as headline figures, per-class table, matrix."""
+    metrics = _dict(metrics)
     if not metrics:
         return "<p>No metrics.</p>"
     head = "".join(
-        f"<tr><td>{label}</td><td align='right'><b>{_num(metrics.get(key))}</b></td></tr>"
+        f"<tr><td>{label}</td><td align='right'><b>{_fig(metrics.get(key))}</b></td></tr>"
         for key, label in _HEADLINE
         if key in metrics
     )
     parts = [f"<table cellspacing='0' cellpadding='3'>{head}</table>"]
-    per_class = metrics.get("per_class") or {}
+    per_class = _dict(metrics.get("per_class"))
     if per_class:
         cols = ("precision", "recall", "specificity", "f1", "auc", "support")
         header = "".join(f"<th>{c.capitalize() if c != 'recall' else 'Recall (sens.)'}</th>" for c in cols)
         rows = "".join(
-            f"<tr><td>{escape(name)}</td>" + "".join(f"<td align='right'>{_num(m.get(c))}</td>" for c in cols) + "</tr>"
+            f"<tr><td>{escape(name)}</td>"
+            + "".join(f"<td align='right'>{_fig(_dict(m).get(c))}</td>" for c in cols)
+            + "</tr>"
             for name, m in per_class.items()
         )
         parts.append(f"<table cellspacing='0' cellpadding='3' border='1'><tr><th>Class</th>{header}</tr>{rows}</table>")
     if metrics.get("confusion_matrix"):
         parts.append(confusion_html(metrics["confusion_matrix"]))
-    by_source = metrics.get("by_source") or {}
+    by_source = _dict(metrics.get("by_source"))
     if by_source:
         rows = "".join(
-            f"<tr><td>{escape(src)}</td><td align='right'>{m.get('n_images', '')}</td>"
-            f"<td align='right'>{_num(m.get('accuracy'))}</td><td align='right'>{_num(m.get('macro_f1'))}</td></tr>"
+            f"<tr><td>{escape(src)}</td><td align='right'>{_fig(_dict(m).get('n_images', ''))}</td>"
+            f"<td align='right'>{_fig(_dict(m).get('accuracy'))}</td>"
+            f"<td align='right'>{_fig(_dict(m).get('macro_f1'))}</td></tr>"
             for src, m in by_source.items()
         )
         parts.append(
@@ -112,8 +150,8 @@ def model_card_html(info: BundleInfo, path: str = "", bundled: bool = False, act
         tags.append("bundled")
     if active:
         tags.append("active")
-    training = info.training or {}
-    data = training.get("data") or {}
+    training = _dict(info.training)
+    data = _dict(training.get("data"))
     rows = [
         ("Architecture", info.architecture),
         ("Classes", ", ".join(info.class_names)),
@@ -126,9 +164,9 @@ def model_card_html(info: BundleInfo, path: str = "", bundled: bool = False, act
     ]
     if training.get("init"):
         rows.append(("Initialisation", str(training["init"])))
-    held_out = (training.get("config") or {}).get("val_sources") or []
-    if held_out:
-        rows.append(("Held-out sources", ", ".join(held_out) + " (validated on, never trained on)"))
+    held_out = _dict(training.get("config")).get("val_sources") or []
+    if isinstance(held_out, list) and held_out:
+        rows.append(("Held-out sources", ", ".join(map(str, held_out)) + " (validated on, never trained on)"))
     if training.get("epochs_run") is not None:
         rows.append(("Epochs", str(training["epochs_run"])))
     if training.get("hardware"):
@@ -140,14 +178,14 @@ def model_card_html(info: BundleInfo, path: str = "", bundled: bool = False, act
         f"<p>{escape(info.description)}</p>" if info.description else "",
         f"<table cellspacing='0' cellpadding='2'>{facts}</table>",
     ]
-    counts = data.get("counts") or {}
+    counts = {k: v for k, v in _dict(data.get("counts")).items() if isinstance(v, dict)}
     if counts:
         classes = list(info.class_names)
         splits = [s for s, c in counts.items() if c]
         header = "".join(f"<th>{escape(s)}</th>" for s in splits)
         body = "".join(
             f"<tr><td>{escape(c)}</td>"
-            + "".join(f"<td align='right'>{counts[s].get(c, 0)}</td>" for s in splits)
+            + "".join(f"<td align='right'>{_num(counts[s].get(c, 0))}</td>" for s in splits)
             + "</tr>"
             for c in classes
         )
@@ -156,14 +194,14 @@ def model_card_html(info: BundleInfo, path: str = "", bundled: bool = False, act
             f"({_num(data.get('n_images'))} images)</p>"
             f"<table cellspacing='0' cellpadding='3' border='1'><tr><th>Class</th>{header}</tr>{body}</table>"
         )
-    sources = data.get("sources") or {}
+    sources = _dict(data.get("sources"))
     if sources:
         # {source: {split: images}}: one row per source, one column per split, like the class table.
         splits = list(dict.fromkeys(sp for v in sources.values() if isinstance(v, dict) for sp in v))
         header = "".join(f"<th>{escape(sp)}</th>" for sp in splits)
         body = "".join(
             f"<tr><td>{escape(str(src))}</td>"
-            + "".join(f"<td align='right'>{(v.get(sp, 0) if isinstance(v, dict) else '')}</td>" for sp in splits)
+            + "".join(f"<td align='right'>{(_num(v.get(sp, 0)) if isinstance(v, dict) else '')}</td>" for sp in splits)
             + "</tr>"
             for src, v in sources.items()
         )
@@ -171,7 +209,7 @@ def model_card_html(info: BundleInfo, path: str = "", bundled: bool = False, act
             f"<p><i>Images per source</i></p><table cellspacing='0' cellpadding='3' border='1'>"
             f"<tr><th>Source</th>{header}</tr>{body}</table>"
         )
-    for title, m in _split_metrics(info.metrics or {}):
+    for title, m in _split_metrics(_dict(info.metrics)):
         parts.append(f"<h3>{escape(title)}</h3>{metrics_html(m)}")
     if not info.metrics:
         parts.append("<p><i>No evaluation stored with this model.</i></p>")

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from viewer.model_card import model_card_html
+from viewer.model_card import error_card_html, model_card_html
 from viewer.model_store import ModelEntry, delete_user_model, import_bundle, is_user_model, list_models
 from viewer.qt_compat import emit
 
@@ -59,6 +59,7 @@ class ModelManagerDialog(QDialog):
         self.note = QLabel("")
         self.note.setObjectName("muted")
         self.note.setWordWrap(True)
+        self.note.setTextFormat(Qt.TextFormat.PlainText)  # messages quote model folders: never markup
         layout.addWidget(self.note)
         buttons = QHBoxLayout()
         self.activate_button = QPushButton("Use this model")
@@ -130,7 +131,7 @@ class ModelManagerDialog(QDialog):
         if entry is None:
             return
         if entry.info is None:
-            self.card.setHtml(f"<h2>{entry.path.name}</h2><p style='color:#ef5b5b'>{entry.error}</p>")
+            self.card.setHtml(error_card_html(entry.path.name, entry.error))  # the error quotes model.json
         else:
             active = bool(self.main.model_dir) and _same(entry.path, self.main.model_dir)
             self.card.setHtml(model_card_html(entry.info, str(entry.path), entry.bundled, active))
