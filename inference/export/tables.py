@@ -21,7 +21,7 @@ from inference.export.marker import MARKER_COLUMN, SOFTWARE
 from inference.export.privacy import csv_safe, printable
 from inference.predictor import FileResult
 
-__all__ = ["result_record", "records_to_csv", "write_json", "write_csv"]
+__all__ = ["result_record", "flatten_record", "records_to_csv", "rows_to_csv", "write_json", "write_csv"]
 
 
 def _number(value: float, digits: int = 6) -> float | None:
@@ -88,7 +88,7 @@ def result_record(
     return record
 
 
-def _flatten(record: dict[str, Any]) -> dict[str, Any]:
+def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {k: record.get(k) for k in ("file", "ok", "error", "label")}
     for name, p in (record.get("probabilities") or {}).items():
         row[f"p_{name}"] = p
@@ -122,7 +122,11 @@ def records_to_csv(records: Iterable[dict[str, Any]]) -> str:
     A text cell that starts like a spreadsheet formula (``=``, ``+``, ``-``, ``@``, tab, CR) is
     neutralised with a leading apostrophe: file names and a model's class names are not trusted.
     """
-    rows = [_flatten(r) for r in records]
+    return rows_to_csv([flatten_record(r) for r in records])
+
+
+def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """CSV text of flat rows (see :func:`records_to_csv`); rows read back from our CSV may be mixed in."""
     columns: dict[str, None] = {}
     for row in rows:
         columns.update(dict.fromkeys(row))
