@@ -131,7 +131,8 @@ def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
     for row in rows:
         columns.update(dict.fromkeys(row))
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=_marker_last(list(columns)), restval="", lineterminator="\n")
+    # CRLF (RFC 4180): the csv module then also quotes a cell holding a bare CR, which "\n" would not.
+    writer = csv.DictWriter(out, fieldnames=_marker_last(list(columns)), restval="", lineterminator="\r\n")
     writer.writerow({c: csv_safe(c) for c in writer.fieldnames})
     for row in rows:
         cells = {k: "" if v is None else csv_safe(v) for k, v in row.items()}
