@@ -43,6 +43,12 @@ from tests.tiny_bundle import make_tiny_bundle  # noqa: E402
 SC_UID = "1.2.840.10008.5.1.4.1.1.7"
 
 
+@pytest.fixture(autouse=True)
+def private_home(tmp_path, monkeypatch):
+    """The installation salt (pseudonymous UIDs) in a temporary folder, never the user's."""
+    monkeypatch.setenv("CXR_VIEWER_HOME", str(tmp_path / "home"))
+
+
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
     from inference.predictor import Predictor

@@ -31,6 +31,11 @@ from tests.tiny_bundle import make_tiny_bundle  # noqa: E402
 OPTIONS = ExportOptions(salt="test-salt")
 
 
+@pytest.fixture(autouse=True)
+def private_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_VIEWER_HOME", str(tmp_path / "home"))
+
+
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
     from inference.predictor import Predictor

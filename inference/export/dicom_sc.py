@@ -76,10 +76,9 @@ def secondary_capture(
     study = image.meta.study
     from_dicom = image.meta.format == "DICOM"
     keep = options.keep_identifiers
-    salt = "" if keep else options.effective_salt()
 
     def uid(value: str) -> str:
-        return value if keep else pseudonymous_uid(value, salt)
+        return value if keep else pseudonymous_uid(value, options.effective_salt())
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
