@@ -257,9 +257,9 @@ def _run(report: _Report, model_dir: str | os.PathLike[str] | None) -> None:
 
 
 def _write_exports(tmp: Path, predictor, cases) -> dict[str, int]:
-    import pydicom
-
     import secrets
+
+    import pydicom
 
     from inference.export import ExportItem, ExportOptions, export_files, result_record, write_csv, write_json
     from inference.predictor import FileResult
