@@ -423,6 +423,9 @@ def _predict_all(
         before = len(files)
         files = [(f, root) for f, root in files if key(f) not in done]
         print(f"predict: resuming: {before - len(files)} of {before} files already done", file=sys.stderr)
+        if not files and not problems:
+            print("predict: nothing left to predict", file=sys.stderr)
+            return 0
     if export_dir is not None:
         try:
             export_dir.mkdir(parents=True, exist_ok=True)

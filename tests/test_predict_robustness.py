@@ -140,6 +140,9 @@ def test_resume_predicts_only_what_is_missing(tmp_path, model_dir, monkeypatch, 
     assert run(*args, "--resume") == 1
     assert predicted == ["broken.png"]
     assert len(json.loads(out.read_text(encoding="utf-8"))) == 5
+    broken = tmp_path / "in" / "broken.png"
+    broken.unlink()
+    assert run(*args, "--resume") == 0 and "nothing left to predict" in capsys.readouterr().err
 
 
 def test_resume_needs_an_output_file(tmp_path, model_dir, capsys):
