@@ -411,6 +411,8 @@ def _predict_all(
         for fmt, target in (("json", args.json), ("csv", args.csv))
         if target and target != "-"
     ]
+    # Every input is protected, also the ones --resume skips: no export may land on any of them.
+    protected = ProtectedFiles(f for f, _ in files) if export_dir is not None else ProtectedFiles()
     if args.resume:
         try:
             for sink in sinks:
@@ -434,7 +436,6 @@ def _predict_all(
 
     roots = {str(f): root for f, root in files}
     model = (predictor.info.name, predictor.info.version)
-    protected = ProtectedFiles(f for f, _ in files) if export_dir is not None else None
     reserved: set[str] = set()
     on_existing = "replace-ours" if args.overwrite else "refuse"
     records: list[dict[str, Any]] = []
