@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         metavar="INIT",
         help="auto (fine-tune the bundled model when it matches, else scratch), scratch, bundled, "
-        "a model folder, or imagenet:WEIGHTS.h5 (a local 'no top' weights file)",
+        "a model folder, imagenet (the shipped ImageNet EfficientNet-Lite0 weights), "
+        "or imagenet:WEIGHTS.h5 (a local 'no top' weights file)",
     )
     t.add_argument("--class-map", metavar="MAP", help="merge/rename classes: 'Viral Pneumonia=Pneumonia,Other='")
     t.add_argument("--batch-size", type=int, default=32)
