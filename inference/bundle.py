@@ -73,6 +73,9 @@ class BundleInfo:
     keras_version: str = ""
     tensorflow_version: str = ""
     description: str = ""
+    # Optional temperature scaling (inference.calibration): {"temperature": T, "fitted_on": ...,
+    # "ece_before": ..., "ece_after": ...}. None: probabilities as the network gives them.
+    calibration: dict[str, Any] | None = None
 
     @property
     def input_size(self) -> int:
@@ -103,6 +106,7 @@ class BundleInfo:
             "metrics": self.metrics,
             "keras_version": self.keras_version,
             "tensorflow_version": self.tensorflow_version,
+            **({"calibration": self.calibration} if self.calibration else {}),
         }
 
     @classmethod
@@ -128,6 +132,11 @@ class BundleInfo:
             pre = PreprocessConfig.from_dict(dict(data["preprocessing"]))
         except (TypeError, ValueError) as exc:
             raise BundleError(f"{where} has invalid preprocessing parameters: {exc}") from None
+        calibration = data.get("calibration") or None
+        if calibration is not None:
+            t = calibration.get("temperature") if isinstance(calibration, dict) else None
+            if not isinstance(t, int | float) or isinstance(t, bool) or not 0 < t < float("inf"):
+                raise BundleError(f"{where} has an invalid calibration (temperature must be a positive number).")
         return cls(
             name=str(data["name"]),
             version=str(data["version"]),
@@ -141,6 +150,7 @@ class BundleInfo:
             keras_version=str(data.get("keras_version", "")),
             tensorflow_version=str(data.get("tensorflow_version", "")),
             description=str(data.get("description", "")),
+            calibration=dict(calibration) if calibration else None,
         )
 
 

@@ -108,3 +108,52 @@ def test_a_wrong_weights_file_is_refused_clearly(tmp_path: Path) -> None:
     small.save_weights(str(bogus))
     with pytest.raises(ValueError, match="does not hold efficientnet-lite0 'no top' weights"):
         build_model(ARCH, 64, 1, 2, weights=bogus)
+
+
+def test_freezing_keeps_batchnorm_and_early_blocks_frozen() -> None:
+    from training.finetune import block_names, freeze_for_finetuning
+
+    model, _ = build_model(ARCH, 32, channels=1, n_classes=3)
+    blocks = block_names(model)
+    assert len(blocks) == 16 and blocks[0] == "block1a" and blocks[-1] == "block7a"
+    freeze_for_finetuning(model, 5)
+    trainable = {layer.name for layer in model.layers if layer.trainable and layer.weights}
+    assert {"block6a_expand_conv", "block7a_project_conv", "top_conv", "logits"} <= trainable
+    assert not {"stem_conv", "block5c_project_conv", "block1a_dwconv"} & trainable
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers if layer.trainable)
+    freeze_for_finetuning(model, None)  # everything but BatchNorm
+    assert model.get_layer("stem_conv").trainable and not model.get_layer("stem_bn").trainable
+    with pytest.raises(ValueError, match="negative"):
+        freeze_for_finetuning(model, -1)
+
+
+def test_training_from_imagenet_warms_up_the_head_then_tunes_the_top(tmp_path: Path) -> None:
+    from tests.training_data import make_class_folder
+    from training.train import TrainConfig, train
+
+    data = tmp_path / "data"
+    make_class_folder(data, {"A": 12, "B": 12}, size=48)
+    result = train(
+        TrainConfig(
+            data=data,
+            out_dir=tmp_path / "m",
+            init="imagenet",
+            image_size=32,
+            epochs=1,
+            head_epochs=5,
+            batch_size=8,
+            val_fraction=0.5,
+            augment=False,
+        )
+    )
+    transfer = result.info.training["transfer"]
+    assert result.info.architecture == ARCH
+    assert transfer["warm_up"]["epochs_run"] >= 1 and transfer["unfreeze_blocks"] == 5
+    # The bundle's backbone outside the tuned blocks is still ImageNet's.
+    loaded, info = load_bundle(result.bundle_dir)
+    reference, _ = build_model(ARCH, 32, channels=1, n_classes=2, weights=shipped_imagenet_weights(ARCH))
+    for name in ("stem_conv", "block3a_expand_conv", "block5c_project_bn"):
+        for a, b in zip(loaded.get_layer(name).get_weights(), reference.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    # Calibrated on the validation split after training.
+    assert info.calibration is not None and info.calibration["temperature"] > 0

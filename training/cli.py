@@ -1,4 +1,4 @@
-"""``main.py train`` and ``main.py evaluate``.
+"""``main.py train``, ``main.py evaluate`` and ``main.py calibrate``.
 
 Expected problems (bad data, a wrong path, an existing output folder) end with one line on
 stderr and exit code 1, never a traceback. Ctrl+C during training cancels cooperatively at
@@ -19,7 +19,7 @@ from typing import Any
 
 from training.architectures import ARCHITECTURES
 
-__all__ = ["register", "run_train", "run_evaluate"]
+__all__ = ["register", "run_train", "run_evaluate", "run_calibrate"]
 
 EXIT_ERROR = 1
 EXIT_CANCELLED = 130
@@ -103,6 +103,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--ignore-split", action="store_true", help="ignore the split DATA declares; split anew")
     t.add_argument("--all-views", action="store_true", help="covid-chestxray: keep lateral views too")
+    t.add_argument(
+        "--head-epochs",
+        type=int,
+        metavar="N",
+        help="ImageNet start: epochs of the head's warm-up on cached backbone features (200, early-stopped; 0: none)",
+    )
+    t.add_argument(
+        "--unfreeze-blocks",
+        type=int,
+        metavar="N",
+        help="ImageNet start: fine-tune only the last N blocks and the head convolution (efficientnet-lite0: 5 of 16)",
+    )
+    t.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="do not fit a temperature on the validation split after training",
+    )
     t.set_defaults(func=run_train)
 
     e = sub.add_parser(
@@ -131,6 +148,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="DATA/<source>/<class>/...: report every metric per source (first folder level)",
     )
     e.set_defaults(func=run_evaluate)
+
+    c = sub.add_parser(
+        "calibrate",
+        help="write a calibrated copy of a model bundle (temperature fitted on labelled images)",
+        description=(
+            "Fit a temperature to MODEL_DIR's scores on labelled images the model was not trained on "
+            "(DATA, in the forms train reads) and write the calibrated model to a NEW folder; "
+            "the original is never changed."
+        ),
+    )
+    c.add_argument("model", metavar="MODEL_DIR", help="the model bundle to calibrate")
+    c.add_argument("data", metavar="DATA", help="labelled images: folder of class subfolders, or a CSV file")
+    c.add_argument("--out", required=True, metavar="NEW_DIR", help="folder for the calibrated copy (must not exist)")
+    c.add_argument("--class-map", metavar="MAP", help="rename classes to the model's: 'Viral Pneumonia=Pneumonia'")
+    c.add_argument("--split", choices=("train", "val", "test"), help="only this declared split of DATA")
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--cache-dir", metavar="DIR", help="keep decoded images here to start later runs faster")
+    c.set_defaults(func=run_calibrate)
 
 
 def _error(text: str) -> int:
@@ -164,11 +199,12 @@ class _CancelOnInterrupt:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from inference.bundle import BundleError
     from inference.image import ImageLoadError
+    from training.calibration import CalibrationError
     from training.evaluate import EvaluationError
     from training.samples import DatasetError
     from training.train import TrainingError
 
-    return (DatasetError, TrainingError, BundleError, EvaluationError, ImageLoadError, OSError)
+    return (DatasetError, TrainingError, BundleError, EvaluationError, CalibrationError, ImageLoadError, OSError)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -207,6 +243,9 @@ def run_train(args: argparse.Namespace) -> int:
             use_split=not args.ignore_split,
             frontal_only=not args.all_views,
             description=args.description,
+            head_epochs=args.head_epochs,
+            unfreeze_blocks=args.unfreeze_blocks,
+            calibrate=not args.no_calibrate,
             command="python main.py " + shlex.join(sys.argv[1:]),
         )
         progress = ConsoleProgress()
@@ -264,4 +303,35 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"Skipped {len(result['skipped'])} unreadable files (listed in the JSON).")
     if args.json:
         print(f"Metrics written to {args.json}")
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from training.calibration import calibrate_bundle
+    from training.datasets import parse_class_map
+    from training.progress import ConsoleProgress, TrainingCancelled
+
+    try:
+        with _CancelOnInterrupt() as cancel:
+            out, record = calibrate_bundle(
+                Path(args.model),
+                Path(args.data),
+                Path(args.out),
+                class_map=parse_class_map(args.class_map) or None,
+                split=args.split,
+                batch_size=args.batch_size,
+                cache_dir=args.cache_dir,
+                progress=ConsoleProgress(),
+                cancel=cancel,
+            )
+    except (TrainingCancelled, KeyboardInterrupt):
+        print("Calibration cancelled; nothing was written.", file=sys.stderr)
+        return EXIT_CANCELLED
+    except _expected_errors() as exc:
+        return _error(str(exc))
+    print(
+        f"Calibrated model written to {out}: temperature {record['temperature']:.3f} "
+        f"(fitted on {record['fitted_on']}); NLL {record['nll_before']:.3f} -> {record['nll_after']:.3f}, "
+        f"ECE {record['ece_before']:.3f} -> {record['ece_after']:.3f} on those images."
+    )
     return 0
