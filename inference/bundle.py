@@ -66,6 +66,9 @@ class BundleInfo:
     keras_version: str = ""
     tensorflow_version: str = ""
     description: str = ""
+    # Optional temperature scaling (inference.calibration): {"temperature": T, "fitted_on": ...,
+    # "ece_before": ..., "ece_after": ...}. None: probabilities as the network gives them.
+    calibration: dict[str, Any] | None = None
 
     @property
     def input_size(self) -> int:
@@ -96,6 +99,7 @@ class BundleInfo:
             "metrics": self.metrics,
             "keras_version": self.keras_version,
             "tensorflow_version": self.tensorflow_version,
+            **({"calibration": self.calibration} if self.calibration else {}),
         }
 
     @classmethod
@@ -117,8 +121,18 @@ class BundleInfo:
         if not isinstance(classes, list) or len(classes) < 2:
             raise BundleError(f"{where} has no valid class list (class_names must name at least two classes).")
         classes = mf.text_list(data, "class_names", where, min_items=2, max_items=MAX_CLASSES, pattern=mf.CLASS_RE)
+        if len(set(classes)) != len(classes):
+            raise BundleError(f"{where} names a class twice: {classes}.")
         pre = mf.preprocessing_from(data.get("preprocessing"), where)
         mf.check_input_block(data, pre, where, BundleError)
+        calibration = mf.mapping(data, "calibration", where) or None
+        if calibration is not None:  # a temperature divides the logits: positive, finite, sane
+            try:
+                mf.number(calibration, "temperature", where, 1e-3, 1e3)
+            except BundleError:
+                raise BundleError(
+                    f"{where} has an invalid calibration (temperature must be a number from 0.001 to 1000)."
+                ) from None
         return cls(
             name=mf.text(data, "name", where, required=True, max_len=100, pattern=mf.NAME_RE),
             version=mf.text(data, "version", where, required=True, max_len=40, pattern=mf.VERSION_RE),
@@ -132,6 +146,7 @@ class BundleInfo:
             keras_version=mf.text(data, "keras_version", where, max_len=40),
             tensorflow_version=mf.text(data, "tensorflow_version", where, max_len=40),
             description=mf.text(data, "description", where, max_len=2000),
+            calibration=calibration,
         )
 
 

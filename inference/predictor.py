@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from inference.bundle import BundleError, load_bundle
+from inference.calibration import apply_temperature, temperature_of
 from inference.gradcam import METHODS, CamEngine, upsample
 from inference.image import ImageLoadError, XRayImage
 from inference.preprocess import Geometry, preprocess
@@ -131,6 +132,7 @@ class Predictor:
         self.bundle_dir = Path(bundle_dir)
         self.model: keras.Model
         self.model, self.info = load_bundle(self.bundle_dir)
+        self.temperature = temperature_of(self.info.calibration)  # 1.0: the bundle is not calibrated
         self.device = describe_device()
         self.lungs = self._resolve_lungs(lungs)
         layer = self.model.get_layer(self.info.gradcam_layer)
@@ -349,11 +351,13 @@ class Predictor:
 
     # -- building results --------------------------------------------------------------------
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities ``(N, K)`` of prepared model inputs ``(N, S, S, C)`` (see :meth:`prepare`)."""
+        """The network's probabilities ``(N, K)`` of prepared model inputs ``(N, S, S, C)`` (see
+        :meth:`prepare`), before the bundle's calibration (:meth:`_prediction` applies it)."""
         return np.asarray(self._forward(np.asarray(batch, dtype=np.float32)), dtype=np.float32)
 
     def _prediction(self, probs: np.ndarray, geometry: Geometry, lungs: LungResult | None = None) -> Prediction:
-        probs = np.asarray(probs, dtype=np.float32)
+        # Every shown, exported or evaluated score passes here: the one place calibration applies.
+        probs = apply_temperature(np.asarray(probs, dtype=np.float32), self.temperature)
         index = int(np.argmax(probs))
         names = self.info.class_names
         return Prediction(

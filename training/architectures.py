@@ -24,9 +24,26 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
-__all__ = ["ARCHITECTURES", "MIN_INPUT_SIZE", "GRADCAM_LAYERS", "build_model", "count_params"]
+__all__ = [
+    "ARCHITECTURES",
+    "MIN_INPUT_SIZE",
+    "GRADCAM_LAYERS",
+    "build_model",
+    "count_params",
+    "own_base",
+    "shipped_imagenet_weights",
+]
 
-ARCHITECTURES = ("custom-cnn", "vgg16", "resnet50", "densenet121", "xception", "mobilenetv2", "efficientnetb0")
+ARCHITECTURES = (
+    "custom-cnn",
+    "vgg16",
+    "resnet50",
+    "densenet121",
+    "xception",
+    "mobilenetv2",
+    "efficientnetb0",
+    "efficientnet-lite0",
+)
 
 # Smallest input side each network accepts (Xception's stem and its valid-padded convs need 71).
 MIN_INPUT_SIZE = {
@@ -37,6 +54,7 @@ MIN_INPUT_SIZE = {
     "xception": 71,
     "mobilenetv2": 32,
     "efficientnetb0": 32,
+    "efficientnet-lite0": 32,
 }
 
 GRADCAM_LAYERS = {
@@ -47,11 +65,13 @@ GRADCAM_LAYERS = {
     "xception": "block14_sepconv2_act",
     "mobilenetv2": "out_relu",
     "efficientnetb0": "top_activation",
+    "efficientnet-lite0": "top_activation",
 }
 
 # keras.applications' own input conventions, on [0, 255] RGB:
 # "caffe": BGR minus the ImageNet mean; "torch": [0, 1] minus mean, divided by std;
-# "tf": [-1, 1]; "raw": the application scales by itself (EfficientNet has its own layers).
+# "tf": [-1, 1]; "raw": the application scales by itself (EfficientNet has its own layers);
+# "lite": EfficientNet-Lite's TF training input, (RGB - 127) / 128.
 _IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
@@ -62,7 +82,42 @@ _SCALING = {
     "xception": "tf",
     "mobilenetv2": "tf",
     "efficientnetb0": "raw",
+    "efficientnet-lite0": "lite",  # the photos decide, see tools/convert_efficientnet_lite.py
 }
+
+
+# EfficientNet-Lite0 (tensorflow/tpu models/official/efficientnet/lite, efficientnet_lite_builder.py):
+# EfficientNet-B0's inverted residual blocks without squeeze-and-excitation, ReLU6 instead of
+# swish, stem (32) and head (1280) not scaled; TF "SAME" padding (Keras "same" pads the same
+# way, the extra row/column at the bottom/right), BatchNorm epsilon 1e-3. One row per stage:
+# (repeats, kernel, stride of the first block, expansion, input filters, output filters).
+_LITE0_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+_LITE_BN_EPSILON = 1e-3
+# Built here rather than taken from keras.applications (which has no Lite variant).
+_OWN_BASES = ("efficientnet-lite0",)
+
+
+# ImageNet "no top" weights shipped with the app (converted by tools/convert_efficientnet_lite.py).
+_SHIPPED_WEIGHTS = {"efficientnet-lite0": ("efficientnet_lite0", "efficientnet_lite0_notop.weights.h5")}
+
+
+def shipped_imagenet_weights(arch: str) -> Path | None:
+    """The shipped ImageNet weights file of ``arch``, or None when the app ships none for it."""
+    from inference.paths import resources_dir
+
+    if arch not in _SHIPPED_WEIGHTS:
+        return None
+    folder, name = _SHIPPED_WEIGHTS[arch]
+    path = resources_dir() / "weights" / folder / name
+    return path if path.is_file() else None
 
 
 def _application(arch: str) -> Callable[..., Any]:
@@ -118,6 +173,8 @@ def build_model(
     logits = keras.layers.Dense(n_classes, name="logits")(x)
     outputs = keras.layers.Activation("softmax", name="predictions", dtype="float32")(logits)
     model = keras.Model(inputs, outputs, name=arch.replace("-", "_"))
+    if weights is not None and arch in _OWN_BASES:
+        _load_own_base_weights(arch, model, Path(weights))
     return model, GRADCAM_LAYERS[arch]
 
 
@@ -172,6 +229,8 @@ def _imagenet_scaling(arch: str, x: Any) -> Any:
         return keras.layers.Normalization(mean=list(_TORCH_MEAN), variance=variance, name="imagenet_norm")(x)
     if mode == "tf":
         return keras.layers.Rescaling(2.0, offset=-1.0, name="input_scaling")(x)
+    if mode == "lite":  # efficientnet_lite_builder.py: (RGB - 127) / 128 on [0, 255]
+        return keras.layers.Rescaling(255.0 / 128.0, offset=-127.0 / 128.0, name="input_scaling")(x)
     return keras.layers.Rescaling(255.0, name="input_to_255")(x)  # EfficientNet rescales inside
 
 
@@ -182,10 +241,83 @@ def _application_base(arch: str, inputs: Any, channels: int, weights: str | Path
     if channels == 1:
         x = keras.layers.Concatenate(axis=-1, name="gray_to_rgb")([x, x, x])
     x = _imagenet_scaling(arch, x)
+    if arch in _OWN_BASES:
+        return _efficientnet_lite(x)  # its weights are copied into the finished model, by name
     base = _application(arch)(include_top=False, weights=None, input_tensor=x)
     if weights is not None:
         _load_base_weights(arch, base, Path(weights), int(inputs.shape[1]))
     return base.output
+
+
+def _lite_bn(x: Any, name: str) -> Any:
+    import keras
+
+    return keras.layers.BatchNormalization(epsilon=_LITE_BN_EPSILON, momentum=0.99, name=name)(x)
+
+
+def _mbconv(x: Any, prefix: str, kernel: int, stride: int, expand: int, filters_in: int, filters_out: int) -> Any:
+    """One inverted residual block of EfficientNet-Lite (no squeeze-and-excitation, ReLU6)."""
+    import keras
+
+    inputs = x
+    if expand != 1:
+        x = keras.layers.Conv2D(filters_in * expand, 1, use_bias=False, name=f"{prefix}expand_conv")(x)
+        x = _lite_bn(x, f"{prefix}expand_bn")
+        x = keras.layers.ReLU(6.0, name=f"{prefix}expand_activation")(x)
+    x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{prefix}dwconv")(x)
+    x = _lite_bn(x, f"{prefix}bn")
+    x = keras.layers.ReLU(6.0, name=f"{prefix}activation")(x)
+    x = keras.layers.Conv2D(filters_out, 1, use_bias=False, name=f"{prefix}project_conv")(x)
+    x = _lite_bn(x, f"{prefix}project_bn")
+    if stride == 1 and filters_in == filters_out:
+        x = keras.layers.Add(name=f"{prefix}add")([x, inputs])
+    return x
+
+
+def _efficientnet_lite(x: Any) -> Any:
+    """The EfficientNet-Lite0 feature extractor on ImageNet-scaled RGB; ends at ``top_activation``.
+
+    Layer names follow keras.applications' EfficientNet (``block2a_expand_conv``, ...), so
+    the converted weights load by name (see ``tools/convert_efficientnet_lite.py``).
+    """
+    import keras
+
+    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = _lite_bn(x, "stem_bn")
+    x = keras.layers.ReLU(6.0, name="stem_activation")(x)
+    for stage, (repeats, kernel, stride, expand, f_in, f_out) in enumerate(_LITE0_STAGES, start=1):
+        for r in range(repeats):
+            first = r == 0
+            prefix = f"block{stage}{chr(ord('a') + r)}_"
+            x = _mbconv(x, prefix, kernel, stride if first else 1, expand, f_in if first else f_out, f_out)
+    x = keras.layers.Conv2D(1280, 1, use_bias=False, name="top_conv")(x)
+    x = _lite_bn(x, "top_bn")
+    return keras.layers.ReLU(6.0, name="top_activation")(x)
+
+
+def own_base(arch: str, input_size: int) -> keras.Model:
+    """The stand-alone convolutional base of ``arch`` (input: ImageNet-scaled RGB), the model
+    that its shipped "no top" weights file was saved from."""
+    import keras
+
+    if arch not in _OWN_BASES:
+        raise ValueError(f"{arch} has no base of its own here (it comes from keras.applications).")
+    inputs = keras.Input((input_size, input_size, 3), name="rgb")
+    return keras.Model(inputs, _efficientnet_lite(inputs), name=f"{arch.replace('-', '_')}_base")
+
+
+def _load_own_base_weights(arch: str, model: keras.Model, path: Path) -> None:
+    """Copy a "no top" weights file of :func:`own_base` into the same-named layers of ``model``."""
+    if not path.is_file():
+        raise ValueError(f"Weights file not found: {path}")
+    reference = own_base(arch, int(model.inputs[0].shape[1]))
+    try:
+        reference.load_weights(str(path))
+    except Exception as exc:
+        raise ValueError(f"{path} does not hold {arch} 'no top' weights: {exc}") from None
+    for layer in reference.layers:
+        if layer.weights:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
 
 
 def _weighted_layers(model: keras.Model, skip: set[str]) -> list[Any]:

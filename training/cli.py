@@ -1,4 +1,4 @@
-"""``main.py train``, ``main.py train-lungs`` and ``main.py evaluate``.
+"""``main.py train``, ``main.py train-lungs``, ``main.py evaluate`` and ``main.py calibrate``.
 
 Expected problems (bad data, a wrong path, an existing output folder) end with one line on
 stderr and exit code 1, never a traceback; in ``train``/``train-lungs`` a model folder that cannot be used
@@ -21,7 +21,7 @@ from typing import Any
 
 from training.architectures import ARCHITECTURES
 
-__all__ = ["register", "run_train", "run_train_lungs", "run_evaluate", "add_lung_arguments"]
+__all__ = ["register", "run_train", "run_train_lungs", "run_evaluate", "run_calibrate", "add_lung_arguments"]
 
 EXIT_ERROR = 1
 EXIT_BAD_MODEL = 2
@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         metavar="INIT",
         help="auto (fine-tune the bundled model when it matches, else scratch), scratch, bundled, "
-        "a model folder, or imagenet:WEIGHTS.h5 (a local 'no top' weights file)",
+        "a model folder, imagenet (the shipped ImageNet EfficientNet-Lite0 weights), "
+        "or imagenet:WEIGHTS.h5 (a local 'no top' weights file)",
     )
     t.add_argument("--class-map", metavar="MAP", help="merge/rename classes: 'Viral Pneumonia=Pneumonia,Other='")
     t.add_argument("--batch-size", type=int, default=32)
@@ -105,6 +106,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--ignore-split", action="store_true", help="ignore the split DATA declares; split anew")
     t.add_argument("--all-views", action="store_true", help="covid-chestxray: keep lateral views too")
+    t.add_argument(
+        "--head-epochs",
+        type=int,
+        metavar="N",
+        help="ImageNet start: epochs of the head's warm-up on cached backbone features (200, early-stopped; 0: none)",
+    )
+    t.add_argument(
+        "--unfreeze-blocks",
+        type=int,
+        metavar="N",
+        help="ImageNet start: fine-tune only the last N blocks and the head convolution (efficientnet-lite0: 5 of 16)",
+    )
+    t.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="do not fit a temperature on the validation split after training",
+    )
     t.set_defaults(func=run_train)
 
     lungs = sub.add_parser(
@@ -145,6 +163,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="DATA/<source>/<class>/...: report every metric per source (first folder level)",
     )
     e.set_defaults(func=run_evaluate)
+
+    c = sub.add_parser(
+        "calibrate",
+        help="write a calibrated copy of a model bundle (temperature fitted on labelled images)",
+        description=(
+            "Fit a temperature to MODEL_DIR's scores on labelled images the model was not trained on "
+            "(DATA, in the forms train reads) and write the calibrated model to a NEW folder; "
+            "the original is never changed."
+        ),
+    )
+    c.add_argument("model", metavar="MODEL_DIR", help="the model bundle to calibrate")
+    c.add_argument("data", metavar="DATA", help="labelled images: folder of class subfolders, or a CSV file")
+    c.add_argument("--out", required=True, metavar="NEW_DIR", help="folder for the calibrated copy (must not exist)")
+    c.add_argument("--class-map", metavar="MAP", help="rename classes to the model's: 'Viral Pneumonia=Pneumonia'")
+    c.add_argument("--split", choices=("train", "val", "test"), help="only this declared split of DATA")
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--cache-dir", metavar="DIR", help="keep decoded images here to start later runs faster")
+    c.set_defaults(func=run_calibrate)
 
 
 def add_lung_arguments(ap: argparse.ArgumentParser) -> None:
@@ -208,11 +244,12 @@ class _CancelOnInterrupt:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from inference.bundle import BundleError
     from inference.image import ImageLoadError
+    from training.calibration import CalibrationError
     from training.evaluate import EvaluationError
     from training.samples import DatasetError
     from training.train import TrainingError
 
-    return (DatasetError, TrainingError, BundleError, EvaluationError, ImageLoadError, OSError)
+    return (DatasetError, TrainingError, BundleError, EvaluationError, CalibrationError, ImageLoadError, OSError)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -251,6 +288,9 @@ def run_train(args: argparse.Namespace) -> int:
             use_split=not args.ignore_split,
             frontal_only=not args.all_views,
             description=args.description,
+            head_epochs=args.head_epochs,
+            unfreeze_blocks=args.unfreeze_blocks,
+            calibrate=not args.no_calibrate,
             command="python main.py " + shlex.join(sys.argv[1:]),
         )
         progress = ConsoleProgress()
@@ -334,4 +374,35 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"Skipped {len(result['skipped'])} unreadable files (listed in the JSON).")
     if args.json:
         print(f"Metrics written to {args.json}")
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from training.calibration import calibrate_bundle
+    from training.datasets import parse_class_map
+    from training.progress import ConsoleProgress, TrainingCancelled
+
+    try:
+        with _CancelOnInterrupt() as cancel:
+            out, record = calibrate_bundle(
+                Path(args.model),
+                Path(args.data),
+                Path(args.out),
+                class_map=parse_class_map(args.class_map) or None,
+                split=args.split,
+                batch_size=args.batch_size,
+                cache_dir=args.cache_dir,
+                progress=ConsoleProgress(),
+                cancel=cancel,
+            )
+    except (TrainingCancelled, KeyboardInterrupt):
+        print("Calibration cancelled; nothing was written.", file=sys.stderr)
+        return EXIT_CANCELLED
+    except _expected_errors() as exc:
+        return _error(str(exc))
+    print(
+        f"Calibrated model written to {out}: temperature {record['temperature']:.3f} "
+        f"(fitted on {record['fitted_on']}); NLL {record['nll_before']:.3f} -> {record['nll_after']:.3f}, "
+        f"ECE {record['ece_before']:.3f} -> {record['ece_after']:.3f} on those images."
+    )
     return 0

@@ -498,6 +498,7 @@ def evaluate_bundle(
     ``DATA/<source>/<Class>/...``.
     """
     from inference.bundle import load_bundle
+    from inference.calibration import apply_temperature, temperature_of
     from training.datasets import discover
     from training.pipeline import load_arrays, predict_arrays
 
@@ -551,7 +552,10 @@ def evaluate_bundle(
     if not kept:
         raise EvaluationError(f"None of the images in {data} could be read.")
     progress.on_stage("evaluating", f"{len(kept)} images")
-    probs = predict_arrays(model, x, info.preprocessing, batch_size=batch_size)
+    # The bundle's calibration, as the app shows the scores (inference.calibration).
+    probs = apply_temperature(
+        predict_arrays(model, x, info.preprocessing, batch_size=batch_size), temperature_of(info.calibration)
+    )
     y = np.asarray([known[s.label] for s in kept], dtype=np.int64)
     result = compute_metrics(y, probs, info.class_names)
     sources = [s.source for s in kept]

@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING
 from inference.bundle import BundleInfo, is_bundle, load_bundle, read_bundle_info
 from inference.paths import bundled_model_dir
 from inference.preprocess import PreprocessConfig
-from training.architectures import build_model
+from training.architectures import build_model, shipped_imagenet_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
-__all__ = ["InitPlan", "resolve_init", "init_from_bundle", "DEFAULT_ARCH", "DEFAULT_SIZE"]
+__all__ = ["InitPlan", "resolve_init", "init_from_bundle", "DEFAULT_ARCH", "DEFAULT_IMAGENET_ARCH", "DEFAULT_SIZE"]
 
 DEFAULT_ARCH = "custom-cnn"
+DEFAULT_IMAGENET_ARCH = "efficientnet-lite0"  # the one whose ImageNet weights ship with the app
 DEFAULT_SIZE = 224
 
 
@@ -39,7 +40,10 @@ class InitPlan:
 def resolve_init(
     init: str, arch: str | None, size: int | None, clahe: bool | None, bundled: Path | None = None
 ) -> InitPlan:
-    """Turn ``--init`` (auto, scratch, bundled, a bundle folder, ``imagenet:FILE``) into a plan.
+    """Turn ``--init`` (auto, scratch, bundled, a bundle folder, ``imagenet``, ``imagenet:FILE``) into a plan.
+
+    ``imagenet`` starts from the shipped ImageNet weights (EfficientNet-Lite0 unless ``arch``
+    names another architecture with shipped weights); ``imagenet:FILE`` from a local file.
 
     ``arch``/``size``/``clahe`` of None mean "as the starting bundle has it", else the
     defaults (custom-cnn, 224 px, no CLAHE). ``auto`` fine-tunes the bundled model when it
@@ -60,6 +64,16 @@ def resolve_init(
         return _scratch(arch, size, clahe, "no bundled model was found")
     if spec == "scratch":
         return _scratch(arch, size, clahe, "as asked")
+    if spec == "imagenet":  # the ImageNet weights shipped with the app
+        a = arch or DEFAULT_IMAGENET_ARCH
+        weights = shipped_imagenet_weights(a)
+        if weights is None:
+            raise ValueError(
+                f"The app ships ImageNet weights for {DEFAULT_IMAGENET_ARCH} only, not {a}; "
+                f"leave --arch out, or give a local file with --init imagenet:WEIGHTS.h5."
+            )
+        pre = PreprocessConfig(size=size or DEFAULT_SIZE, channels=1, clahe=bool(clahe))
+        return InitPlan("imagenet", a, pre.size, pre, weights=weights, description=f"shipped ImageNet weights of {a}")
     if spec.startswith("imagenet:"):
         weights = Path(spec.split(":", 1)[1]).expanduser()
         if not weights.is_file():
@@ -73,7 +87,7 @@ def resolve_init(
     if not is_bundle(where):
         raise ValueError(
             f"--init {spec}: {where} is not a model bundle (a folder with model.keras and model.json). "
-            "Use auto, scratch, bundled, a model folder, or imagenet:WEIGHTS.h5."
+            "Use auto, scratch, bundled, a model folder, imagenet, or imagenet:WEIGHTS.h5."
         )
     info = read_bundle_info(where)
     if arch and arch != info.architecture:

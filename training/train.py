@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from inference.bundle import MAX_CLASSES, BundleInfo, write_bundle
+from inference.calibration import apply_temperature, temperature_of
 from inference.model_folder import (
     CLASS_RE,
     NAME_RE,
@@ -107,6 +108,15 @@ class TrainConfig:
     # source column); keeps small hospitals from being drowned by one big data set.
     balance: str = "class"
     patience: int = 5
+    # Starting from ImageNet weights (see training.finetune): epochs of the frozen-backbone
+    # warm-up of the classification layer on cached features (None: 200, early-stopped;
+    # 0: none), then the blocks trained: the last ``unfreeze_blocks`` blocks and the head
+    # convolution (None: 5 for a network with numbered blocks, else all; BatchNorm stays frozen).
+    head_epochs: int | None = None
+    unfreeze_blocks: int | None = None
+    # Fit a temperature on the validation split after training (training.calibration), so the
+    # bundle's probabilities mean what they say; stored in model.json and applied everywhere.
+    calibrate: bool = True
     cache_dir: Path | str | None = None
     name: str | None = None
     version: str = "1.0.0"
@@ -232,11 +242,14 @@ def train(
     model, gradcam_layer, init_note = _build(plan, classes, config)
     if init_note:
         progress.on_message(init_note)
+    transfer = _transfer(model, arrays, plan, config, progress, cancel) if plan.kind == "imagenet" else {}
     history, best_epoch = _fit(model, arrays, plan, config, progress, cancel)
     epochs_run = len(history.get("loss", []))
     train_seconds = time.time() - started
 
     progress.on_stage("evaluating")
+    calibration = _calibrate(model, arrays, plan, config, progress) if config.calibrate else None
+    temperature = temperature_of(calibration)
     metrics: dict[str, Any] = {}
     predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in ("val", "test"):
@@ -244,7 +257,7 @@ def train(
         if len(x) == 0:
             continue
         check_cancel(cancel)
-        probs = predict_arrays(model, x, plan.preprocessing, config.batch_size)
+        probs = apply_temperature(predict_arrays(model, x, plan.preprocessing, config.batch_size), temperature)
         m = compute_metrics(y, probs, classes)
         sources = [s.source for s in samples]
         if len({s for s in sources if s}) > 1:
@@ -289,8 +302,10 @@ def train(
             "training_seconds": round(train_seconds, 1),
             "hardware": _hardware(),
             "augmentation": _augment_config(config).to_dict() if config.augment else None,
+            **({"transfer": transfer} if transfer else {}),
         },
         metrics=metrics,
+        calibration=calibration,
     )
     with tempfile.TemporaryDirectory(prefix="cxr-train-report-") as tmp:
         notes = [
@@ -497,16 +512,104 @@ def _build(plan: InitPlan, classes: list[str], config: TrainConfig) -> tuple[Any
                     dropout=config.dropout,
                 )
                 note = ""
-            model.compile(
-                optimizer=keras.optimizers.Adam(initial_learning_rate(plan, config)),
-                loss=keras.losses.SparseCategoricalCrossentropy(),
-                metrics=["accuracy"],
-            )
+            _compile(model, plan, config)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
     if len(gpus) > 1:
         note = (note + f" Training on {len(gpus)} GPUs (MirroredStrategy).").strip()
     return model, layer, note
+
+
+def _compile(model: Any, plan: InitPlan, config: TrainConfig) -> None:
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(initial_learning_rate(plan, config)),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+
+
+def _transfer(
+    model: Any,
+    arrays: dict[str, tuple[np.ndarray, np.ndarray, list[Sample]]],
+    plan: InitPlan,
+    config: TrainConfig,
+    progress: TrainingProgress,
+    cancel: threading.Event | None,
+) -> dict[str, Any]:
+    """ImageNet start: warm the head up on cached backbone features, then freeze all but the
+    top blocks (see :mod:`training.finetune`). Returns what was done, for the bundle."""
+    from training.finetune import block_names, freeze_for_finetuning, warm_up_head
+
+    xt, yt, st = arrays["train"]
+    xv, yv, _ = arrays["val"]
+    n_classes = int(model.outputs[0].shape[-1])
+    if config.balance == "class-source" and any(s.source for s in st):
+        weights = group_balanced_weights(yt, [s.source or "(unknown)" for s in st], n_classes) * len(yt)
+    else:
+        per_class = class_weights(yt, n_classes)
+        weights = np.asarray([per_class[int(c)] for c in yt], np.float32)
+    done: dict[str, Any] = {}
+    head_epochs = 200 if config.head_epochs is None else config.head_epochs
+    if head_epochs > 0:
+        done["warm_up"] = warm_up_head(
+            model,
+            (xt, yt, weights),
+            (xv, yv) if len(xv) else None,
+            plan.preprocessing,
+            epochs=head_epochs,
+            batch_size=config.batch_size,
+            dropout=config.dropout,
+            seed=config.seed,
+            progress=progress,
+            cancel=cancel,
+        )
+        w = done["warm_up"]
+        progress.on_message(
+            f"Warm-up of the classification layer on cached ImageNet features: {w['epochs_run']} epochs "
+            f"in {w['seconds']:.0f} s"
+            + (f", validation accuracy {w['val_accuracy']:.3f}" if "val_accuracy" in w else "")
+        )
+    unfreeze = config.unfreeze_blocks
+    if unfreeze is None and block_names(model):
+        unfreeze = 5
+    try:
+        n_trainable = freeze_for_finetuning(model, unfreeze)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    _compile(model, plan, config)
+    done["unfreeze_blocks"] = "all" if unfreeze is None else unfreeze
+    done["trainable_tensors"] = n_trainable
+    progress.on_message(
+        f"Fine-tuning {'all blocks' if unfreeze is None else f'the last {unfreeze} blocks'} "
+        "(BatchNorm frozen) from the warmed-up head."
+    )
+    return done
+
+
+def _calibrate(
+    model: Any,
+    arrays: dict[str, tuple[np.ndarray, np.ndarray, list[Sample]]],
+    plan: InitPlan,
+    config: TrainConfig,
+    progress: TrainingProgress,
+) -> dict[str, Any] | None:
+    """The temperature fitted on the validation split (None when it is too small to fit one)."""
+    from training.calibration import MIN_IMAGES, calibration_record, model_logits
+
+    xv, yv, _ = arrays["val"]
+    if len(xv) < MIN_IMAGES:
+        if len(xv):
+            progress.on_message(f"Not calibrated: {len(xv)} validation images (at least {MIN_IMAGES} needed).")
+        return None
+    logits = model_logits(model, xv, plan.preprocessing, config.batch_size)
+    record = calibration_record(logits, yv, f"validation split ({len(xv)} images)")
+    progress.on_message(
+        f"Calibration: temperature {record['temperature']:.3f} fitted on the validation split; "
+        f"ECE {record['ece_before']:.3f} -> {record['ece_after']:.3f} there."
+    )
+    return record
 
 
 def _fit(
