@@ -45,6 +45,9 @@ __all__ = ["DECODE_AHEAD_BYTES", "Prediction", "Explanation", "FileResult", "Pre
 DECODE_AHEAD_BYTES = 1024**3
 
 
+NO_AI_RESULT = "No AI result"
+
+
 @dataclass(frozen=True, eq=False)  # eq=False: NumPy fields make == ambiguous
 class Prediction:
     probabilities: dict[str, float]  # class name -> probability, in the bundle's class order
@@ -58,10 +61,22 @@ class Prediction:
     # Set when the lung model looked at the image (lung-crop models, explanations) and found
     # no plausible lung fields: the input may not be a frontal chest X-ray.
     lung_warning: str | None = None
+    # Set when the film is out of the model's scope (issue 13): every display and export then
+    # shows "No AI result" with this sentence instead of ``label``, which is kept for the record.
+    abstain_reason: str | None = None
 
     @property
     def confidence(self) -> float:
         return float(self.probs[self.class_index])
+
+    @property
+    def abstained(self) -> bool:
+        return self.abstain_reason is not None
+
+    @property
+    def shown_label(self) -> str:
+        """What a reader is shown: the class, or "No AI result" when the model abstained."""
+        return NO_AI_RESULT if self.abstained else self.label
 
 
 @dataclass(eq=False)
