@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from inference.lungs import LungResult, LungSegmenter
 
-__all__ = ["DECODE_AHEAD_BYTES", "Prediction", "Explanation", "FileResult", "Predictor"]
+__all__ = ["DECODE_AHEAD_BYTES", "NO_AI_RESULT", "Prediction", "Explanation", "FileResult", "Predictor"]
 
 # Decoded files waiting for the model may hold at most this many bytes (plus the files being
 # decoded right now): twenty 10000 x 10000 16-bit PNGs ahead of the model once took 9.7 GB.
