@@ -8,8 +8,8 @@
   InvalidArgumentError in its BatchNormalization, a Dense+BatchNorm model's loss turns NaN).
 - Otherwise: TensorFlow's default strategy, exactly the single-process behaviour of before.
 - A ``TF_CONFIG`` naming several workers (``MultiWorkerMirroredStrategy``) is refused with
-  the reason: ``model.fit`` of Keras 3 (3.15.1 with TensorFlow 2.21, the versions this
-  project pins) fails under that strategy before the first step, see
+  the reason: ``model.fit`` of Keras 3 (measured with 3.15.1 and TensorFlow 2.21.0, the
+  lowest versions this project allows) fails under that strategy at its first batch, see
   :data:`MULTI_WORKER_UNSUPPORTED`.
 
 A run may keep a backup through ``keras.callbacks.BackupAndRestore``: the weights, the
@@ -47,7 +47,9 @@ __all__ = [
 #      (<class 'tensorflow.python.distribute.values.PerReplica'>) to a Tensor."
 #   2. past that, every step's reduce_per_replica -> strategy.reduce("MEAN", loss, axis=0):
 #      "ValueError: Invalid reduction dimension 0 for input with 0 dimensions."
-# Upstream: keras-team/keras#20585, tensorflow/tensorflow#72388 (both open).
+# Upstream: keras-team/keras#20585 (open), tensorflow/tensorflow#72388.
+# With both reductions patched in Keras (not done here: private code), two workers trained,
+# but BatchNormalization's moving statistics then differ between the workers.
 MULTI_WORKER_UNSUPPORTED = (
     "Training on several machines (a TF_CONFIG with {n} workers) is not supported: Keras 3's "
     "model.fit fails under tf.distribute.MultiWorkerMirroredStrategy with this TensorFlow "
