@@ -52,7 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "or imagenet:WEIGHTS.h5 (a local 'no top' weights file)",
     )
     t.add_argument("--class-map", metavar="MAP", help="merge/rename classes: 'Viral Pneumonia=Pneumonia,Other='")
-    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument(
+        "--batch-size", type=int, default=32, help="images per step on each GPU (all GPUs are used together) (32)"
+    )
     t.add_argument(
         "--lr",
         type=float,
@@ -91,6 +93,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--flip", action="store_true", help="also flip images horizontally (off: it breaks anatomy)")
     t.add_argument("--patience", type=int, default=5, help="epochs without validation improvement before stopping")
     t.add_argument("--cache-dir", metavar="DIR", help="keep decoded images here to start later runs faster")
+    t.add_argument(
+        "--backup-dir",
+        metavar="DIR",
+        help="save the training state here after every epoch; the same command run again after a crash "
+        "resumes from it (deleted when the run ends well; DIR must be new, empty or such a backup)",
+    )
     t.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
     t.add_argument("--name", help="model name (default: the --out folder's name)")
     t.add_argument("--version", default="1.0.0", help="model version (1.0.0)")
@@ -292,15 +300,18 @@ def run_train(args: argparse.Namespace) -> int:
             unfreeze_blocks=args.unfreeze_blocks,
             calibrate=not args.no_calibrate,
             command="python main.py " + shlex.join(sys.argv[1:]),
+            backup_dir=args.backup_dir,
         )
         progress = ConsoleProgress()
         with _CancelOnInterrupt() as cancel:
             result = train(config, progress=progress, cancel=cancel)
     except TrainingCancelled:
         print("Training cancelled; no model was written and any existing model is unchanged.", file=sys.stderr)
+        _backup_note(args.backup_dir)
         return EXIT_CANCELLED
     except KeyboardInterrupt:
         print("Training aborted; any existing model is unchanged.", file=sys.stderr)
+        _backup_note(args.backup_dir)
         return EXIT_CANCELLED
     except _expected_errors() as exc:
         return _error(str(exc), _error_code(exc))
@@ -309,6 +320,12 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"{split}: accuracy {m['accuracy']:.3f}, macro-F1 {(m['macro_f1'] or 0):.3f} ({m['n_images']} images)")
     print(f"Report: {result.bundle_dir / 'report' / 'report.md'}")
     return 0
+
+
+def _backup_note(backup_dir: str | None) -> None:
+    """After a stopped run: where its finished epochs are kept, if anywhere."""
+    if backup_dir and (Path(backup_dir).expanduser() / "training_metadata.json").is_file():
+        print(f"The finished epochs are kept in {backup_dir}; run the same command to resume.", file=sys.stderr)
 
 
 def run_train_lungs(args: argparse.Namespace) -> int:

@@ -300,6 +300,7 @@ def make_tf_dataset(
     augment: AugmentConfig | bool | None = None,
     sample_weight: np.ndarray | None = None,
     sampling_weights: np.ndarray | None = None,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Batches of ``(x, y[, w])`` (or ``x`` when ``y`` is None) for ``model.fit``/``predict``.
 
@@ -310,6 +311,9 @@ def make_tf_dataset(
     ``sampling_weights`` (training only) replaces the shuffle by drawing each batch with
     replacement in proportion to the weights (see :func:`group_balanced_weights`); an
     "epoch" is then ``ceil(n / batch_size)`` such batches.
+
+    ``drop_remainder`` leaves out the last, smaller batch (every batch then has
+    ``batch_size`` images), as training on several replicas needs.
     """
     import tensorflow as tf
 
@@ -391,7 +395,7 @@ def make_tf_dataset(
         ds = tf.data.Dataset.range(n)
         if training:
             ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.map(to_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -44,6 +44,14 @@ from inference.model_folder import (
 )
 from training.architectures import ARCHITECTURES, MIN_INPUT_SIZE, build_model
 from training.datasets import discover
+from training.distributed import (
+    DistributedError,
+    backup_callback,
+    check_backup_dir,
+    global_batch_size,
+    select_strategy,
+    stamp_backup_dir,
+)
 from training.duplicates import find_near_duplicates
 from training.evaluate import compute_metrics, metrics_by_group, worst_group, write_report
 from training.init import InitPlan, init_from_bundle, resolve_init
@@ -129,10 +137,13 @@ class TrainConfig:
     duplicate_distance: int = 8  # dHash bits (pairs must also correlate >= 0.95, see training.duplicates)
     description: str = ""
     command: str = ""  # the command line that started the run, recorded in the bundle
+    # Keep a backup after every epoch here (keras BackupAndRestore); the same run started again
+    # after a crash resumes from it. Removed when the run ends well. None: no backup.
+    backup_dir: Path | str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("data", "out_dir", "cache_dir"):
+        for key in ("data", "out_dir", "cache_dir", "backup_dir"):
             if d[key] is not None:
                 d[key] = str(d[key])
         d["exclude"] = list(self.exclude)
@@ -180,6 +191,12 @@ def train(
         raise TrainingError(str(exc)) from None
     if plan.size < MIN_INPUT_SIZE[plan.arch]:
         raise TrainingError(f"{plan.arch} needs images of at least {MIN_INPUT_SIZE[plan.arch]} px.")
+    try:  # before any work: a refused TF_CONFIG or backup folder should not cost the decoding
+        strategy = select_strategy()
+        if config.backup_dir is not None:
+            check_backup_dir(config.backup_dir, _backup_key(config))
+    except DistributedError as exc:
+        raise TrainingError(str(exc)) from None
 
     progress.on_stage("scanning", str(config.data))
     ds = discover(
@@ -239,12 +256,12 @@ def train(
     duplicates = _report_duplicates(arrays, config.duplicate_distance, progress)
     check_cancel(cancel)
 
-    model, gradcam_layer, init_note = _build(plan, classes, config)
+    model, gradcam_layer, init_note = _build(plan, classes, config, strategy)
     if init_note:
         progress.on_message(init_note)
-    transfer = _transfer(model, arrays, plan, config, progress, cancel) if plan.kind == "imagenet" else {}
-    history, best_epoch = _fit(model, arrays, plan, config, progress, cancel)
-    epochs_run = len(history.get("loss", []))
+    transfer = _transfer(model, arrays, plan, config, progress, cancel, strategy) if plan.kind == "imagenet" else {}
+    history, best_epoch, first_epoch = _fit(model, arrays, plan, config, progress, cancel, strategy)
+    epochs_run = first_epoch + len(history.get("loss", []))
     train_seconds = time.time() - started
 
     progress.on_stage("evaluating")
@@ -303,6 +320,7 @@ def train(
             "hardware": _hardware(),
             "augmentation": _augment_config(config).to_dict() if config.augment else None,
             **({"transfer": transfer} if transfer else {}),
+            **({"resumed_at_epoch": first_epoch} if first_epoch else {}),
         },
         metrics=metrics,
         calibration=calibration,
@@ -489,13 +507,10 @@ def _augment_config(config: TrainConfig) -> AugmentConfig:
     return AugmentConfig(horizontal_flip=config.horizontal_flip)
 
 
-def _build(plan: InitPlan, classes: list[str], config: TrainConfig) -> tuple[Any, str, str]:
+def _build(plan: InitPlan, classes: list[str], config: TrainConfig, strategy: Any) -> tuple[Any, str, str]:
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(config.seed)
-    gpus = tf.config.list_physical_devices("GPU")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     try:
         with strategy.scope():
             if plan.kind == "bundle":
@@ -515,8 +530,12 @@ def _build(plan: InitPlan, classes: list[str], config: TrainConfig) -> tuple[Any
             _compile(model, plan, config)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
-    if len(gpus) > 1:
-        note = (note + f" Training on {len(gpus)} GPUs (MirroredStrategy).").strip()
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1:
+        note = (
+            note + f" Training on {replicas} replicas (MirroredStrategy), "
+            f"{global_batch_size(config.batch_size, strategy)} images per step."
+        ).strip()
     return model, layer, note
 
 
@@ -537,6 +556,7 @@ def _transfer(
     config: TrainConfig,
     progress: TrainingProgress,
     cancel: threading.Event | None,
+    strategy: Any,
 ) -> dict[str, Any]:
     """ImageNet start: warm the head up on cached backbone features, then freeze all but the
     top blocks (see :mod:`training.finetune`). Returns what was done, for the bundle."""
@@ -578,7 +598,8 @@ def _transfer(
         n_trainable = freeze_for_finetuning(model, unfreeze)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
-    _compile(model, plan, config)
+    with strategy.scope():  # the optimizer's variables must be mirrored like the model's
+        _compile(model, plan, config)
     done["unfreeze_blocks"] = "all" if unfreeze is None else unfreeze
     done["trainable_tensors"] = n_trainable
     progress.on_message(
@@ -619,7 +640,9 @@ def _fit(
     config: TrainConfig,
     progress: TrainingProgress,
     cancel: threading.Event | None,
-) -> tuple[dict[str, list[float]], int]:
+    strategy: Any,
+) -> tuple[dict[str, list[float]], int, int]:
+    """Returns ``(history, best epoch, epochs restored from the backup)``."""
     import keras
 
     xt, yt, st = arrays["train"]
@@ -633,22 +656,36 @@ def _fit(
             progress.on_message("No source column in the data: balancing by class only.")
         else:
             sampling, weights = group_balanced_weights(yt, [s or "(unknown)" for s in sources], n_classes), None
+    # --batch-size is per replica. With several, every step is full: a replica handed an
+    # empty remainder batch breaks BatchNormalization (an error, or a NaN loss).
+    batch = global_batch_size(config.batch_size, strategy)
+    full_batches = strategy.num_replicas_in_sync > 1 and sampling is None  # sampled batches are always full
+    if full_batches and len(xt) < batch:
+        raise TrainingError(f"{len(xt)} training images are fewer than one step ({batch} images); lower --batch-size.")
     train_ds = make_tf_dataset(
         xt,
         yt,
         plan.preprocessing,
-        config.batch_size,
+        batch,
         training=True,
         seed=config.seed,
         augment=_augment_config(config) if config.augment else False,
         sampling_weights=sampling,
+        drop_remainder=full_batches,
     )
-    val_ds = make_tf_dataset(xv, yv, plan.preprocessing, config.batch_size, training=False) if len(xv) else None
+    val_ds = make_tf_dataset(xv, yv, plan.preprocessing, batch, training=False) if len(xv) else None
     monitor = "val_loss" if val_ds is not None else "loss"
-    steps = math.ceil(len(xt) / config.batch_size)
+    steps = len(xt) // batch if full_batches else math.ceil(len(xt) / batch)
     callbacks, early = fit_callbacks(
         progress, cancel, epochs=config.epochs, steps_per_epoch=steps, monitor=monitor, patience=config.patience
     )
+    if config.backup_dir is not None:  # first, so an epoch is saved before any later callback can fail
+        done = check_backup_dir(config.backup_dir, _backup_key(config))
+        callbacks.insert(0, backup_callback(stamp_backup_dir(config.backup_dir, _backup_key(config))))
+        if done:
+            progress.on_message(
+                f"Resuming from the backup in {config.backup_dir}: {done} of {config.epochs} epochs already done."
+            )
     callbacks += [
         keras.callbacks.ReduceLROnPlateau(
             monitor=monitor,
@@ -672,7 +709,16 @@ def _fit(
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     if any(not math.isfinite(v) for v in history.get("loss", [])):
         raise TrainingError("The training loss became NaN; try a lower learning rate (--lr).")
-    return history, int(early.best_epoch) + 1
+    return history, int(early.best_epoch) + 1, int(fit.epoch[0]) if fit.epoch else 0
+
+
+def _backup_key(config: TrainConfig) -> dict[str, Any]:
+    """What a backup must match to be resumed: the run's settings, less those that do not
+    change the training (where the command came from, the decoding cache, overwriting)."""
+    key = config.to_dict()
+    for name in ("command", "cache_dir", "overwrite"):
+        key.pop(name, None)
+    return key
 
 
 def _hardware() -> str:
