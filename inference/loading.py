@@ -515,7 +515,7 @@ GREY_FILL_MIN_SHARE = 0.125
 
 
 def _check_grey_fill(stored: np.ndarray) -> None:
-    """Refuse a decoded JPEG whose bottom rows are one flat shade (see above); black padding is fine."""
+    """Refuse a decoded JPEG whose bottom rows are one flat shade (see above); padding is fine."""
     height = stored.shape[0]
     if height < GREY_FILL_MIN_ROWS:
         return
@@ -524,11 +524,17 @@ def _check_grey_fill(stored: np.ndarray) -> None:
         return
     flat = (stored == shade).reshape(height, -1).all(axis=1)
     n = height if flat.all() else height - int(np.flatnonzero(~flat)[-1]) - 1
-    if n >= max(GREY_FILL_MIN_ROWS, GREY_FILL_MIN_SHARE * height):
-        raise _RefusedError(
-            f"the JPEG data is damaged: the decoder filled the bottom {n} of {height} rows with one shade of grey "
-            "(part of the image data is corrupt or missing)"
-        )
+    if n < max(GREY_FILL_MIN_ROWS, GREY_FILL_MIN_SHARE * height):
+        return
+    # Padding (a film letterboxed onto a square) has the same shade along another edge too;
+    # the decoder's fill starts somewhere inside the image and only covers its bottom.
+    edges = (stored[0], stored[:, 0], stored[:, -1])
+    if any((edge == shade).all() for edge in edges):
+        return
+    raise _RefusedError(
+        f"the JPEG data is damaged: the decoder filled the bottom {n} of {height} rows with one shade of grey "
+        "(part of the image data is corrupt or missing)"
+    )
 
 
 def _load_jpeg(path: Path, data: bytes) -> XRayImage:
@@ -639,9 +645,11 @@ def _check_deflated(data: bytes) -> None:
     """
     import zlib
 
-    from pydicom.filereader import _read_file_meta_info, read_preamble
-
     if _DEFLATED not in data[:65536]:
+        return
+    try:  # pydicom's own reader, so the deflated part starts exactly where pydicom's does
+        from pydicom.filereader import _read_file_meta_info, read_preamble
+    except ImportError:  # pragma: no cover - a future pydicom without the private helper
         return
     fh = io.BytesIO(data)
     try:

@@ -870,12 +870,19 @@ def test_nearly_blank_image_is_refused_but_a_sparse_real_one_loads(tmp_path):
     assert load_image(write_png(tmp_path / "padded.png", padded)).shape == (100, 100)
 
 
-def test_jpeg_with_black_padding_at_the_bottom_is_not_taken_for_a_grey_fill(tmp_path):
+def test_jpeg_with_padding_at_the_bottom_is_not_taken_for_a_grey_fill(tmp_path):
     img = np.zeros((256, 256), np.uint8)
     img[:128] = np.tile(np.arange(0, 256, dtype=np.uint8), (128, 1))
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
     (tmp_path / "padded.jpg").write_bytes(buf.tobytes())
     assert load_image(tmp_path / "padded.jpg").shape == (256, 256)
+    # A film letterboxed onto dark grey (as one public COVID-19 image is): the shade runs down
+    # the side too, so it is padding, not the decoder's fill.
+    framed = np.full((224, 224), 27, np.uint8)
+    framed[:170, 48:208] = ramp((170, 160), 200, np.uint8) + 30
+    ok, buf = cv2.imencode(".jpg", framed, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    (tmp_path / "framed.jpg").write_bytes(buf.tobytes())
+    assert load_image(tmp_path / "framed.jpg").shape == (224, 224)
 
 
 def test_deflated_dicom_expanding_too_far_is_refused(tmp_path, monkeypatch):

@@ -180,3 +180,18 @@ def test_stored_window_drives_the_intensity():
     x, _ = preprocess(narrow, SMALL)
     # Below 900 black, above 1100 white: most of the image saturates.
     assert (x == 0).mean() > 0.15 and (x == 1).mean() > 0.6
+
+
+def test_unusable_stored_window_feeds_the_model_the_percentile_window(tmp_path):
+    """Issue 13, section 3: centre 2725 / width 5310 on pixels 32744-65535 once fed the model a
+    white square; now the model sees what the same pixels without a stored window give."""
+    rng = np.random.default_rng(5)
+    pixels = np.sort(rng.integers(32744, 65536, size=(48, 48)), axis=1).astype(np.uint16)
+    make_dicom(tmp_path / "clipped.dcm", pixels, bits_stored=16, window=(2725, 5310))
+    make_dicom(tmp_path / "plain.dcm", pixels, bits_stored=16)
+    clipped, plain = load_image(tmp_path / "clipped.dcm"), load_image(tmp_path / "plain.dcm")
+    assert clipped.meta.window_note and not plain.meta.window_note
+    x_clipped, _ = preprocess(clipped, SMALL)
+    x_plain, _ = preprocess(plain, SMALL)
+    np.testing.assert_array_equal(x_clipped, x_plain)
+    assert float(x_clipped.min()) < 0.1 and float(x_clipped.max()) > 0.9  # the full gray scale, not white
