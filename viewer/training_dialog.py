@@ -78,9 +78,12 @@ class TrainingDialog(QDialog):
     scan_finished = Signal(object)  # Dataset, or None when the scan failed
     training_finished = Signal(object)  # TrainResult, or None when it failed or was cancelled
 
-    def __init__(self, window: Any, parent: QWidget | None = None) -> None:
-        super().__init__(parent or window)
-        self.main = window
+    def __init__(self, session: Any, activate: Any, parent: QWidget | None = None) -> None:
+        """``session`` (a :class:`viewer.session.Session`) receives the messages; ``activate(folder)``
+        makes the new model the active one."""
+        super().__init__(parent)
+        self.session = session
+        self._activate = activate
         self.setWindowTitle("Train a model")
         self.setModal(False)
         self.resize(980, 720)
@@ -447,7 +450,7 @@ class TrainingDialog(QDialog):
             self.stage_label.setText("Cancelled: no model was written, existing models are untouched.")
         else:
             self.stage_label.setText(f"Training failed: {exc}")
-            self.main.messages.add(f"Training failed: {exc}", "error")
+            self.session.message(f"Training failed: {exc}", "error")
         self._log(str(exc))
         self._update_buttons()
         emit(self.training_finished, None)
@@ -455,7 +458,7 @@ class TrainingDialog(QDialog):
     def activate(self) -> None:
         if self.result is None:
             return
-        self.main.activate_model(str(self.result.bundle_dir))
+        self._activate(str(self.result.bundle_dir))
         self.stage_label.setText(f"{self.result.info.display_name} is now the active model.")
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override

@@ -1,0 +1,399 @@
+"""The analysis controller: the one inference thread, a queue of jobs, and a handle per job.
+
+Everything that needs TensorFlow runs in one long-lived Python thread (see
+:class:`viewer.workers.ThreadedWorker` for why it is not a QThread). Callers get a
+:class:`JobHandle` for each job, in the spirit of superqt's workers: connect to ``returned``,
+``errored(exception)``, ``progress(done, total)``, ``cancelled`` and ``finished``, and call
+``cancel()``. The handle's signals arrive on the GUI thread. Exactly one of ``returned``,
+``errored`` and ``cancelled`` fires for every job, then ``finished``: no job is ever dropped
+silently, also when the queue is cleared by a model switch or by quitting.
+
+Rules of the queue:
+
+* a model load goes first; loading another model cancels the waiting analyses of the old one
+  (their handles say ``cancelled``) but keeps other jobs such as exports, which then run
+  with the new model;
+* a cancelled job still waiting leaves the queue at once; a running one is told through
+  ``JobContext.cancelled()`` (long jobs check it between files) and its result is dropped;
+* :meth:`AnalysisController.shutdown` cancels everything and waits for the thread with a
+  timeout, so quitting never hangs on a long export or a slow model load.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from viewer.qt_compat import emit
+from viewer.workers import ThreadedWorker
+
+__all__ = [
+    "AnalysisController",
+    "AnalysisResult",
+    "JobCancelled",
+    "JobContext",
+    "JobHandle",
+    "JobQueue",
+]
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, RETURNED, ERRORED, CANCELLED = "queued", "running", "returned", "errored", "cancelled"
+
+
+class JobCancelled(Exception):
+    """Raised inside a job (by :meth:`JobContext.check`) to stop it between two steps."""
+
+
+class JobHandle(QObject):
+    """One job's outcome, reported on the GUI thread; ``cancel()`` may be called from anywhere."""
+
+    returned = Signal(object)  # the job's result
+    errored = Signal(object)  # the exception it raised
+    cancelled = Signal()
+    progress = Signal(int, int)  # done, total
+    finished = Signal()  # after any of the three above
+
+    def __init__(self, kind: str, doc_id: int | None = None) -> None:
+        super().__init__()
+        self.kind = kind
+        self.doc_id = doc_id
+        self.state = QUEUED
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._cancel = threading.Event()
+        self._controller: AnalysisController | None = None
+
+    def cancel(self) -> None:
+        """Ask the job to stop: a waiting job leaves the queue, a running one stops at its next check."""
+        if self.done:
+            return
+        self._cancel.set()
+        if self._controller is not None:
+            self._controller._withdraw(self)
+
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def done(self) -> bool:
+        return self.state in (RETURNED, ERRORED, CANCELLED)
+
+    # -- reporting (called by the controller, from any thread) ----------------------------------
+    def _report(self, state: str, value: Any = None) -> None:
+        self.state = state
+        if state == RETURNED:
+            self.result = value
+            emit(self.returned, value)
+        elif state == ERRORED:
+            self.error = value
+            emit(self.errored, value)
+        else:
+            emit(self.cancelled)
+        emit(self.finished)
+
+
+@dataclass
+class JobContext:
+    """What a job function gets: the predictor (None when no model is loaded), progress and cancel."""
+
+    predictor: Any
+    handle: JobHandle
+
+    def progress(self, done: int, total: int) -> None:
+        emit(self.handle.progress, int(done), int(total))
+
+    def cancelled(self) -> bool:
+        return self.handle.is_cancelled()
+
+    def check(self) -> None:
+        """Raise :class:`JobCancelled` if the job was cancelled (call it between files)."""
+        if self.handle.is_cancelled():
+            raise JobCancelled()
+
+
+@dataclass
+class _Job:
+    handle: JobHandle
+    fn: Callable[[JobContext], Any]
+    kind: str  # "load" | "analyse" | "call"
+    doc_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class JobQueue:
+    """A thread-safe FIFO of jobs with take-by-predicate and move-to-front."""
+
+    def __init__(self) -> None:
+        self._jobs: deque[_Job] = deque()
+        self._lock = threading.Lock()
+
+    def put(self, job: _Job, front: bool = False) -> None:
+        with self._lock:
+            if front:
+                # Nothing goes before a pending model load: nothing could run without it.
+                loads = [j for j in self._jobs if j.kind == "load"] if job.kind != "load" else []
+                rest = [j for j in self._jobs if j not in loads]
+                self._jobs = deque(loads + [job] + rest)
+            else:
+                self._jobs.append(job)
+
+    def pop(self) -> _Job | None:
+        with self._lock:
+            return self._jobs.popleft() if self._jobs else None
+
+    def take_where(self, match: Callable[[_Job], bool]) -> list[_Job]:
+        """Remove and return the waiting jobs for which ``match(job)`` is true."""
+        with self._lock:
+            taken = [j for j in self._jobs if match(j)]
+            self._jobs = deque(j for j in self._jobs if not match(j))
+            return taken
+
+    def prioritise(self, doc_id: int) -> None:
+        """Move the jobs of ``doc_id`` to the front (behind a pending model load)."""
+        with self._lock:
+            mine = [j for j in self._jobs if j.doc_id == doc_id]
+            if mine:
+                rest = [j for j in self._jobs if j.doc_id != doc_id]
+                loads = [j for j in rest if j.kind == "load"]
+                rest = [j for j in rest if j.kind != "load"]
+                self._jobs = deque(loads + mine + rest)
+
+    def kinds(self) -> list[str]:
+        with self._lock:
+            return [j.kind for j in self._jobs]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """What an analysis job returns: the prediction and, when asked, the explanation and its
+    heat map at display size (never the full-resolution map)."""
+
+    doc_id: int
+    prediction: Any
+    explanation: Any = None
+    heat: np.ndarray | None = None
+
+
+def default_predictor_factory(path: str) -> Any:
+    from inference.predictor import Predictor
+
+    return Predictor(path)
+
+
+def default_load_image(path: str) -> Any:
+    from inference.loading import load_image
+
+    return load_image(path)
+
+
+class AnalysisController(QObject):
+    """Owns the inference thread and the predictor; hands out a :class:`JobHandle` per job."""
+
+    colormaps_ready = Signal()
+
+    def __init__(
+        self,
+        predictor_factory: Callable[[str], Any] | None = None,
+        load_image: Callable[[str], Any] | None = None,
+        name: str = "cxr-inference",
+    ) -> None:
+        super().__init__()
+        self.queue = JobQueue()
+        self._factory = predictor_factory or default_predictor_factory
+        self._load_image = load_image or default_load_image
+        self._worker = ThreadedWorker(name)
+        self._predictor: Any = None
+        self._running: _Job | None = None
+        self._lock = threading.Lock()
+        self._started = False
+        self._stopped = False
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._worker.start()
+            self._worker.post(self._warm_colormaps)
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Cancel every job (waiting ones report ``cancelled`` now) and wait at most ``timeout`` s
+        for the thread; True when it has ended. A job that cannot stop (a model still loading)
+        is left to end with the process: the thread is a daemon."""
+        self._stopped = True
+        for job in self.queue.take_where(lambda _j: True):
+            job.handle._cancel.set()
+            job.handle._report(CANCELLED)
+        with self._lock:
+            running = self._running
+        if running is not None:
+            running.handle._cancel.set()
+        if not self._started:
+            return True
+        return self._worker.stop(timeout=timeout)
+
+    @property
+    def predictor(self) -> Any:
+        """The loaded predictor, or None (read its ``info`` and ``device`` only from other threads)."""
+        return self._predictor
+
+    def pending(self, kind: str | None = None) -> int:
+        """Jobs waiting (of one kind)."""
+        kinds = self.queue.kinds()
+        return len(kinds) if kind is None else kinds.count(kind)
+
+    def is_busy(self) -> bool:
+        with self._lock:
+            return self._running is not None or bool(len(self.queue))
+
+    # -- submitting --------------------------------------------------------------------------------
+    def submit(
+        self,
+        fn: Callable[[JobContext], Any],
+        kind: str = "call",
+        doc_id: int | None = None,
+        front: bool = False,
+    ) -> JobHandle:
+        """Run ``fn(context)`` in the inference thread; its return value comes back as ``returned``."""
+        handle = JobHandle(kind, doc_id)
+        handle._controller = self
+        job = _Job(handle=handle, fn=fn, kind=kind, doc_id=doc_id)
+        if self._stopped:
+            handle._cancel.set()
+            handle._report(CANCELLED)
+            return handle
+        self.queue.put(job, front=front)
+        self._worker.post(self._run_one)
+        return handle
+
+    def load_model(self, path: str) -> JobHandle:
+        """Load ``path``; the waiting analyses of the previous model are cancelled, other jobs stay.
+
+        ``returned`` gives ``(BundleInfo, device in words)``.
+        """
+        for job in self.queue.take_where(lambda j: j.kind in ("load", "analyse")):
+            job.handle._cancel.set()
+            job.handle._report(CANCELLED)
+        with self._lock:
+            running = self._running
+        if running is not None and running.kind == "analyse":
+            running.handle._cancel.set()  # its result belongs to the old model: dropped
+
+        def load(ctx: JobContext) -> tuple[Any, str]:
+            self._predictor = None
+            try:
+                predictor = self._factory(str(path))
+            except BaseException:
+                # The analyses queued for this model cannot run: cancelled, not 300 errors.
+                for job in self.queue.take_where(lambda j: j.kind == "analyse"):
+                    job.handle._cancel.set()
+                    job.handle._report(CANCELLED)
+                raise
+            self._predictor = predictor
+            return predictor.info, str(getattr(predictor, "device", ""))
+
+        return self.submit(load, kind="load", front=True)
+
+    def analyse(
+        self,
+        doc: Any,
+        explain: tuple[int | None, str] | None = None,
+        heat_side: int = 0,
+        front: bool = False,
+    ) -> JobHandle:
+        """Predict ``doc`` (a :class:`viewer.document.ImageDocument`); with ``explain`` = (class or
+        None for the predicted one, method), predict and explain in one pass and return the heat
+        map with its longest side ``heat_side``. Evicted pixels are read again from ``doc.path``."""
+        path = str(doc.path)
+
+        def run(ctx: JobContext) -> AnalysisResult:
+            predictor = ctx.predictor
+            if predictor is None:
+                raise RuntimeError("No model is loaded.")
+            image = doc.image  # read once: the GUI may evict it meanwhile
+            if image is None:
+                image = self._load_image(path)
+            ctx.check()
+            if explain is None:
+                return AnalysisResult(doc.doc_id, predictor.predict(image))
+            from viewer.render import display_heat
+
+            prediction, explanation = predictor.predict_and_explain(image, explain[0], explain[1])
+            return AnalysisResult(doc.doc_id, prediction, explanation, display_heat(explanation, heat_side))
+
+        return self.submit(run, kind="analyse", doc_id=doc.doc_id, front=front)
+
+    def prioritise(self, doc_id: int) -> None:
+        self.queue.prioritise(doc_id)
+
+    def cancel_doc(self, doc_id: int) -> None:
+        """Cancel every job of one document (a closed image)."""
+        for job in self.queue.take_where(lambda j: j.doc_id == doc_id):
+            job.handle._cancel.set()
+            job.handle._report(CANCELLED)
+        with self._lock:
+            running = self._running
+        if running is not None and running.doc_id == doc_id:
+            running.handle._cancel.set()
+
+    def _withdraw(self, handle: JobHandle) -> None:
+        """``handle.cancel()``: take its job out of the queue if it still waits there."""
+        for job in self.queue.take_where(lambda j: j.handle is handle):
+            job.handle._report(CANCELLED)
+
+    # -- the inference thread -----------------------------------------------------------------------
+    def _warm_colormaps(self) -> None:
+        """Sample the overlay colour maps and import the exporters here, so the GUI thread never pays
+        for matplotlib's import (both are cached; the GUI uses them once results arrive)."""
+        try:
+            import inference.export.facts  # noqa: F401 - imports matplotlib, PIL and pydicom once
+            from inference.overlay import COLORMAPS, colormap_lut
+
+            for name in COLORMAPS:
+                colormap_lut(name)
+        except Exception:  # cosmetic; the overlay still works, the colour bar draws later
+            log.exception("colour maps could not be prepared")
+        emit(self.colormaps_ready)
+
+    def _run_one(self) -> None:
+        job = self.queue.pop()
+        if job is None:
+            return
+        handle = job.handle
+        if handle.is_cancelled():
+            handle._report(CANCELLED)
+            return
+        with self._lock:
+            self._running = job
+        handle.state = RUNNING
+        try:
+            result = job.fn(JobContext(self._predictor, handle))
+        except JobCancelled:
+            handle._report(CANCELLED)
+        except Exception as exc:  # reported to the caller, never fatal to the thread
+            log.debug("job %s failed:\n%s", job.kind, traceback.format_exc())
+            handle._report(CANCELLED if handle.is_cancelled() and job.kind == "analyse" else ERRORED, exc)
+        else:
+            # A cancelled analysis or load is stale (closed image, replaced model): dropped. Other
+            # jobs stop themselves between steps and return what they did (an export's report).
+            stale = handle.is_cancelled() and job.kind in ("analyse", "load")
+            handle._report(CANCELLED if stale else RETURNED, result)
+        finally:
+            with self._lock:
+                self._running = None
