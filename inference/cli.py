@@ -2,26 +2,41 @@
 
 Usage::
 
-    python main.py predict PATH... [--model DIR] [--json OUT|-] [--csv OUT]
+    python main.py predict PATH... [--model DIR] [--json OUT|-] [--csv OUT] [--resume]
                            [--export-dir DIR] [--formats png,pdf,dcm] [--gradcam]
                            [--method gradcam|gradcam++] [--batch-size N]
-                           [--keep-identifiers] [--overwrite]
+                           [--keep-identifiers] [--pseudonymous-names] [--overwrite]
 
 Each PATH is a file or a folder; folders are searched recursively for PNG, JPEG and
 DICOM files (by suffix, or by content for files without one), hidden files and folders
-skipped. Without ``--json`` and ``--csv`` the JSON goes to standard output. A progress
-bar is drawn on standard error when it is a terminal. Exports (``--export-dir``) are named
-``<name>.cxr.png``, ``.cxr.pdf``, ``.cxr.dcm`` and keep the folder structure below each
-PATH folder; with ``--gradcam`` they carry the heat map.
+skipped, and so are our own outputs (``*.cxr.png|pdf|dcm|csv|json``), so an export folder
+inside the input folder is not predicted again. A folder that cannot be read is reported
+(on standard error and as a failed entry), never skipped silently; symbolic links to
+folders are not followed. Without ``--json`` and ``--csv`` the JSON goes to standard output.
+A progress bar with rate and ETA is drawn on standard error when it is a terminal.
+
+``--json``/``--csv`` files are rewritten atomically while the files are predicted, so the
+results finished so far are always on disk, complete; Ctrl+C stops, saves what is done and
+exits with 130. ``--resume`` reads back what is in them and predicts only the files not
+there yet (files that failed are tried again).
+
+Exports (``--export-dir``) go through :func:`inference.export.export_files`: named
+``<name>.cxr.png``, ``.cxr.pdf``, ``.cxr.dcm``, keeping the folder structure below each
+PATH folder; with ``--gradcam`` they carry the heat map. An existing export of ours is
+replaced only with ``--overwrite``; an input file or a file this application did not write
+is never replaced. With ``--pseudonymous-names`` the exports are named ``anon-<12 hex>``
+(a salted hash of the input path, the same on every run of this installation), in one
+folder, the JSON/CSV ``file`` holds that name and ``exports`` the names relative to DIR.
 
 Exit status: 0 when every file was predicted (and exported), 1 when any file failed
 (the others are still predicted and reported), 2 for a usage error or a model that
-cannot be loaded.
+cannot be loaded, 130 when interrupted (the results so far are saved).
 
 JSON output: a list with one object per file, in the order the files were found::
 
     {
-      "file": "scans/a.dcm",            # the path as found
+      "file": "scans/a.dcm",            # the path as found (undecodable bytes as \\xNN); a pseudonym with
+                                         # --pseudonymous-names
       "ok": true,                        # false: the file could not be read, predicted or exported
       "error": null,                     # why, when ok is false (written for the person reading it)
       "label": "Normal",                 # the predicted class; null when the file could not be read
@@ -36,12 +51,15 @@ JSON output: a list with one object per file, in the order the files were found:
                   "peak": [1020, 877],                                   # hottest pixel (x, y), original image
                   "lung_heat_fraction": 0.83},                           # heat share in the lungs (null: none found)
       "patient": {"PatientName": "...", "PatientID": "...", "PatientBirthDate": "..."},  # --keep-identifiers
-      "exports": ["out/a.cxr.png", "out/a.cxr.pdf", "out/a.cxr.dcm"]     # with --export-dir
+      "exports": ["out/a.cxr.png", "out/a.cxr.pdf", "out/a.cxr.dcm"],    # with --export-dir
+      "software": "CXR Viewer"           # marks the file as ours (it may be replaced with --overwrite)
     }
 
 The CSV has one row per file with the same content flattened: ``file, ok, error, label,
-p_<class>..., model_name, model_version, device, image_*, gradcam_*, exports``.
-Patient name, ID and birth date appear nowhere unless ``--keep-identifiers`` is given.
+p_<class>..., model_name, model_version, device, image_*, gradcam_*, exports, software``;
+a text cell starting with ``= + - @``, tab or CR gets a leading apostrophe (no formulas).
+Patient name, ID and birth date appear nowhere unless ``--keep-identifiers`` is given
+(the README's privacy section says what each output keeps).
 
 TensorFlow is imported only when the command runs, so ``main.py --help`` stays fast.
 """
@@ -49,13 +67,18 @@ TensorFlow is imported only when the command runs, so ``main.py --help`` stays f
 from __future__ import annotations
 
 import argparse
+import csv
+import errno
 import json
 import os
+import stat
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["register", "run_predict", "find_images"]
+__all__ = ["register", "run_predict", "find_images", "scan_inputs"]
 
 
 def _fraction_arg(text: str) -> float:
@@ -97,8 +120,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gradcam", action="store_true", help="compute Grad-CAM (JSON peak, heat map in exports)")
     p.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam", help="heat-map method")
     p.add_argument("--batch-size", type=_positive_int, default=16, metavar="N", help="images per model call")
-    p.add_argument("--keep-identifiers", action="store_true", help="keep patient name, ID and birth date in outputs")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument(
+        "--keep-identifiers",
+        action="store_true",
+        help="keep patient name, ID, birth date, study dates, UIDs and descriptions in outputs",
+    )
+    p.add_argument(
+        "--pseudonymous-names",
+        action="store_true",
+        help="name exports and table entries by a salted hash of the input path instead of its name",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep what --json/--csv already hold and predict only the files not there yet",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --json/--csv and earlier exports written by this application (never other files)",
+    )
     p.add_argument("--colormap", default="jet", help="heat-map colour map for exports (default: jet)")
     p.add_argument("--opacity", type=_fraction_arg, default=0.4, help="heat-map opacity in exports, 0-1")
     p.set_defaults(func=run_predict)
@@ -111,66 +152,181 @@ def _hidden(part: str) -> bool:
     return part.startswith(".")
 
 
-def find_images(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, Path | None]]:
-    """Every file to predict, as (file, the folder argument it was found under or None).
+def scan_inputs(
+    paths: Iterable[str | os.PathLike[str]],
+) -> tuple[list[tuple[Path, Path | None]], list[tuple[str, str]]]:
+    """Every file to predict, as (file, the folder argument it was found under or None), and the problems.
 
     Files named explicitly are kept even if their suffix is unusual (the loader sniffs
-    content and reports what it finds); folders contribute only supported, visible files,
-    in sorted order. Missing paths are kept too, so that they are reported, not ignored.
+    content and reports what it finds); missing ones too, so that they are reported.
+    Folders contribute supported, visible files that are not our own outputs, in sorted
+    order; links to folders are not followed. Problems are (path, message): a symbolic
+    link loop named on the command line, a folder that cannot be read.
     """
+    from inference.export.marker import is_our_name
+    from inference.export.privacy import printable
     from inference.loading import is_supported_file
 
     found: list[tuple[Path, Path | None]] = []
-    seen: set[Path] = set()
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+
+    def add(file: Path, root: Path | None) -> None:
+        key = os.path.realpath(file)
+        if key not in seen:
+            seen.add(key)
+            found.append((file, root))
+
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                rel = child.relative_to(path)
-                if any(_hidden(part) for part in rel.parts) or not child.is_file() or not is_supported_file(child):
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                problems.append((str(path), f"{printable(path)} is a symbolic link loop"))
+                continue
+            add(path, None)  # missing or unreadable: the loader says why, in the results
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            add(path, None)
+            continue
+
+        def unreadable(exc: OSError, root: Path = path) -> None:
+            folder = exc.filename if exc.filename is not None else root
+            problems.append((str(folder), f"cannot read folder {printable(folder)}: {exc.strerror or exc}"))
+
+        in_folder = []
+        for folder, dirs, files in os.walk(path, onerror=unreadable, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if not _hidden(d))
+            for name in files:
+                if _hidden(name) or is_our_name(name):
                     continue
-                if child.resolve() not in seen:
-                    seen.add(child.resolve())
-                    found.append((child, path))
-        elif path.resolve() not in seen:
-            seen.add(path.resolve())
-            found.append((path, None))
-    return found
+                child = Path(folder, name)
+                try:
+                    if child.is_file() and is_supported_file(child):
+                        in_folder.append(child)
+                except OSError as exc:
+                    problems.append((str(child), f"cannot read {printable(child)}: {exc.strerror or exc}"))
+        for child in sorted(in_folder):
+            add(child, path)
+    return found, problems
 
 
-def _export_base(export_dir: Path, file: Path, root: Path | None, used: set[Path]) -> Path:
-    """``DIR/<subfolders>/<stem>.cxr``, unique within this run (``a.png`` and ``a.dcm`` both exist)."""
-    rel = file.relative_to(root) if root is not None else Path(file.name)
-    base = export_dir / rel.parent / f"{rel.stem}.cxr"
-    n = 2
-    candidate = base
-    while candidate in used:
-        candidate = base.with_name(f"{rel.stem} ({n}).cxr")
-        n += 1
-    used.add(candidate)
-    return candidate
+def find_images(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, Path | None]]:
+    """The files :func:`scan_inputs` finds (without its problems)."""
+    return scan_inputs(paths)[0]
 
 
-# ------------------------------------------------------------------------------ the command
+# ------------------------------------------------------------------------------ result files
 
 
 def _fail(message: str) -> int:
-    print(f"predict: error: {message}", file=sys.stderr)
+    from inference.export.privacy import printable
+
+    print(f"predict: error: {printable(message)}", file=sys.stderr)
     return 2
 
 
-def _check_output(target: str | None, overwrite: bool) -> str | None:
+class _ResultsFile:
+    """One ``--json``/``--csv`` output, rewritten atomically as results come in.
+
+    The rewrite is a temporary file moved into place, so the file on disk is always a
+    complete table of the results so far (all of them while a rewrite takes under 5 ms;
+    beyond, a rewrite waits until 20 times its own last duration has passed, and the
+    rest is written on the way out, also after Ctrl+C or an error).
+    """
+
+    def __init__(self, path: Path, fmt: str, replace_existing: bool) -> None:
+        self.path, self.fmt = path, fmt
+        self.previous: list[dict[str, Any]] = []  # JSON records or CSV rows read back with --resume
+        self.records: list[dict[str, Any]] = []
+        self._replace = replace_existing
+        self._last_write = 0.0
+        self._cost = 0.0
+        self._dirty = False
+
+    def read_back(self) -> None:
+        """Load what the file holds (``--resume``); ValueError when it is not one of ours."""
+        from inference.export.marker import has_our_marker
+        from inference.export.privacy import csv_unsafe
+
+        if not self.path.exists():
+            return
+        if not has_our_marker(self.path):
+            raise ValueError(f"{self.path} was not written by predict; cannot resume from it")
+        if self.fmt == "json":
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            self.previous = [r for r in data if isinstance(r, dict)]
+        else:
+            with self.path.open(encoding="utf-8-sig", newline="") as f:
+                self.previous = [{k: csv_unsafe(v or "") for k, v in row.items()} for row in csv.DictReader(f)]
+        self._replace = True  # ours: rewritten from now on
+
+    def done_keys(self) -> set[str]:
+        ok = ("True", True)
+        return {str(r.get("file")) for r in self.previous if r.get("ok") in ok}
+
+    def keep_only(self, keys: set[str]) -> None:
+        self.previous = [r for r in self.previous if str(r.get("file")) in keys]
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        self._dirty = True
+        # Small tables are rewritten after every record; a large one once 20 times its last
+        # rewrite's duration has passed (at most about 5% of the run spent rewriting).
+        if self._cost < 0.005 or time.monotonic() - self._last_write >= 20 * self._cost:
+            self.flush()
+
+    def text(self) -> str:
+        from inference.export.tables import flatten_record, rows_to_csv
+
+        if self.fmt == "json":
+            return json.dumps(self.previous + self.records, indent=2, ensure_ascii=False) + "\n"
+        return rows_to_csv(self.previous + [flatten_record(r) for r in self.records])
+
+    def flush(self) -> None:
+        from inference.export.files import atomic_write
+
+        if not self._dirty and self.path.exists():
+            return
+        started = time.monotonic()
+        text = self.text()
+        encoding = "utf-8" if self.fmt == "json" else "utf-8-sig"  # the BOM lets Excel read UTF-8
+        atomic_write(self.path, lambda tmp: tmp.write_text(text, encoding=encoding, newline=""), self._replace)
+        self._replace = True  # the file is ours now
+        self._dirty = False
+        self._last_write = time.monotonic()
+        self._cost = self._last_write - started
+
+
+def _check_output(target: str | None, overwrite: bool, resume: bool) -> str | None:
     if target and target != "-":
+        from inference.export.marker import SOFTWARE, has_our_marker
+
         p = Path(target)
-        if p.exists() and not overwrite:
-            return f"{p} already exists; choose another name or pass --overwrite"
+        if p.exists():
+            if not (overwrite or resume):
+                return f"{p} already exists; choose another name, pass --overwrite, or --resume to continue it"
+            if not has_our_marker(p):
+                return f"{p} was not written by {SOFTWARE}, so it is never replaced; choose another name"
         if not p.parent.exists():
             return f"the folder {p.parent} does not exist"
     return None
 
 
+# ------------------------------------------------------------------------------ the command
+
+
 def run_predict(args: argparse.Namespace) -> int:
-    """Run ``predict``; returns the exit status (0 all well, 1 some file failed, 2 usage/model error)."""
+    """Run ``predict``; returns the exit status (0 all well, 1 some file failed, 2 usage/model error, 130 Ctrl+C)."""
+    try:
+        return _run_predict(args)
+    except KeyboardInterrupt:
+        print("\npredict: interrupted before any file was predicted", file=sys.stderr)
+        return 130
+
+
+def _run_predict(args: argparse.Namespace) -> int:
     if args.formats and not args.export_dir:
         return _fail("--formats needs --export-dir")
     from inference.export.many import FORMATS, parse_formats
@@ -182,8 +338,10 @@ def run_predict(args: argparse.Namespace) -> int:
     outputs = [("--json", args.json), ("--csv", args.csv)]
     if sum(1 for _, v in outputs if v == "-") > 1:
         return _fail("only one of --json and --csv can go to standard output")
+    if args.resume and not any(v and v != "-" for _, v in outputs):
+        return _fail("--resume needs --json OUT or --csv OUT (a file to continue)")
     for _, target in outputs:
-        problem = _check_output(target, args.overwrite)
+        problem = _check_output(target, args.overwrite, args.resume)
         if problem:
             return _fail(problem)
     if args.colormap:
@@ -191,9 +349,11 @@ def run_predict(args: argparse.Namespace) -> int:
 
         if args.colormap not in COLORMAPS:
             return _fail(f"unknown colour map {args.colormap!r}; choose from {', '.join(COLORMAPS)}")
-    files = find_images(args.paths)
+    files, problems = scan_inputs(args.paths)
+    for _, message in problems:
+        print(f"predict: warning: {message}", file=sys.stderr)
     if not files:
-        return _fail(f"no PNG, JPEG or DICOM files found in {', '.join(args.paths)}")
+        return _fail(f"no PNG, JPEG or DICOM files found in {', '.join(map(str, args.paths))}")
 
     from inference.paths import bundled_model_dir
 
@@ -209,24 +369,55 @@ def run_predict(args: argparse.Namespace) -> int:
         predictor = Predictor(model_dir)
     except BundleError as exc:
         return _fail(str(exc))
-    return _predict_all(args, predictor, files, formats)
+    return _predict_all(args, predictor, files, formats, problems)
 
 
 def _predict_all(
-    args: argparse.Namespace, predictor, files: Sequence[tuple[Path, Path | None]], formats: list[str]
+    args: argparse.Namespace,
+    predictor,
+    files: Sequence[tuple[Path, Path | None]],
+    formats: list[str],
+    problems: Sequence[tuple[str, str]] = (),
 ) -> int:
     from tqdm import tqdm
 
-    from inference.export import ExportError, ExportOptions, export_all, result_record, write_csv, write_json
+    from inference.export import ExportItem, ExportOptions, ProtectedFiles, export_files, result_record
+    from inference.export.privacy import printable, pseudonym
     from inference.export.tables import records_to_csv
+    from inference.predictor import FileResult
 
     export_dir = Path(args.export_dir) if args.export_dir else None
     options = ExportOptions(
         keep_identifiers=args.keep_identifiers,
-        overwrite=args.overwrite,
+        pseudonymous_names=args.pseudonymous_names,
         colormap=args.colormap,
         opacity=args.opacity,
     )
+    salt = options.effective_salt() if args.pseudonymous_names else ""
+
+    def label(file: str | os.PathLike[str]) -> str | None:
+        return pseudonym(file, salt) if args.pseudonymous_names else None
+
+    def key(file: str | os.PathLike[str]) -> str:
+        return label(file) or printable(file)
+
+    sinks = [
+        _ResultsFile(Path(target), fmt, args.overwrite)
+        for fmt, target in (("json", args.json), ("csv", args.csv))
+        if target and target != "-"
+    ]
+    if args.resume:
+        try:
+            for sink in sinks:
+                sink.read_back()
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            return _fail(f"cannot resume: {exc}")
+        done = set.intersection(*(sink.done_keys() for sink in sinks))
+        for sink in sinks:
+            sink.keep_only(done)
+        before = len(files)
+        files = [(f, root) for f, root in files if key(f) not in done]
+        print(f"predict: resuming: {before - len(files)} of {before} files already done", file=sys.stderr)
     if export_dir is not None:
         try:
             export_dir.mkdir(parents=True, exist_ok=True)
@@ -235,9 +426,55 @@ def _predict_all(
 
     roots = {str(f): root for f, root in files}
     model = (predictor.info.name, predictor.info.version)
-    used: set[Path] = set()
-    records = []
-    bar = tqdm(total=len(files), file=sys.stderr, unit="image", disable=not sys.stderr.isatty(), leave=False)
+    protected = ProtectedFiles(f for f, _ in files) if export_dir is not None else None
+    reserved: set[str] = set()
+    on_existing = "replace-ours" if args.overwrite else "refuse"
+    records: list[dict[str, Any]] = []
+
+    def emit(record: dict[str, Any]) -> None:
+        records.append(record)
+        for sink in sinks:
+            sink.add(record)
+
+    for path, message in problems:  # reported as failed entries, not skipped silently
+        emit(result_record(FileResult(path, False, message), model, predictor.device, file_label=label(path)))
+
+    def export_one(result) -> tuple[list[str], str]:
+        """Export one predicted file through the one export path: (files written as shown, problem or "")."""
+        file = Path(result.file)
+        if options.pseudonymous_names:
+            out = export_dir  # folder names can identify as much as file names: one flat folder
+        else:
+            root = roots.get(result.file)
+            rel = file.relative_to(root) if root is not None else Path(file.name)
+            out = export_dir / rel.parent
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return [], f"export failed: cannot create {out}: {exc.strerror or exc}"
+        item = ExportItem(file, result.image, result.prediction, result.explanation)
+        report = export_files(
+            [item],
+            out,
+            formats,
+            options,
+            predictor.info,
+            protected=protected,
+            on_existing=on_existing,
+            reserved=reserved,
+        )
+        shown = [str(p.relative_to(export_dir)) if options.pseudonymous_names else str(p) for p in report.written]
+        if report.errors:
+            return shown, "export failed: " + "; ".join(message for _, message in report.errors)
+        if report.skipped:
+            hint = "" if on_existing == "replace-ours" else " (pass --overwrite to replace earlier exports of ours)"
+            return shown, "export skipped: " + "; ".join(why for _, why in report.skipped) + hint
+        return shown, ""
+
+    interrupted = False
+    bar = tqdm(
+        total=len(files), file=sys.stderr, unit="image", disable=not sys.stderr.isatty(), leave=False, smoothing=0.1
+    )
     results = predictor.predict_paths(
         [f for f, _ in files],
         batch_size=args.batch_size,
@@ -249,38 +486,41 @@ def _predict_all(
         for result in results:
             exports: list[str] | None = None
             if export_dir is not None and result.ok:
-                base = _export_base(export_dir, Path(result.file), roots.get(result.file), used)
-                exports = []
-                try:
-                    base.parent.mkdir(parents=True, exist_ok=True)
-                    for fmt in formats:  # one at a time, so the record lists what was written before a failure
-                        written = export_all(
-                            base, result.image, result.prediction, result.explanation, [fmt], options, predictor.info
-                        )
-                        exports += [str(p) for p in written]
-                except (ExportError, OSError) as exc:
-                    result.ok, result.error = False, f"export failed: {exc}"
-            records.append(result_record(result, model, predictor.device, args.keep_identifiers, exports))
+                exports, problem = export_one(result)
+                if problem:
+                    result.ok, result.error = False, problem
+            emit(
+                result_record(
+                    result, model, predictor.device, args.keep_identifiers, exports, file_label=label(result.file)
+                )
+            )
             result.image = None  # the next batch is already decoded; do not keep this one alive too
             bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
+        results.close()  # stops the decoding threads
         bar.close()
-
-    failed = sum(1 for r in records if not r["ok"])
-    try:
-        if args.csv and args.csv != "-":
-            write_csv(args.csv, records, args.overwrite)
-        if args.json and args.json != "-":
-            write_json(args.json, records, args.overwrite)
-    except (ExportError, OSError) as exc:
-        print(f"predict: error: {exc}", file=sys.stderr)
-        return 2
+        try:
+            for sink in sinks:
+                sink.flush()  # also after an unexpected error: what is finished stays on disk
+        except OSError as exc:  # ExportError included
+            print(f"predict: error: {printable(str(exc))}", file=sys.stderr)
+            return 2
     if args.csv == "-":
         sys.stdout.write(records_to_csv(records))
     elif args.json == "-" or not (args.json or args.csv):
         json.dump(records, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
     sys.stdout.flush()
+    failed = sum(1 for r in records if not r["ok"])
+    saved = f"; results saved to {', '.join(str(s.path) for s in sinks)}" if sinks else ""
+    if interrupted:
+        print(
+            f"predict: interrupted: {len(records) - failed} of {len(files) + len(problems)} files done{saved}",
+            file=sys.stderr,
+        )
+        return 130
     print(
         f"predict: {len(records) - failed} of {len(records)} files predicted with "
         f"{predictor.info.display_name} on {predictor.device}" + (f"; {failed} failed" if failed else ""),

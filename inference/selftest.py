@@ -257,14 +257,22 @@ def _run(report: _Report, model_dir: str | os.PathLike[str] | None) -> None:
 
 
 def _write_exports(tmp: Path, predictor, cases) -> dict[str, int]:
+    import secrets
+
     import pydicom
 
-    from inference.export import export_all, result_record, write_csv, write_json
+    from inference.export import ExportItem, ExportOptions, export_files, result_record, write_csv, write_json
     from inference.predictor import FileResult
 
     written = []
     for i, (image, prediction, explanation) in enumerate(cases):
-        written += export_all(tmp / f"case{i}.cxr", image, prediction, explanation, model_info=predictor.info)
+        item = ExportItem(Path(f"case{i}.png"), image, prediction, explanation)
+        # A throw-away salt: the self-test must not create this installation's salt file.
+        options = ExportOptions(salt=secrets.token_hex(16))
+        report = export_files([item], tmp, ("png", "pdf", "dcm"), options, model_info=predictor.info)
+        if report.errors or report.skipped:
+            raise RuntimeError("; ".join(why for _, why in report.errors + report.skipped))
+        written += report.written
     records = [
         result_record(FileResult(im.meta.path, True, "", p, im, e), device=predictor.device) for im, p, e in cases
     ]

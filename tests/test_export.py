@@ -22,7 +22,6 @@ from inference.export import (  # noqa: E402
     ExportError,
     ExportOptions,
     atomic_write,
-    export_all,
     parse_formats,
     records_to_csv,
     render_annotated,
@@ -42,6 +41,12 @@ from tests.dicom_factory import make_dicom  # noqa: E402
 from tests.tiny_bundle import make_tiny_bundle  # noqa: E402
 
 SC_UID = "1.2.840.10008.5.1.4.1.1.7"
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path, monkeypatch):
+    """The installation salt (pseudonymous UIDs) in a temporary folder, never the user's."""
+    monkeypatch.setenv("CXR_VIEWER_HOME", str(tmp_path / "home"))
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +211,11 @@ def test_dicom_sc_joins_the_source_study_without_patient_identity(tmp_path, dico
     out = write_dicom_sc(tmp_path / "sc.dcm", image, prediction, explanation)
     ds = pydicom.dcmread(out)
     assert ds.SOPClassUID == SC_UID and ds.file_meta.MediaStorageSOPClassUID == SC_UID
-    assert ds.StudyInstanceUID == source.StudyInstanceUID
-    assert ds.AccessionNumber == source.AccessionNumber
+    # Identifiers off: a pseudonymous study UID, the same for every export of the study.
+    assert ds.StudyInstanceUID != source.StudyInstanceUID and ds.StudyInstanceUID.startswith("2.25.")
+    again = pydicom.dcmread(write_dicom_sc(tmp_path / "sc2.dcm", image, prediction, None))
+    assert again.StudyInstanceUID == ds.StudyInstanceUID and again.SOPInstanceUID != ds.SOPInstanceUID
+    assert ds.AccessionNumber == "" and "StudyDescription" not in ds and ds.PatientIdentityRemoved == "YES"
     assert ds.SeriesInstanceUID != source.SeriesInstanceUID and ds.SOPInstanceUID != source.SOPInstanceUID
     assert ds.ConversionType == "WSD" and list(ds.ImageType) == ["DERIVED", "SECONDARY"]
     assert "research use only" in ds.SeriesDescription.lower()
@@ -215,7 +223,8 @@ def test_dicom_sc_joins_the_source_study_without_patient_identity(tmp_path, dico
     for keyword in ("PatientName", "PatientID", "PatientBirthDate"):
         assert not str(ds.get(keyword, "")), keyword
     assert "Doe" not in out.read_bytes().decode("latin-1")
-    assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    ref = ds.SourceImageSequence[0].ReferencedSOPInstanceUID
+    assert ref.startswith("2.25.") and ref != source.SOPInstanceUID
     rgb = ds.pixel_array
     assert ds.PhotometricInterpretation == "RGB" and rgb.shape == (ds.Rows, ds.Columns, 3)
     expected = render_annotated(image, prediction, explanation)
@@ -227,6 +236,9 @@ def test_dicom_sc_keeps_identifiers_when_asked(tmp_path, dicom_case):
     out = write_dicom_sc(tmp_path / "sc.dcm", image, prediction, explanation, ExportOptions(keep_identifiers=True))
     ds = pydicom.dcmread(out)
     assert str(ds.PatientName) == "Doe^Jane" and ds.PatientID == "PID-0001" and ds.PatientBirthDate == "19700101"
+    source = dicom_case[0]
+    assert ds.StudyInstanceUID == source.StudyInstanceUID and ds.AccessionNumber == source.AccessionNumber
+    assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
 
 
 def test_dicom_sc_of_a_png_starts_a_new_study(tmp_path, png_case):
@@ -248,11 +260,16 @@ def test_nothing_is_overwritten_without_permission(tmp_path, png_case):
         with pytest.raises(ExportError, match="already exists"):
             writer(target, image, prediction, explanation)
         assert target.read_bytes() == b"precious"
+        with pytest.raises(ExportError, match="never replaced"):  # not even when asked: it is not ours
+            writer(target, image, prediction, explanation, ExportOptions(overwrite=True))
+        assert target.read_bytes() == b"precious"
     with pytest.raises(FileExistsError):  # callers may catch the standard exception
         write_json(target, [])
-    write_png(target, image, prediction, explanation, ExportOptions(overwrite=True))
-    assert target.read_bytes().startswith(b"\x89PNG")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
+    ours = write_png(tmp_path / "y.png", image, prediction, explanation)
+    first = ours.read_bytes()
+    write_png(ours, image, prediction, None, ExportOptions(overwrite=True))  # ours: may be replaced when asked
+    assert ours.read_bytes() != first and ours.read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png", "y.png"]
 
 
 def test_failed_write_leaves_no_file(tmp_path):
@@ -275,10 +292,7 @@ def test_unique_path(tmp_path):
     assert unique_path(tmp_path / "a.png") == tmp_path / "a (3).png"
 
 
-def test_export_all_and_formats(tmp_path, dicom_case):
-    _, image, prediction, explanation = dicom_case
-    written = export_all(tmp_path / "chest.cxr", image, prediction, explanation, ["png", "pdf", "dcm"])
-    assert [p.name for p in written] == ["chest.cxr.png", "chest.cxr.pdf", "chest.cxr.dcm"]
+def test_parse_formats():
     assert parse_formats("PNG, dicom,png") == ["png", "dcm"]
     with pytest.raises(ValueError, match="tiff"):
         parse_formats("png,tiff")

@@ -41,6 +41,12 @@ def folder(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(autouse=True)
+def private_home(tmp_path, monkeypatch):
+    """The installation salt (and anything else per user) in a temporary folder."""
+    monkeypatch.setenv("CXR_VIEWER_HOME", str(tmp_path / "home"))
+
+
 def run(*args: str) -> int:
     return main.main(["predict", *args])
 
@@ -95,7 +101,9 @@ def test_exports_csv_and_no_overwrite(folder, model_dir, tmp_path, capsys):
     written = sorted(p.relative_to(exports).as_posix() for p in exports.rglob("*") if p.is_file())
     assert written == ["a.cxr.dcm", "a.cxr.png", "b.cxr.dcm", "b.cxr.png", "sub/c.cxr.dcm", "sub/c.cxr.png"]
     sc = pydicom.dcmread(exports / "sub" / "c.cxr.dcm")
-    assert not str(sc.PatientName) and sc.StudyInstanceUID == pydicom.dcmread(folder / "sub" / "c.dcm").StudyInstanceUID
+    source = pydicom.dcmread(folder / "sub" / "c.dcm")
+    assert not str(sc.PatientName) and sc.StudyInstanceUID.startswith("2.25.")  # pseudonymous without identifiers
+    assert sc.StudyInstanceUID != source.StudyInstanceUID
     rows = list(csv.DictReader(io.StringIO(table.read_text(encoding="utf-8-sig"))))
     assert [r["ok"] for r in rows] == ["True", "True", "True", "False"]
     assert rows[0]["gradcam_method"] == "gradcam++" and rows[0]["exports"].count(".cxr.") == 2
@@ -110,7 +118,8 @@ def test_exports_csv_and_no_overwrite(folder, model_dir, tmp_path, capsys):
     assert run(*args, "--export-dir", str(exports), "--formats", "png", "--json", str(out)) == 1
     again = json.loads(out.read_text())
     assert all(not r["ok"] for r in again)
-    assert "already exists" in again[0]["error"] and again[0]["label"]  # the prediction is still reported
+    assert "earlier export" in again[0]["error"] and "--overwrite" in again[0]["error"]
+    assert again[0]["label"]  # the prediction is still reported
     assert (exports / "a.cxr.png").read_bytes() == before
     code = run(str(folder / "a.png"), "--model", str(model_dir), "--export-dir", str(exports), "--formats", "png")
     assert code == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import signal
 import sys
@@ -114,6 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--class-map", metavar="MAP", help="rename classes to the model's: 'Viral Pneumonia=Pneumonia'")
     e.add_argument("--json", metavar="OUT.json", help="write the metrics as JSON (schema: see the README)")
     e.add_argument("--report-dir", metavar="DIR", help="also write report.md, report.json and plots here")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     e.add_argument("--split", choices=("train", "val", "test"), help="only this declared split of DATA")
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--cache-dir", metavar="DIR", help="keep decoded images here to start later runs faster")
@@ -233,6 +235,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from training.progress import ConsoleProgress, TrainingCancelled
 
     model_dir = Path(args.model) if args.model else bundled_model_dir()
+    if args.json and Path(args.json).exists() and not args.overwrite:  # before the work, not after it
+        return _error(f"{args.json} already exists; choose another name or pass --overwrite")
     try:
         with _CancelOnInterrupt() as cancel:
             result = evaluate_bundle(
@@ -252,7 +256,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.json:
             out = Path(args.json)
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            tmp = out.with_name(f".{out.name}.part")  # then renamed: never a half-written file
+            tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, out)
     except (TrainingCancelled, KeyboardInterrupt):
         print("Evaluation cancelled.", file=sys.stderr)
         return EXIT_CANCELLED

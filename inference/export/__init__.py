@@ -1,14 +1,30 @@
 """Exports of a result: annotated PNG, one-page PDF report, DICOM Secondary Capture, CSV/JSON tables.
 
-Every writer drops patient name, ID and birth date unless ``ExportOptions.keep_identifiers``,
-refuses to replace an existing file unless ``ExportOptions.overwrite``, and writes through a
-temporary file so that a failure never leaves a truncated export.
+:func:`export_files` is the one path for one file and for many (viewer, ``predict
+--export-dir``, library): it names every file ``<stem>.cxr.<ext>``, never writes to an
+opened/source file or over a file this application did not write, and writes through a
+temporary file so that a failure never leaves a truncated export. Identifiers are dropped
+unless ``ExportOptions.keep_identifiers`` (see :mod:`inference.export.privacy`).
 """
 
 from inference.export.annotate import render_annotated
+from inference.export.batch import (
+    ON_EXISTING,
+    OUTPUT_INFIX,
+    TABLE_NAME,
+    ExportItem,
+    ExportReport,
+    PlannedTarget,
+    ProtectedFiles,
+    export_files,
+    export_name,
+    export_stem,
+    plan_exports,
+    written_by_us,
+)
 from inference.export.dicom_sc import secondary_capture, write_dicom_sc
 from inference.export.files import ExportError, atomic_write, unique_path
-from inference.export.many import FORMATS, export_all, parse_formats
+from inference.export.many import FORMATS, TABLE_FORMATS, parse_formats
 from inference.export.options import DISCLAIMER, ExportOptions
 from inference.export.pdf import report_figure, write_pdf
 from inference.export.png import write_png
@@ -17,11 +33,22 @@ from inference.export.tables import records_to_csv, result_record, write_csv, wr
 __all__ = [
     "DISCLAIMER",
     "FORMATS",
+    "ON_EXISTING",
+    "OUTPUT_INFIX",
+    "TABLE_FORMATS",
+    "TABLE_NAME",
     "ExportError",
+    "ExportItem",
     "ExportOptions",
+    "ExportReport",
+    "PlannedTarget",
+    "ProtectedFiles",
     "atomic_write",
-    "export_all",
+    "export_files",
+    "export_name",
+    "export_stem",
     "parse_formats",
+    "plan_exports",
     "records_to_csv",
     "render_annotated",
     "report_figure",
@@ -33,4 +60,5 @@ __all__ = [
     "write_json",
     "write_pdf",
     "write_png",
+    "written_by_us",
 ]

@@ -21,11 +21,16 @@ from inference.export.options import DISCLAIMER, ExportOptions
 from inference.image import XRayImage
 from inference.overlay import blend, colormap_lut, to_rgb
 from inference.predictor import Explanation, Prediction
+from inference.sizing import MAX_DERIVED_PIXELS, bounded_scale
 
 __all__ = ["MIN_WIDTH", "display_gray", "overlay_rgb", "render_annotated"]
 
 # Narrower images are enlarged to this width: below it the caption cannot be both complete and legible.
 MIN_WIDTH = 768
+# The picture takes at most this many pixels, so that picture and caption together stay within
+# MAX_DERIVED_PIXELS whatever the input's shape (a 1 x 5000 PNG once asked for 768 x 3,840,000).
+MAX_PICTURE_PIXELS = MAX_DERIVED_PIXELS * 2 // 3
+_MAX_BASE_FONT = 100  # px; caps the caption strip's height on very wide films
 _WHITE = (255, 255, 255)
 _GRAY = (190, 190, 190)
 _AMBER = (255, 191, 0)
@@ -75,14 +80,18 @@ def render_annotated(
     options = options or ExportOptions()
     picture = overlay_rgb(image, explanation, options)
     h, w = picture.shape[:2]
-    if w < MIN_WIDTH:
-        scale = MIN_WIDTH / w
-        picture = cv2.resize(picture, (MIN_WIDTH, max(1, round(h * scale))), interpolation=cv2.INTER_LINEAR)
-        h, w = picture.shape[:2]
+    scale = bounded_scale(h, w, MIN_WIDTH / w if w < MIN_WIDTH else 1.0, max_pixels=MAX_PICTURE_PIXELS)
+    if scale != 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        interpolation = cv2.INTER_LINEAR if scale > 1.0 else cv2.INTER_AREA
+        picture = cv2.resize(picture, size, interpolation=interpolation)
+    h, picture_w = picture.shape[:2]
+    # A picture still narrower than the caption needs (an extreme shape) is centred on black.
+    w = max(picture_w, MIN_WIDTH)
 
     lines = result_lines(prediction, explanation)
     show_scale = explanation is not None and options.include_heatmap
-    base = max(12, round(w / 42))
+    base = min(_MAX_BASE_FONT, max(12, round(w / 42)))
     pad = round(base * 0.8)
     scale_w = round(w * 0.16) if show_scale else 0
     text_w = w - 2 * pad - (scale_w + pad if show_scale else 0)
@@ -100,7 +109,7 @@ def render_annotated(
     banner_h = pad * 2 + sum(heights) + gap * (len(styled) - 1)
 
     canvas = Image.new("RGB", (w, h + banner_h), _BANNER)
-    canvas.paste(Image.fromarray(picture), (0, 0))
+    canvas.paste(Image.fromarray(np.ascontiguousarray(picture)), ((w - picture_w) // 2, 0))
     draw = ImageDraw.Draw(canvas)
     y = h + pad
     for (text, font, colour), line_h in zip(styled, heights):

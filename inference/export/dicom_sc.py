@@ -1,11 +1,18 @@
 """DICOM Secondary Capture of the annotated image, to send the AI result back to a PACS.
 
-The capture joins the source's study (same Study Instance UID, accession number, study
-date...) as a new series with new UIDs, so a PACS files it next to the original films and
-nobody mistakes it for one: Image Type DERIVED\\SECONDARY, Conversion Type "WSD"
-(workstation), burned-in annotation, and a series description that says what it is.
-Patient name, ID and birth date stay empty unless the user keeps identifiers; these
-attributes are present because DICOM requires them (type 2), but hold nothing.
+The capture joins the source's study as a new series with new UIDs, so a PACS files it next
+to the original films and nobody mistakes it for one: Image Type DERIVED\\SECONDARY,
+Conversion Type "WSD" (workstation), burned-in annotation, and a series description that
+says what it is.
+
+With identifiers kept, the study attributes are the source's (Study Instance UID, accession
+number, study date...). With identifiers off (the default) the capture follows the DICOM
+PS3.15 Basic Application Level Confidentiality Profile with Retain Patient Characteristics:
+patient name/ID/birth date, study date/time, accession number, study ID and referring
+physician are present but empty (type 2), study description and institution are absent,
+the study UID and the referenced source UIDs are pseudonymous (salted, consistent: the
+exports of one study still group), an age over 89 is removed, no private tags, and Patient
+Identity Removed / De-identification Method say so.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ import numpy as np
 from inference.export.annotate import render_annotated
 from inference.export.facts import identifiers, result_lines
 from inference.export.files import atomic_write
+from inference.export.marker import SOFTWARE
 from inference.export.options import DISCLAIMER, ExportOptions
+from inference.export.privacy import age_years, pseudonymous_uid
 from inference.image import XRayImage
 from inference.loading import import_pydicom
 from inference.predictor import Explanation, Prediction
@@ -35,8 +44,11 @@ __all__ = ["SECONDARY_CAPTURE", "SERIES_DESCRIPTION", "secondary_capture", "writ
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
 SERIES_DESCRIPTION = "AI result (derived), research use only"
 SERIES_NUMBER = 9901  # high, so that the capture sorts after the acquired series in a PACS
-# Study-level attributes that follow the capture into the source's study.
+# Study-level attributes that follow the capture into the source's study (identifiers kept).
 _STUDY_KEYWORDS = ("StudyID", "StudyDate", "StudyTime", "AccessionNumber", "StudyDescription")
+# Type 2 study attributes: present and empty when identifiers are off (PS3.15 action Z).
+_STUDY_TYPE2 = ("StudyID", "StudyDate", "StudyTime", "AccessionNumber")
+DEIDENTIFICATION_METHOD = "PS3.15 Basic Profile, Retain Patient Characteristics"
 
 
 def _source_tag(image: XRayImage, keyword: str) -> str:
@@ -63,6 +75,10 @@ def secondary_capture(
     sop_uid = generate_uid()
     study = image.meta.study
     from_dicom = image.meta.format == "DICOM"
+    keep = options.keep_identifiers
+
+    def uid(value: str) -> str:
+        return value if keep else pseudonymous_uid(value, options.effective_salt())
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
@@ -76,39 +92,55 @@ def secondary_capture(
     ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: names and descriptions may not be ASCII
     ds.SOPClassUID = SECONDARY_CAPTURE
     ds.SOPInstanceUID = sop_uid
-    ds.InstanceCreationDate = now.strftime("%Y%m%d")
-    ds.InstanceCreationTime = now.strftime("%H%M%S")
+    if keep:  # the export's own time: harmless, but PS3.15 removes instance creation dates
+        ds.InstanceCreationDate = now.strftime("%Y%m%d")
+        ds.InstanceCreationTime = now.strftime("%H%M%S")
 
     # Patient: type 2, so present, but empty unless identifiers are kept.
-    kept = identifiers(image, options.keep_identifiers)
+    kept = identifiers(image, keep)
     ds.PatientName = kept.get("PatientName", "")
     ds.PatientID = kept.get("PatientID", "")
     ds.PatientBirthDate = kept.get("PatientBirthDate", "")
     ds.PatientSex = image.meta.patient_sex if image.meta.patient_sex in ("M", "F", "O") else ""
-    if image.meta.patient_age:
-        ds.PatientAge = image.meta.patient_age
+    age = image.meta.patient_age.strip()
+    years = age_years(age)
+    if age and (keep or (years is not None and years <= 89)):
+        ds.PatientAge = age
 
-    # Study: the source's, or a new one for a PNG/JPEG that belongs to no study.
-    ds.StudyInstanceUID = study.get("StudyInstanceUID") or generate_uid()
-    for keyword in _STUDY_KEYWORDS:
-        setattr(ds, keyword, study.get(keyword, ""))
-    ds.ReferringPhysicianName = ""
+    # Study: the source's (pseudonymous UID without identifiers), or a new one for a PNG/JPEG.
+    source_study = study.get("StudyInstanceUID", "")
+    ds.StudyInstanceUID = uid(source_study) if source_study else generate_uid()
+    for keyword in _STUDY_KEYWORDS if keep else _STUDY_TYPE2:
+        setattr(ds, keyword, study.get(keyword, "") if keep else "")
+    ds.ReferringPhysicianName = study.get("ReferringPhysicianName", "") if keep else ""
+    if not keep:
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = DEIDENTIFICATION_METHOD
+        codes = []
+        for value, meaning in (
+            ("113100", "Basic Application Confidentiality Profile"),
+            ("113108", "Retain Patient Characteristics Option"),
+        ):
+            code = Dataset()
+            code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, "DCM", meaning
+            codes.append(code)
+        ds.DeidentificationMethodCodeSequence = Sequence(codes)
 
     # Series and equipment: a new series made by this workstation.
     ds.Modality = (study.get("Modality") or image.meta.modality or "OT") if from_dicom else "OT"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = SERIES_NUMBER
     ds.SeriesDescription = SERIES_DESCRIPTION
-    ds.Manufacturer = "CXR Viewer"
+    ds.Manufacturer = SOFTWARE  # also the marker that lets a later export replace this file
     ds.ConversionType = "WSD"
-    ds.SecondaryCaptureDeviceManufacturer = "CXR Viewer"
+    ds.SecondaryCaptureDeviceManufacturer = SOFTWARE
     ds.SecondaryCaptureDeviceSoftwareVersions = f"{prediction.model_name} {prediction.model_version}"
 
     # Image.
     ds.InstanceNumber = 1
     ds.PatientOrientation = ""
-    ds.ContentDate = ds.InstanceCreationDate
-    ds.ContentTime = ds.InstanceCreationTime
+    ds.ContentDate = now.strftime("%Y%m%d") if keep else ""
+    ds.ContentTime = now.strftime("%H%M%S") if keep else ""
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.BurnedInAnnotation = "YES"
     ds.DerivationDescription = f"{SERIES_DESCRIPTION}: AI classification with heat map overlay"[:1024]
@@ -118,7 +150,7 @@ def secondary_capture(
     if source_uid and source_class:
         ref = Dataset()
         ref.ReferencedSOPClassUID = source_class
-        ref.ReferencedSOPInstanceUID = source_uid
+        ref.ReferencedSOPInstanceUID = uid(source_uid)
         ds.SourceImageSequence = Sequence([ref])
 
     ds.SamplesPerPixel = 3

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from inference.export.privacy import age_text, printable
 from inference.image import XRayImage
 from inference.predictor import Explanation, Prediction
 
@@ -34,11 +35,18 @@ def identifiers(image: XRayImage, keep_identifiers: bool) -> dict[str, str]:
     return {k: v for k in IDENTIFIER_KEYWORDS if (v := str(image.meta.patient.get(k, "")).strip())}
 
 
-def input_facts(image: XRayImage, keep_identifiers: bool = False) -> list[tuple[str, str]]:
-    """(label, value) pairs describing the input file, in reading order; empty values left out."""
+def input_facts(
+    image: XRayImage, keep_identifiers: bool = False, file_label: str | None = None
+) -> list[tuple[str, str]]:
+    """(label, value) pairs describing the input file, in reading order; empty values left out.
+
+    Without ``keep_identifiers`` the study date and description are left out and an age over
+    89 reads "90+ years" (see :mod:`inference.export.privacy`). ``file_label`` replaces the
+    file name (a pseudonym).
+    """
     m = image.meta
     facts: list[tuple[str, str]] = [
-        ("File", Path(m.path).name),
+        ("File", printable(file_label if file_label is not None else Path(m.path).name)),
         ("Format", m.format + (f" ({m.transfer_syntax})" if m.transfer_syntax else "")),
         ("Size", f"{m.width} x {m.height} px"),
         ("Bits stored", str(m.bits_stored)),
@@ -51,11 +59,13 @@ def input_facts(image: XRayImage, keep_identifiers: bool = False) -> list[tuple[
         facts.append(("Pixel spacing", f"{m.pixel_spacing[0]:.3g} x {m.pixel_spacing[1]:.3g} mm{where}"))
     if m.number_of_frames > 1:
         facts.append(("Frame", f"{m.frame_index + 1} of {m.number_of_frames}"))
-    facts += [
-        ("Study date", _dicom_date(m.study.get("StudyDate", ""))),
-        ("Study", m.study.get("StudyDescription", "")),
-        ("Sex / age", " / ".join(v for v in (m.patient_sex, _dicom_age(m.patient_age)) if v)),
-    ]
+    if keep_identifiers:
+        facts += [
+            ("Study date", _dicom_date(m.study.get("StudyDate", ""))),
+            ("Study", m.study.get("StudyDescription", "")),
+        ]
+    sex = m.patient_sex if m.patient_sex in ("M", "F", "O") or keep_identifiers else ""
+    facts.append(("Sex / age", " / ".join(v for v in (sex, age_text(m.patient_age, keep_identifiers)) if v)))
     for key, value in identifiers(image, keep_identifiers).items():
         readable = {"PatientName": _person_name, "PatientBirthDate": _dicom_date}.get(key, str)(value)
         facts.append((_IDENTIFIER_LABELS[key], readable))
@@ -76,17 +86,6 @@ def result_lines(prediction: Prediction, explanation: Explanation | None) -> lis
     if prediction.lung_warning:
         lines.append(f"Warning: {prediction.lung_warning}")
     return lines
-
-
-_AGE_UNITS = {"D": "days", "W": "weeks", "M": "months", "Y": "years"}
-
-
-def _dicom_age(value: str) -> str:
-    """DICOM Age String ``054Y`` as ``54 years``; anything else as it is."""
-    value = value.strip()
-    if len(value) == 4 and value[:3].isdigit() and value[3] in _AGE_UNITS:
-        return f"{int(value[:3])} {_AGE_UNITS[value[3]]}"
-    return value
 
 
 def _person_name(value: str) -> str:

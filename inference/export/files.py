@@ -30,6 +30,15 @@ def unique_path(path: str | os.PathLike[str]) -> Path:
     raise ExportError(f"No free file name like {p.name} in {p.parent}.")
 
 
+def _check_replaceable(target: Path) -> None:
+    from inference.export.marker import SOFTWARE, has_our_marker
+
+    if target.is_symlink() or (target.exists() and not has_our_marker(target)):
+        raise ExportError(
+            f"{target} was not written by {SOFTWARE}, so it is never replaced; choose another name or folder."
+        )
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], overwrite: bool = False) -> Path:
     """Let ``write(tmp)`` fill a temporary file next to ``path``, then move it into place.
 
@@ -37,10 +46,14 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], ov
     the old file or none, never a truncated one. Without ``overwrite`` an existing file is
     an :class:`ExportError`; the check is repeated just before the rename, and on POSIX the
     final step is a hard link, which fails rather than replace a file that appeared meanwhile.
+    Even with ``overwrite``, only a file that carries this application's marker (see
+    :mod:`inference.export.marker`) is replaced: a source image or any other file is never.
     """
     target = Path(path)
     if target.exists() and not overwrite:
         raise ExportError(f"{target} already exists; choose another name or allow overwriting.")
+    if overwrite:
+        _check_replaceable(target)
     if not target.parent.is_dir():
         raise ExportError(f"The folder {target.parent} does not exist.")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
@@ -51,6 +64,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None], ov
     try:
         write(tmp)
         if overwrite:
+            _check_replaceable(target)  # again: the file may have changed while we wrote
             os.replace(tmp, target)
         else:
             try:

@@ -14,9 +14,14 @@ DISCLAIMER = "Research use only, not for clinical diagnosis"
 
 @dataclass(frozen=True)
 class ExportOptions:
-    # Patient name, ID and birth date are dropped unless the user asks to keep them: an
-    # export leaves the workstation far more easily than the original study does.
+    # Identifiers (see inference.export.privacy: PS3.15 basic profile) are dropped unless the
+    # user asks to keep them: an export leaves the workstation far more easily than the study.
     keep_identifiers: bool = False
+    # Export and table names, the PDF's File line and table paths derived from a salted hash of
+    # the input path instead of showing it (input names are often the patient's name).
+    pseudonymous_names: bool = False
+    # Secret for pseudonymous UIDs and names; None: this installation's (privacy.installation_salt).
+    salt: str | None = None
     overwrite: bool = False
     colormap: str = DEFAULT_COLORMAP
     opacity: float = 0.4
@@ -25,3 +30,10 @@ class ExportOptions:
     # The reader's current display; None means the image's initial window, as the model saw it.
     window: Window | None = None
     invert: bool = False
+
+    def effective_salt(self) -> str:
+        if self.salt:
+            return self.salt
+        from inference.export.privacy import installation_salt
+
+        return installation_salt()

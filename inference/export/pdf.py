@@ -24,10 +24,13 @@ from inference.bundle import BundleInfo
 from inference.export.annotate import display_gray, overlay_rgb
 from inference.export.facts import format_probability, input_facts
 from inference.export.files import atomic_write
+from inference.export.marker import SOFTWARE
 from inference.export.options import DISCLAIMER, ExportOptions
+from inference.export.privacy import pseudonym
 from inference.image import XRayImage
 from inference.overlay import to_rgb
 from inference.predictor import Explanation, Prediction
+from inference.sizing import bounded_scale
 
 __all__ = ["MAX_SIDE", "report_figure", "write_pdf", "FOOTNOTE"]
 
@@ -47,7 +50,7 @@ _AMBER = "#ffbf00"
 
 def _shrink(rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
-    scale = MAX_SIDE / max(h, w)
+    scale = bounded_scale(h, w, 1.0, max_side=MAX_SIDE, max_pixels=MAX_SIDE * MAX_SIDE)
     if scale >= 1.0:
         return rgb
     return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
@@ -87,7 +90,7 @@ def report_figure(
 
     # Title and banner.
     fig.text(0.06, 0.965, "Chest X-ray AI assessment", fontsize=19, fontweight="bold", color=_INK, va="top")
-    fig.text(0.06, 0.934, f"Generated {created:%Y-%m-%d %H:%M %Z}  |  CXR Viewer", fontsize=8.5, color=_MUTED, va="top")
+    fig.text(0.06, 0.934, f"Generated {created:%Y-%m-%d %H:%M %Z}  |  {SOFTWARE}", fontsize=8.5, color=_MUTED, va="top")
     fig.patches.append(
         FancyBboxPatch(
             (0.06, 0.889),
@@ -181,7 +184,8 @@ def report_figure(
     model_bottom = _facts_block(fig, 0.52, top, "Model", model_facts, 0.655)
 
     # Input file, in two columns so that a long DICOM description never reaches the footer.
-    facts = input_facts(image, options.keep_identifiers)
+    file_label = pseudonym(image.meta.path, options.effective_salt()) if options.pseudonymous_names else None
+    facts = input_facts(image, options.keep_identifiers, file_label)
     y = min(bars_bottom, model_bottom) - 0.03
     fig.text(0.06, y, "Input file", fontsize=11.5, fontweight="bold", color=_ACCENT, va="top")
     y -= 0.026
@@ -216,7 +220,8 @@ def write_pdf(
     metadata = {
         "Title": "Chest X-ray AI assessment",
         "Subject": DISCLAIMER,
-        "Creator": "CXR Viewer",
+        "Creator": SOFTWARE,
+        "Producer": SOFTWARE,  # the marker that says this file may be replaced by a later export
         "Keywords": f"{prediction.model_name} {prediction.model_version}",
     }
 

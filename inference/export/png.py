@@ -12,6 +12,7 @@ from PIL.PngImagePlugin import PngInfo
 from inference.export.annotate import render_annotated
 from inference.export.facts import result_lines
 from inference.export.files import atomic_write
+from inference.export.marker import SOFTWARE
 from inference.export.options import DISCLAIMER, ExportOptions
 from inference.image import XRayImage
 from inference.predictor import Explanation, Prediction
@@ -48,7 +49,7 @@ def write_png(
     options = options or ExportOptions()
     rgb = render_annotated(image, prediction, explanation, options)
     text = {
-        "Software": "CXR Viewer",
+        "Software": SOFTWARE,  # the marker that says this file may be replaced by a later export
         "Disclaimer": DISCLAIMER,
         "Description": "\n".join(result_lines(prediction, explanation)),
     }

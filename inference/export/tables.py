@@ -17,9 +17,11 @@ from typing import Any
 
 from inference.export.facts import identifiers
 from inference.export.files import atomic_write
+from inference.export.marker import MARKER_COLUMN, SOFTWARE
+from inference.export.privacy import csv_safe, printable
 from inference.predictor import FileResult
 
-__all__ = ["result_record", "records_to_csv", "write_json", "write_csv"]
+__all__ = ["result_record", "flatten_record", "records_to_csv", "rows_to_csv", "write_json", "write_csv"]
 
 
 def _number(value: float, digits: int = 6) -> float | None:
@@ -33,13 +35,23 @@ def result_record(
     device: str | None = None,
     keep_identifiers: bool = False,
     exports: Sequence[str | os.PathLike[str]] | None = None,
+    file_label: str | None = None,
 ) -> dict[str, Any]:
-    """The summary of one file. ``model`` (name, version) and ``device`` fill in failed files."""
+    """The summary of one file. ``model`` (name, version) and ``device`` fill in failed files.
+
+    ``file_label`` (a pseudonym) stands for the file everywhere, also inside the error text.
+    Paths that are not valid UTF-8 are escaped (see :func:`inference.export.privacy.printable`).
+    """
     p = result.prediction
+    error = result.error or None
+    if error and file_label is not None:
+        for original in sorted({str(result.file), Path(result.file).name}, key=len, reverse=True):
+            if original:
+                error = error.replace(original, file_label)
     record: dict[str, Any] = {
-        "file": str(result.file),
+        "file": printable(file_label if file_label is not None else result.file),
         "ok": bool(result.ok),
-        "error": result.error or None,
+        "error": printable(error) if error else None,
         "label": p.label if p else None,
         "class_index": p.class_index if p else None,
         "probabilities": {k: _number(v) for k, v in p.probabilities.items()} if p else None,
@@ -71,11 +83,12 @@ def result_record(
             "lung_heat_fraction": None if e.lung_heat_fraction is None else _number(e.lung_heat_fraction, 4),
         }
     if exports is not None:
-        record["exports"] = [str(x) for x in exports]
+        record["exports"] = [printable(x) for x in exports]
+    record[MARKER_COLUMN] = SOFTWARE  # says "written by this app" (see inference.export.marker)
     return record
 
 
-def _flatten(record: dict[str, Any]) -> dict[str, Any]:
+def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {k: record.get(k) for k in ("file", "ok", "error", "label")}
     for name, p in (record.get("probabilities") or {}).items():
         row[f"p_{name}"] = p
@@ -98,17 +111,33 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _marker_last(columns: list[str]) -> list[str]:
+    """The marker column always last (how :mod:`inference.export.marker` recognises our CSV)."""
+    return [c for c in columns if c != MARKER_COLUMN] + [MARKER_COLUMN]
+
+
 def records_to_csv(records: Iterable[dict[str, Any]]) -> str:
-    """CSV text, one row per record; columns are the union in first-seen order (blank when absent)."""
-    rows = [_flatten(r) for r in records]
+    """CSV text, one row per record; columns are the union in first-seen order (blank when absent).
+
+    A text cell that starts like a spreadsheet formula (``=``, ``+``, ``-``, ``@``, tab, CR) is
+    neutralised with a leading apostrophe: file names and a model's class names are not trusted.
+    """
+    return rows_to_csv([flatten_record(r) for r in records])
+
+
+def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """CSV text of flat rows (see :func:`records_to_csv`); rows read back from our CSV may be mixed in."""
     columns: dict[str, None] = {}
     for row in rows:
         columns.update(dict.fromkeys(row))
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(columns), restval="", lineterminator="\n")
-    writer.writeheader()
+    # CRLF (RFC 4180): the csv module then also quotes a cell holding a bare CR, which "\n" would not.
+    writer = csv.DictWriter(out, fieldnames=_marker_last(list(columns)), restval="", lineterminator="\r\n")
+    writer.writerow({c: csv_safe(c) for c in writer.fieldnames})
     for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        cells = {k: "" if v is None else csv_safe(v) for k, v in row.items()}
+        cells[MARKER_COLUMN] = SOFTWARE
+        writer.writerow(cells)
     return out.getvalue()
 
 
