@@ -139,11 +139,15 @@ class AnalysisScheduler:
             return
         if target is not None and target in doc.explanations:
             explanation = doc.explanations[target]
-            session.set_overlay_heat(OverlayHeat(doc.doc_id, target, display_heat(explanation, self.heat_side), explanation))
+            session.set_overlay_heat(
+                OverlayHeat(doc.doc_id, target, display_heat(explanation, self.heat_side), explanation)
+            )
             return
         if not self._can_queue():
             return
-        wanted: tuple[int | None, str] = target if target is not None else (session.overlay.class_index, session.overlay.method)
+        wanted: tuple[int | None, str] = (
+            target if target is not None else (session.overlay.class_index, session.overlay.method)
+        )
         entry = self._explaining.get(doc.doc_id)
         if entry is not None and entry[0] == wanted:
             return

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 
 from viewer.qt_compat import emit
 from viewer.workers import ThreadedWorker
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 QUEUED, RUNNING, RETURNED, ERRORED, CANCELLED = "queued", "running", "returned", "errored", "cancelled"
 
 
-class JobCancelled(Exception):
+class JobCancelled(Exception):  # noqa: N818 - superqt's name for the same thing
     """Raised inside a job (by :meth:`JobContext.check`) to stop it between two steps."""
 
 
@@ -87,15 +87,28 @@ class JobHandle(QObject):
     def done(self) -> bool:
         return self.state in (RETURNED, ERRORED, CANCELLED)
 
-    # -- reporting (called by the controller, from any thread) ----------------------------------
+    # -- reporting (by the controller) ------------------------------------------------------------
     def _report(self, state: str, value: Any = None) -> None:
+        """Settle the outcome now (any thread); the signals follow on the GUI thread through the
+        controller's queued relay, so a caller connecting right after ``submit`` never misses them."""
+        if self.done:
+            return
         self.state = state
         if state == RETURNED:
             self.result = value
-            emit(self.returned, value)
         elif state == ERRORED:
             self.error = value
-            emit(self.errored, value)
+        controller = self._controller
+        if controller is not None:
+            emit(controller._relay_outcome, self)
+        else:
+            self._announce()
+
+    def _announce(self) -> None:
+        if self.state == RETURNED:
+            emit(self.returned, self.result)
+        elif self.state == ERRORED:
+            emit(self.errored, self.error)
         else:
             emit(self.cancelled)
         emit(self.finished)
@@ -109,7 +122,9 @@ class JobContext:
     handle: JobHandle
 
     def progress(self, done: int, total: int) -> None:
-        emit(self.handle.progress, int(done), int(total))
+        controller = self.handle._controller
+        if controller is not None:
+            emit(controller._relay_progress, self.handle, int(done), int(total))
 
     def cancelled(self) -> bool:
         return self.handle.is_cancelled()
@@ -203,6 +218,8 @@ class AnalysisController(QObject):
     """Owns the inference thread and the predictor; hands out a :class:`JobHandle` per job."""
 
     colormaps_ready = Signal()
+    _relay_outcome = Signal(object)  # JobHandle: announce its outcome on the GUI thread
+    _relay_progress = Signal(object, int, int)  # JobHandle, done, total
 
     def __init__(
         self,
@@ -220,6 +237,16 @@ class AnalysisController(QObject):
         self._lock = threading.Lock()
         self._started = False
         self._stopped = False
+        queued = Qt.ConnectionType.QueuedConnection  # also when reported on the GUI thread: callers connect first
+        self._relay_outcome.connect(self._announce, queued)
+        self._relay_progress.connect(self._announce_progress, queued)
+
+    def _announce(self, handle: JobHandle) -> None:
+        handle._announce()
+
+    def _announce_progress(self, handle: JobHandle, done: int, total: int) -> None:
+        if not handle.done:
+            emit(handle.progress, done, total)
 
     # -- life cycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -247,6 +274,11 @@ class AnalysisController(QObject):
         if not self._started:
             return True
         return self._worker.stop(timeout=timeout)
+
+    @property
+    def load_image(self) -> Callable[[str], Any]:
+        """How evicted films are read again (the loader's function; tests give a fake one)."""
+        return self._load_image
 
     @property
     def predictor(self) -> Any:

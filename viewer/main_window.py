@@ -95,7 +95,9 @@ class MainWindow(QMainWindow):
         self._build_docks()
         self.actions_by_id, self.preset_actions = build_actions(self, self._handlers(), self.apply_preset)
         docks = [self.thumbnails_dock, self.results_dock, self.overlay_dock, self.tags_dock, self.messages_dock]
-        self.recent_menu = build_menus(self, self.actions_by_id, self.preset_actions, docks, self.close_all, self.show_about)
+        self.recent_menu = build_menus(
+            self, self.actions_by_id, self.preset_actions, docks, self.close_all, self.show_about
+        )
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         self.toolbar = build_toolbar(self, self.actions_by_id)
         self.canvas.addActions(
@@ -187,7 +189,9 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         session, ev = self.session, self.session.events
         self.canvas_presenter = CanvasPresenter(session, self.canvas, self.tags, self.actions_by_id["invert"])
-        self.overlay_presenter = OverlayPresenter(session, self.overlay_panel, self.actions_by_id["overlay"], self.canvas)
+        self.overlay_presenter = OverlayPresenter(
+            session, self.overlay_panel, self.actions_by_id["overlay"], self.canvas
+        )
         self.results_presenter = ResultsPresenter(session, self.results)
         self.thumbnails_presenter = ThumbnailsPresenter(session, self.thumbnails)
         ev.current_changed.connect(self._on_current_changed)
@@ -336,7 +340,11 @@ class MainWindow(QMainWindow):
         if bad:
             self.messages_dock.show()
             self.messages_dock.raise_()
-            reason = errors[0] if bad == 1 and errors else f"{bad} file{'s' if bad != 1 else ''} could not be opened (see Messages)"
+            reason = (
+                errors[0]
+                if bad == 1 and errors
+                else f"{bad} file{'s' if bad != 1 else ''} could not be opened (see Messages)"
+            )
             text = f"{images}; {reason}"
         elif ok == 0:
             text = "No supported images found (PNG, JPEG or DICOM)"

@@ -196,7 +196,11 @@ class OverlayPresenter:
             e = heat.explanation
             method = "Grad-CAM++" if e.method == "gradcam++" else "Grad-CAM"
             empty = getattr(e, "is_empty", False)
-            text = f"{e.class_name}: the gradients vanished, no evidence to show" if empty else f"{method} for {e.class_name}"
+            text = (
+                f"{e.class_name}: the gradients vanished, no evidence to show"
+                if empty
+                else f"{method} for {e.class_name}"
+            )
         elif not session.overlay.visible or session.current is None:
             text = ""
         elif session.model.state == FAILED:
