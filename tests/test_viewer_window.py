@@ -63,7 +63,9 @@ def test_drop_files_and_a_folder_with_a_bad_file_among_good_ones(make_window, qt
         drop_on(window.canvas.viewport(), image_files["dark"], bad["truncated_png"], folder, image_files["bright"])
     assert blocker.args == [3, 1]
     assert sorted(opened_names(window)) == ["bright.png", "dark.png", "deep16.png"]
-    assert window.session.current is not None and window.session.current.name == "dark.png"  # the first good file is shown
+    assert (
+        window.session.current is not None and window.session.current.name == "dark.png"
+    )  # the first good file is shown
     # The failure is reported without a modal dialog: status bar and the Messages panel.
     assert any("truncated" in m.lower() for m in window.messages.messages())
     assert "truncated" in window.statusBar().currentMessage().lower()

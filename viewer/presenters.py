@@ -158,11 +158,11 @@ class OverlayPresenter:
         self.panel.set_colormap(o.colormap)
         self.panel.set_method(o.method)
         self.panel.set_class(o.class_index)
-        self.update_colour_bar()
 
     def _overlay(self, overlay: OverlaySettings, field_name: str) -> None:
         self.sync()
         if field_name == "colormap":
+            self.update_colour_bar()  # matplotlib's tables: imported by then (the inference thread warms them)
             self._show_heat()
         self._status()
 
