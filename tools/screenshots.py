@@ -103,12 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     wait_until(app, lambda: len(window.session) > 0, 30)
     settle(app, 1.0)
     if window.session.model.state == "ready":
-        wait_until(app, lambda: all(d.prediction is not None or d.error for d in window.session.documents()), args.timeout)
+        wait_until(
+            app, lambda: all(d.prediction is not None or d.error for d in window.session.documents()), args.timeout
+        )
     else:
         print(f"no model: {window.messages.messages()}", file=sys.stderr)
 
     ids = window.document_ids()
-    chosen = next((i for i in ids if args.select.lower() in window.session.document(i).name.lower()), ids[0] if ids else None)
+    chosen = next(
+        (i for i in ids if args.select.lower() in window.session.document(i).name.lower()), ids[0] if ids else None
+    )
     if chosen is None:
         print("nothing could be opened", file=sys.stderr)
         return 1
