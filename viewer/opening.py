@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ class DocumentOpener(QObject):
         self._next_request = 1
         self._requests: dict[int, tuple[list[str], list[str]]] = {}  # id -> (paths asked, error messages)
         self._batch: list[ImageDocument] = []
+        self._batch_paths: dict[str, ImageDocument] = {}  # real path -> document not yet in the session
         self._reloading: set[str] = set()
         self._flush_timer = QTimer(self)
         self._flush_timer.setSingleShot(True)
@@ -79,9 +81,8 @@ class DocumentOpener(QObject):
             self._on_reloaded(path, image, prep)
             return
         session = self.session
-        existing = session.find_by_path(path) or next(
-            (d for d in self._batch if Path(d.path).resolve() == Path(path).resolve()), None
-        )
+        real = os.path.realpath(path)
+        existing = session.find_by_path(path) or self._batch_paths.get(real)
         if existing is not None:  # opened twice: show the one we have
             if session.current is None:
                 session.set_current(existing.doc_id)
@@ -99,6 +100,7 @@ class DocumentOpener(QObject):
         for warning in image.extra.get("warnings", []) or []:
             session.message(f"{doc.name}: {warning}", "warning")
         self._batch.append(doc)
+        self._batch_paths[real] = doc
         if session.current is None:
             self.flush()  # the first image shows at once
         elif not self._flush_timer.isActive():
@@ -108,6 +110,7 @@ class DocumentOpener(QObject):
         """Hand the documents loaded since the last batch to the session."""
         self._flush_timer.stop()
         batch, self._batch = self._batch, []
+        self._batch_paths.clear()
         if batch:
             self.session.add_documents(batch)
             self.cache.trim(pinned=self._pinned())
