@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QToolBar
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QToolBar, QWidget
 
 from viewer.icons import icon
 from viewer.presets import PRESET_HELP
+from viewer.settings import ViewerSettings
 from viewer.shortcuts import SHORTCUTS
 
-__all__ = ["TOOLBAR", "TOOLBAR_LABELS", "IMAGE_ACTIONS", "build_actions", "build_menus", "build_toolbar"]
+__all__ = [
+    "TOOLBAR",
+    "TOOLBAR_LABELS",
+    "IMAGE_ACTIONS",
+    "add_dock",
+    "build_actions",
+    "build_menus",
+    "build_toolbar",
+    "fill_recent_menu",
+]
 
 # Toolbar: action ids (None = separator) and the icon each uses.
 TOOLBAR = (
@@ -145,3 +156,29 @@ def build_toolbar(window: QMainWindow, a: dict[str, QAction]) -> QToolBar:
     a["close_image"].setIcon(icon("close"))
     a["fullscreen"].setIcon(icon("fullscreen"))
     return bar
+
+
+def add_dock(window: QMainWindow, title: str, widget: QWidget, area: Qt.DockWidgetArea, name: str) -> QDockWidget:
+    """A movable, closable, floatable dock holding ``widget`` (``name`` keys its saved position)."""
+    dock = QDockWidget(title, window)
+    dock.setObjectName(name)
+    dock.setWidget(widget)
+    features = QDockWidget.DockWidgetFeature
+    dock.setFeatures(features.DockWidgetMovable | features.DockWidgetClosable | features.DockWidgetFloatable)
+    window.addDockWidget(area, dock)
+    return dock
+
+
+def fill_recent_menu(menu: QMenu, settings: ViewerSettings, open_path: Callable[[str], object]) -> None:
+    """File > Open recent: one entry per remembered file (greyed out when it is gone), then "Clear list"."""
+    menu.clear()
+    recent = settings.recent_files
+    for path in recent:
+        action = menu.addAction(path)
+        action.triggered.connect(lambda _checked=False, p=path: open_path(p))
+        action.setEnabled(Path(path).exists())
+    if not recent:
+        menu.addAction("(none)").setEnabled(False)
+    else:
+        menu.addSeparator()
+        menu.addAction("Clear list").triggered.connect(settings.clear_recent)

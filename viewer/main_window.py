@@ -19,19 +19,25 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, QMimeData, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QWidget
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QWidget
 
 from inference.image import XRayImage
-from viewer.actions import IMAGE_ACTIONS, build_actions, build_menus, build_toolbar
+from viewer.actions import IMAGE_ACTIONS, add_dock, build_actions, build_menus, build_toolbar, fill_recent_menu
 from viewer.analysis import AnalysisScheduler
 from viewer.canvas import ImageCanvas, accept_file_drag, mime_paths
 from viewer.controller import AnalysisController
 from viewer.document import ImageDocument
 from viewer.icons import icon
 from viewer.messages_panel import MessagesPanel
-from viewer.opening import DocumentOpener
+from viewer.opening import DocumentOpener, open_summary
 from viewer.overlay_panel import OverlayPanel
-from viewer.presenters import CanvasPresenter, OverlayPresenter, ResultsPresenter, ThumbnailsPresenter, percent
+from viewer.presenters import (
+    CanvasPresenter,
+    OverlayPresenter,
+    ResultsPresenter,
+    StatusPresenter,
+    ThumbnailsPresenter,
+)
 from viewer.presets import window_presets
 from viewer.qt_compat import emit
 from viewer.results_panel import DISCLAIMER, ResultsPanel
@@ -104,7 +110,6 @@ class MainWindow(QMainWindow):
             [self.actions_by_id[a] for a in ("fit", "reset_view", "invert", "rotate_left", "rotate_right")]
             + [self.actions_by_id[a] for a in ("flip_h", "flip_v", "overlay")]
         )
-        self._build_status_bar()
         self._connect()
         self._restore_layout()
         self._update_enabled()
@@ -113,15 +118,6 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------------------------
     # construction
-    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea, name: str) -> QDockWidget:
-        dock = QDockWidget(title, self)
-        dock.setObjectName(name)
-        dock.setWidget(widget)
-        features = QDockWidget.DockWidgetFeature
-        dock.setFeatures(features.DockWidgetMovable | features.DockWidgetClosable | features.DockWidgetFloatable)
-        self.addDockWidget(area, dock)
-        return dock
-
     def _build_docks(self) -> None:
         left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
         self.thumbnails = ThumbnailList()
@@ -129,11 +125,11 @@ class MainWindow(QMainWindow):
         self.overlay_panel = OverlayPanel(_INITIAL_COLORMAPS)
         self.tags = TagsPanel()
         self.messages = MessagesPanel()
-        self.thumbnails_dock = self._dock("Images", self.thumbnails, left, "images_dock")
-        self.results_dock = self._dock("AI result", self.results, right, "results_dock")
-        self.overlay_dock = self._dock("Grad-CAM", self.overlay_panel, right, "overlay_dock")
-        self.tags_dock = self._dock("DICOM tags", self.tags, right, "tags_dock")
-        self.messages_dock = self._dock("Messages", self.messages, right, "messages_dock")
+        self.thumbnails_dock = add_dock(self, "Images", self.thumbnails, left, "images_dock")
+        self.results_dock = add_dock(self, "AI result", self.results, right, "results_dock")
+        self.overlay_dock = add_dock(self, "Grad-CAM", self.overlay_panel, right, "overlay_dock")
+        self.tags_dock = add_dock(self, "DICOM tags", self.tags, right, "tags_dock")
+        self.messages_dock = add_dock(self, "Messages", self.messages, right, "messages_dock")
         self.tabifyDockWidget(self.tags_dock, self.messages_dock)
         self.tags_dock.raise_()
         self.resizeDocks([self.thumbnails_dock], [170], Qt.Orientation.Horizontal)
@@ -168,24 +164,6 @@ class MainWindow(QMainWindow):
             "help": self.show_help,
         }
 
-    def _build_status_bar(self) -> None:
-        status = self.statusBar()
-        self.pixel_label = QLabel("")
-        self.wl_label = QLabel("")
-        self.zoom_label = QLabel("")
-        self.model_label = QLabel("Model: not loaded")
-        self.disclaimer_label = QLabel(DISCLAIMER)
-        self.disclaimer_label.setObjectName("disclaimer")
-        for label, tip in (
-            (self.pixel_label, "Pixel under the cursor: position and stored value"),
-            (self.wl_label, "Window centre / width in stored pixel values"),
-            (self.zoom_label, "Zoom: screen pixels per image pixel"),
-            (self.model_label, "Active model and the device it runs on"),
-        ):
-            label.setToolTip(tip)
-            status.addPermanentWidget(label)
-        status.addPermanentWidget(self.disclaimer_label)
-
     def _connect(self) -> None:
         session, ev = self.session, self.session.events
         self.canvas_presenter = CanvasPresenter(session, self.canvas, self.tags, self.actions_by_id["invert"])
@@ -194,16 +172,18 @@ class MainWindow(QMainWindow):
         )
         self.results_presenter = ResultsPresenter(session, self.results)
         self.thumbnails_presenter = ThumbnailsPresenter(session, self.thumbnails)
+        self.status_presenter = StatusPresenter(
+            session, self.canvas, self.statusBar(), self.scheduler.pending, DISCLAIMER
+        )
+        for name in ("pixel_label", "wl_label", "zoom_label", "model_label", "disclaimer_label"):
+            setattr(self, name, getattr(self.status_presenter, name))
         ev.current_changed.connect(self._on_current_changed)
         ev.documents_added.connect(lambda _docs: self._update_enabled())
         ev.document_removed.connect(lambda _doc: self._update_enabled())
-        ev.view_changed.connect(lambda doc: doc is session.current and self._update_annotations())
         ev.result_changed.connect(self._on_result)
         ev.model_changed.connect(self._on_model_changed)
-        ev.overlay_changed.connect(lambda _o, _f: self._update_annotations())
         ev.overlay_heat_changed.connect(self._on_heat)
         ev.message.connect(self._on_message)
-        self.canvas.view_changed.connect(self._update_annotations)
         self.canvas.cursor_moved.connect(lambda info: self.pixel_label.setText(self.canvas_presenter.pixel_text(info)))
         self.canvas.files_dropped.connect(self.open_paths)
         self.opener.open_finished.connect(self._on_open_finished)
@@ -319,39 +299,19 @@ class MainWindow(QMainWindow):
             self.open_paths([folder])
 
     def _fill_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        recent = self.settings.recent_files
-        for path in recent:
-            action = self.recent_menu.addAction(path)
-            action.triggered.connect(lambda _checked=False, p=path: self.open_paths([p]))
-            action.setEnabled(Path(path).exists())
-        if not recent:
-            self.recent_menu.addAction("(none)").setEnabled(False)
-        else:
-            self.recent_menu.addSeparator()
-            self.recent_menu.addAction("Clear list").triggered.connect(self.settings.clear_recent)
+        fill_recent_menu(self.recent_menu, self.settings, lambda path: self.open_paths([path]))
 
     def _on_open_finished(self, ok: int, bad: int) -> None:
         paths, errors = self.opener.last_paths, self.opener.last_errors
         if ok:
             for p in paths:
                 self.settings.add_recent(str(Path(p).resolve()))
-        images = f"Opened {ok} image{'s' if ok != 1 else ''}"
         if bad:
             self.messages_dock.show()
             self.messages_dock.raise_()
-            reason = (
-                errors[0]
-                if bad == 1 and errors
-                else f"{bad} file{'s' if bad != 1 else ''} could not be opened (see Messages)"
-            )
-            text = f"{images}; {reason}"
         elif ok == 0:
-            text = "No supported images found (PNG, JPEG or DICOM)"
-            self.messages.add(f"No supported images in {', '.join(paths)}", "warning")
-        else:
-            text = images
-        self.statusBar().showMessage(text, 15000)
+            self.session.message(f"No supported images in {', '.join(paths)}", "warning")
+        self.statusBar().showMessage(open_summary(ok, bad, errors), 15000)
         emit(self.open_finished, ok, bad)
 
     # ------------------------------------------------------------------------------------------
@@ -417,30 +377,6 @@ class MainWindow(QMainWindow):
     def _on_current_changed(self, doc: ImageDocument | None) -> None:
         self.setWindowTitle(f"{doc.name} — {APP_TITLE}" if doc is not None else APP_TITLE)
         self._update_enabled()
-        self._update_annotations()
-
-    def _update_annotations(self) -> None:
-        doc, canvas = self.session.current, self.canvas
-        window = canvas.window()
-        if doc is None or window is None:
-            canvas.set_annotations({})
-            self.wl_label.setText("")
-            self.zoom_label.setText("")
-            return
-        self.wl_label.setText(f"C {window.center:.6g} / W {window.width:.6g}")
-        self.zoom_label.setText(f"Zoom {canvas.zoom() * 100:.0f}%")
-        view = [f"rotated {canvas.rotation()}°"] if canvas.rotation() else []
-        view += ["mirrored"] * canvas.is_mirrored() + ["inverted"] * canvas.inverted()
-        bottom_left = [f"C {window.center:.5g}  W {window.width:.5g}", f"Zoom {canvas.zoom() * 100:.0f}%"]
-        bottom_left += [", ".join(view)] if view else []
-        top_right: list[str] = []
-        if doc.prediction is not None:
-            top_right.append(f"AI: {doc.prediction.label} {percent(doc.prediction.confidence)}")
-            heat = self.session.overlay_heat
-            if self.session.overlay.visible and heat is not None and heat.doc_id == doc.doc_id:
-                top_right.append(f"Grad-CAM: {heat.explanation.class_name}")
-        corners = {"top_left": [doc.name, doc.description], "top_right": top_right}
-        canvas.set_annotations({**corners, "bottom_left": bottom_left, "bottom_right": ["Research use only"]})
 
     # ------------------------------------------------------------------------------------------
     # model, results, messages
@@ -461,16 +397,13 @@ class MainWindow(QMainWindow):
         if status.state == READY:
             info = status.info
             self.statusBar().showMessage(f"Model {info.display_name} ready on {status.device}", 5000)
-            self._update_model_label()
             emit(self.model_changed, info)
         elif status.state == FAILED:
             self._on_model_failed(status)
         else:
-            self.model_label.setText("Loading model…")
             self.statusBar().showMessage("Loading model…")
 
     def _on_model_failed(self, status: ModelStatus) -> None:
-        self.model_label.setText("No model")
         self.messages.add(f"The model could not be loaded: {status.message}", "error")
         remembered = self.settings.active_model
         if remembered and Path(remembered) == Path(status.path) and not self._fallback_tried:
@@ -485,22 +418,11 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("No model loaded: the viewer works, without AI results", 15000)
         emit(self.model_changed, None)
 
-    def _update_model_label(self) -> None:
-        status = self.session.model
-        if status.state == READY and status.info is not None:
-            pending = self.scheduler.pending()
-            busy = f" · analysing {pending} more" if pending else ""
-            self.model_label.setText(f"Model: {status.info.display_name} · {status.device}{busy}")
-
     def _on_result(self, doc: ImageDocument) -> None:
-        self._update_model_label()
-        if doc is self.session.current:
-            self._update_annotations()
         if doc.prediction is not None:
             emit(self.prediction_shown, doc.doc_id)
 
     def _on_heat(self, heat: OverlayHeat | None) -> None:
-        self._update_annotations()
         if heat is not None:
             emit(self.overlay_shown, heat.doc_id)
 

@@ -6,11 +6,16 @@
   mean a dozen list updates, not three hundred.
 * Pixels go into the :class:`~viewer.pixel_cache.PixelCache`; when the image on screen was
   evicted, :meth:`DocumentOpener.ensure_pixels` loads it again, first in the loader's line.
+* Back-pressure: while a model is loading or ready, at most :data:`AWAITING_MAX` opened films
+  wait for their prediction with their pixels in memory; the loader waits for a permit before
+  decoding the next one. Each film is thus decoded once, predicted from memory, then evicted,
+  instead of three hundred decoded films either filling the memory or being decoded twice.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +25,14 @@ from inference.image import XRayImage
 from viewer.document import ImageDocument
 from viewer.pixel_cache import PixelCache
 from viewer.qt_compat import emit
-from viewer.session import Session
+from viewer.session import FAILED, ModelStatus, Session
 from viewer.workers import ImageLoader
 
-__all__ = ["DocumentOpener", "BATCH_MS", "NEIGHBOURS"]
+__all__ = ["DocumentOpener", "AWAITING_MAX", "BATCH_MS", "NEIGHBOURS", "open_summary"]
 
 BATCH_MS = 80
 NEIGHBOURS = 1  # films on each side of the current one whose pixels are kept
+AWAITING_MAX = 8  # decoded films waiting for their prediction
 
 
 class DocumentOpener(QObject):
@@ -52,8 +58,13 @@ class DocumentOpener(QObject):
         self._flush_timer.setInterval(BATCH_MS)
         self._flush_timer.timeout.connect(self.flush)
         self._started = False
-        session.events.current_changed.connect(self._on_current_changed)
-        session.events.document_removed.connect(self.cache.forget)
+        self._awaiting: set[int] = set()  # doc ids holding a loader permit until their prediction
+        self.loader.set_gate(threading.Semaphore(AWAITING_MAX))
+        ev = session.events
+        ev.current_changed.connect(self._on_current_changed)
+        ev.document_removed.connect(self._on_removed)
+        ev.result_changed.connect(self._on_result)
+        ev.model_changed.connect(self._on_model_changed)
 
     def start(self) -> None:
         if not self._started:
@@ -84,6 +95,7 @@ class DocumentOpener(QObject):
         real = os.path.realpath(path)
         existing = session.find_by_path(path) or self._batch_paths.get(real)
         if existing is not None:  # opened twice: show the one we have
+            self.loader.give_back_permit()
             if session.current is None:
                 session.set_current(existing.doc_id)
             return
@@ -96,6 +108,10 @@ class DocumentOpener(QObject):
             window=prep.window,
             default_window=prep.window,
         )
+        if session.model.state != FAILED:
+            self._awaiting.add(doc.doc_id)  # its pixels stay until it is predicted
+        else:
+            self.loader.give_back_permit()
         self.cache.put(doc, image, prep.renderer, pinned=self._pinned())
         for warning in image.extra.get("warnings", []) or []:
             session.message(f"{doc.name}: {warning}", "warning")
@@ -134,7 +150,27 @@ class DocumentOpener(QObject):
 
     # -- pixels of evicted documents -----------------------------------------------------------------
     def _pinned(self) -> list[int]:
-        return self.session.neighbours(NEIGHBOURS)
+        return [*self.session.neighbours(NEIGHBOURS), *self._awaiting]
+
+    def _release(self, doc_id: int) -> None:
+        if doc_id in self._awaiting:
+            self._awaiting.discard(doc_id)
+            self.loader.give_back_permit()
+
+    def _on_result(self, doc: ImageDocument) -> None:
+        if doc.prediction is not None or doc.error:
+            self._release(doc.doc_id)
+            self.cache.trim(pinned=self._pinned())
+
+    def _on_removed(self, doc: ImageDocument) -> None:
+        self._release(doc.doc_id)
+        self.cache.forget(doc)
+
+    def _on_model_changed(self, status: ModelStatus) -> None:
+        if status.state == FAILED:  # no prediction is coming: nothing to wait for
+            for doc_id in list(self._awaiting):
+                self._release(doc_id)
+            self.cache.trim(pinned=self._pinned())
 
     def _on_current_changed(self, doc: ImageDocument | None) -> None:
         if doc is not None:
@@ -159,3 +195,13 @@ class DocumentOpener(QObject):
             return
         self.cache.put(doc, image, prep.renderer, pinned=self._pinned())
         self.session.pixels_loaded(doc)
+
+
+def open_summary(ok: int, bad: int, errors: list[str]) -> str:
+    """The status bar's line after a drop or File > Open."""
+    images = f"Opened {ok} image{'s' if ok != 1 else ''}"
+    if bad == 1 and errors:
+        return f"{images}; {errors[0]}"
+    if bad:
+        return f"{images}; {bad} files could not be opened (see Messages)"
+    return images if ok else "No supported images found (PNG, JPEG or DICOM)"

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QLabel, QStatusBar
 
 from viewer.canvas import ImageCanvas, PixelInfo
 from viewer.document import ImageDocument
@@ -23,6 +24,7 @@ from viewer.thumbnails import ThumbnailList
 
 __all__ = [
     "CanvasPresenter",
+    "StatusPresenter",
     "OverlayPresenter",
     "ResultsPresenter",
     "ThumbnailsPresenter",
@@ -279,3 +281,80 @@ class CanvasPresenter:
         unit = " HU" if doc.meta.modality.upper() == "CT" else ""
         value = f"{info.value:.6g}" if not float(info.value).is_integer() else f"{int(info.value)}"
         return f"x {info.x}, y {info.y}: {value}{unit}"
+
+
+class StatusPresenter:
+    """The status bar's permanent labels (pixel, window, zoom, model) and the canvas's corner annotations."""
+
+    def __init__(
+        self, session: Session, canvas: ImageCanvas, status: QStatusBar, pending: Any, disclaimer: str
+    ) -> None:
+        """``pending()`` says how many analyses are still to come (for "analysing N more")."""
+        self.session = session
+        self.canvas = canvas
+        self.pending = pending
+        self.pixel_label = QLabel("")
+        self.wl_label = QLabel("")
+        self.zoom_label = QLabel("")
+        self.model_label = QLabel("Model: not loaded")
+        self.disclaimer_label = QLabel(disclaimer)
+        self.disclaimer_label.setObjectName("disclaimer")
+        for label, tip in (
+            (self.pixel_label, "Pixel under the cursor: position and stored value"),
+            (self.wl_label, "Window centre / width in stored pixel values"),
+            (self.zoom_label, "Zoom: screen pixels per image pixel"),
+            (self.model_label, "Active model and the device it runs on"),
+        ):
+            label.setToolTip(tip)
+            status.addPermanentWidget(label)
+        status.addPermanentWidget(self.disclaimer_label)
+        ev = session.events
+        ev.current_changed.connect(lambda _doc: self.annotate())
+        ev.view_changed.connect(lambda doc: doc is session.current and self.annotate())
+        ev.result_changed.connect(self._result)
+        ev.overlay_changed.connect(lambda _o, _f: self.annotate())
+        ev.overlay_heat_changed.connect(lambda _h: self.annotate())
+        ev.model_changed.connect(self._model)
+        canvas.view_changed.connect(self.annotate)
+
+    def _result(self, doc: ImageDocument) -> None:
+        self.update_model_label()
+        if doc is self.session.current:
+            self.annotate()
+
+    def _model(self, status: ModelStatus) -> None:
+        if status.state == FAILED:
+            self.model_label.setText("No model")
+        elif status.state == LOADING:
+            self.model_label.setText("Loading model…")
+        self.update_model_label()
+
+    def update_model_label(self) -> None:
+        status = self.session.model
+        if status.state == READY and status.info is not None:
+            pending = self.pending()
+            busy = f" · analysing {pending} more" if pending else ""
+            self.model_label.setText(f"Model: {status.info.display_name} · {status.device}{busy}")
+
+    def annotate(self) -> None:
+        doc, canvas = self.session.current, self.canvas
+        window = canvas.window()
+        if doc is None or window is None:
+            canvas.set_annotations({})
+            self.wl_label.setText("")
+            self.zoom_label.setText("")
+            return
+        self.wl_label.setText(f"C {window.center:.6g} / W {window.width:.6g}")
+        self.zoom_label.setText(f"Zoom {canvas.zoom() * 100:.0f}%")
+        view = [f"rotated {canvas.rotation()}°"] if canvas.rotation() else []
+        view += ["mirrored"] * canvas.is_mirrored() + ["inverted"] * canvas.inverted()
+        bottom_left = [f"C {window.center:.5g}  W {window.width:.5g}", f"Zoom {canvas.zoom() * 100:.0f}%"]
+        bottom_left += [", ".join(view)] if view else []
+        top_right: list[str] = []
+        if doc.prediction is not None:
+            top_right.append(f"AI: {doc.prediction.label} {percent(doc.prediction.confidence)}")
+            heat = self.session.overlay_heat
+            if self.session.overlay.visible and heat is not None and heat.doc_id == doc.doc_id:
+                top_right.append(f"Grad-CAM: {heat.explanation.class_name}")
+        corners = {"top_left": [doc.name, doc.description], "top_right": top_right}
+        canvas.set_annotations({**corners, "bottom_left": bottom_left, "bottom_right": ["Research use only"]})

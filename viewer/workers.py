@@ -163,6 +163,13 @@ class ImageLoader(ThreadedWorker):
         self._files: deque[tuple[int, str]] = deque()
         self._cancelled: set[int] = set()
         self._counts: dict[int, list[int]] = {}  # request -> [remaining, ok, bad]
+        self._gate: threading.Semaphore | None = None
+        self._stopping = threading.Event()
+
+    def set_gate(self, gate: threading.Semaphore | None) -> None:
+        """Take a permit from ``gate`` before decoding each opened file (not reloads); whoever
+        consumes the decoded film gives it back. None: no limit."""
+        self._gate = gate
 
     def cancel(self, request_id: int) -> None:
         with self._lock:
@@ -170,6 +177,7 @@ class ImageLoader(ThreadedWorker):
             self._files = deque(f for f in self._files if f[0] != request_id)
 
     def cancel_all(self) -> None:
+        self._stopping.set()  # also wakes a file waiting for a permit
         with self._lock:
             self._cancelled.update(r for r, _ in self._files)
             self._files.clear()
@@ -230,20 +238,39 @@ class ImageLoader(ThreadedWorker):
             if not self._files:
                 return False
             request_id, path = self._files.popleft()
+        if request_id != self.RELOAD and not self._wait_for_permit():
+            return True
         ok = False
         try:
             image = self._loader()(path)
             prep = prepare_display(image)
             ok = True
         except ImageLoadError as exc:
+            self.give_back_permit(request_id)
             emit(self.failed, request_id, path, str(exc))
         except Exception as exc:  # the loader promises ImageLoadError only; never let a bug kill the thread
+            self.give_back_permit(request_id)
             log.exception("unexpected error loading %s", path)
             emit(self.failed, request_id, path, f"Cannot open {Path(path).name}: {exc}")
         if ok:
             emit(self.loaded, request_id, path, image, prep)
         self._count(request_id, ok)
         return True
+
+    def _wait_for_permit(self) -> bool:
+        """Wait until the consumer has room for one more decoded film; False when stopping."""
+        while True:
+            gate = self._gate
+            if gate is None or gate.acquire(timeout=0.1):
+                return True
+            if self._stopping.is_set():
+                return False
+
+    def give_back_permit(self, request_id: int = 0) -> None:
+        """A decoded film (or a failed file) no longer counts against the gate."""
+        gate = self._gate
+        if gate is not None and request_id != self.RELOAD:
+            gate.release()
 
     def _count(self, request_id: int, ok: bool) -> None:
         with self._lock:
