@@ -359,3 +359,22 @@ def test_full_screen_toggles(reading_window, qtbot):
     assert w.actions_by_id["fullscreen"].isChecked()
     press(qtbot, w, Qt.Key.Key_F11)
     qtbot.waitUntil(lambda: not w.isFullScreen(), timeout=3000)
+
+
+def test_a_remembered_model_that_fails_falls_back_to_the_bundled_one(qtbot, viewer_env, fake_factory):
+    """Issue 17: a remembered model that no longer loads must not leave the viewer without AI."""
+    from inference.paths import bundled_model_dir
+    from viewer.main_window import MainWindow
+    from viewer.settings import ViewerSettings
+
+    settings = ViewerSettings()
+    settings.active_model = str(viewer_env / "missing-model")  # deleted or broken since last time
+    window = MainWindow(settings=settings, model_dir=None, predictor_factory=fake_factory)
+    qtbot.addWidget(window)
+    window.show()
+    window.start_background()
+    qtbot.waitUntil(lambda: window.session.model.state == "ready", timeout=10000)
+    assert window.session.model.path == str(bundled_model_dir())
+    assert settings.active_model == ""  # corrected: the next start goes straight to the bundled model
+    assert any("missing-model could not be loaded; using the bundled model" in m for m in window.messages.messages())
+    window.close()
