@@ -378,3 +378,19 @@ def test_a_remembered_model_that_fails_falls_back_to_the_bundled_one(qtbot, view
     assert settings.active_model == ""  # corrected: the next start goes straight to the bundled model
     assert any("missing-model could not be loaded; using the bundled model" in m for m in window.messages.messages())
     window.close()
+
+
+def test_quitting_while_the_model_works_returns_within_the_timeout(make_window, qtbot, image_files, fake_factory):
+    import time
+
+    fake_factory.delay = 1.5  # every prediction is slow
+    window = make_window()
+    with qtbot.waitSignal(window.open_finished, timeout=10000):
+        window.open_paths([str(p) for p in image_files.values()])
+    qtbot.waitUntil(lambda: fake_factory.made[-1].busy.is_set(), timeout=10000)  # one is inside the network
+    waiting = [h for h in window.scheduler._predicting.values() if h.state == "queued"]
+    assert waiting
+    t0 = time.monotonic()
+    assert window.shutdown(timeout=0.5) in (True, False)
+    assert time.monotonic() - t0 < 2.0  # never the 4.5 s the queued predictions would take
+    assert all(h.state == "cancelled" for h in waiting)

@@ -89,8 +89,9 @@ class AnalysisScheduler:
         self._watch(handle, doc.doc_id)
 
     def pending(self) -> int:
-        """Analyses asked for and not finished."""
-        return len(self._predicting) + len(self._explaining)
+        """Analyses asked for and not finished (a handle whose result is being delivered counts as done)."""
+        handles = [*self._predicting.values(), *(h for _t, h in self._explaining.values())]
+        return sum(1 for h in handles if not h.done)
 
     def _watch(self, handle: JobHandle, doc_id: int) -> None:
         handle.returned.connect(self._on_returned)

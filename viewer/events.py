@@ -1,8 +1,8 @@
 """Plain-Python events: the session's way to tell widgets that something changed (no Qt here).
 
 An :class:`Event` is a list of callbacks called in order, on the thread that changed the
-state (always the GUI thread for the session). The method is ``notify`` rather than
-``emit`` so that the ``.emit(`` guardrail keeps meaning "a Qt signal" (see ``qt_compat``).
+state (always the GUI thread for the session). The method is called ``notify`` so that the
+guardrail against raw Qt signal emissions (see ``qt_compat``) only ever finds Qt signals.
 """
 
 from __future__ import annotations

@@ -199,7 +199,7 @@ class ExportDialog(QDialog):
         chosen = settings.export_formats or list(DEFAULT_FORMATS)
         self.format_boxes: dict[str, QCheckBox] = {}
         for key, label in FORMAT_LABELS.items():
-            box = QCheckBox(f"{label}  (…​.cxr.{key})")
+            box = QCheckBox(f"{label}  (*.cxr.{key})")
             box.setChecked(key in chosen)
             formats_layout.addWidget(box)
             self.format_boxes[key] = box
