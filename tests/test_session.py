@@ -171,3 +171,45 @@ def test_window_evicts_pixels_and_reloads_them_transparently(make_window, qtbot,
     assert last.loaded and window.canvas.image is last.image
     assert int(last.image.pixels[0, 0]) == 90  # the right film came back
     assert len([d for d in session.documents() if d.loaded]) <= 3
+
+
+def test_byte_budget_lets_one_film_through_and_blocks_beyond_the_limit():
+    from viewer.workers import ByteBudget
+
+    budget = ByteBudget(100)
+    assert budget.acquire(500, timeout=0.01)  # alone, a film larger than the budget passes
+    assert not budget.acquire(1, timeout=0.01)
+    budget.release(500)
+    assert budget.acquire(60, timeout=0.01) and not budget.acquire(60, timeout=0.01)
+    assert budget.acquire(40, timeout=0.01) and budget.used == 100
+
+
+def test_opening_waits_for_predictions_instead_of_holding_every_film(make_window, qtbot, tmp_path, fake_factory):
+    """Back-pressure: decoded films wait for their prediction within the budget, each is decoded once."""
+    import cv2
+
+    from viewer.workers import ByteBudget
+
+    folder = tmp_path / "films"
+    folder.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(folder / f"film{i}.png"), np.full((64, 64), 100 + i, np.uint16))  # 8 KB each
+    fake_factory.delay = 0.1
+    loads: list[str] = []
+
+    def load_image(path):
+        from inference.loading import load_image as real
+
+        loads.append(Path(path).name)
+        return real(path)
+
+    window = make_window(load_image=load_image)
+    window.opener.loader.set_budget(ByteBudget(2 * 64 * 64 * 2))  # two films
+    window.opener.cache.capacity = 1
+    held: list[int] = []
+    window.session.events.result_changed.connect(lambda _d: held.append(len(window.opener._awaiting)))
+    with qtbot.waitSignal(window.open_finished, timeout=20000):
+        window.open_paths([str(folder)])
+    qtbot.waitUntil(lambda: all(d.prediction is not None for d in window.session.documents()), timeout=20000)
+    assert len(window.session) == 6 and max(held) <= 2
+    assert sorted(loads) == sorted(f"film{i}.png" for i in range(6))  # decoded once: predicted from memory

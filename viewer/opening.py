@@ -6,16 +6,16 @@
   mean a dozen list updates, not three hundred.
 * Pixels go into the :class:`~viewer.pixel_cache.PixelCache`; when the image on screen was
   evicted, :meth:`DocumentOpener.ensure_pixels` loads it again, first in the loader's line.
-* Back-pressure: while a model is loading or ready, at most :data:`AWAITING_MAX` opened films
-  wait for their prediction with their pixels in memory; the loader waits for a permit before
-  decoding the next one. Each film is thus decoded once, predicted from memory, then evicted,
-  instead of three hundred decoded films either filling the memory or being decoded twice.
+* Back-pressure: while a model is loading or ready, at most :data:`AWAITING_BYTES` of opened
+  films wait for their prediction with their pixels in memory; the loader holds the next film
+  until there is room. Each film is thus decoded once, predicted from memory, then evicted,
+  instead of three hundred decoded films either filling the memory or being decoded twice
+  (small films all fit: 300 JPEGs of 224 px are 15 MB).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,13 @@ from viewer.document import ImageDocument
 from viewer.pixel_cache import PixelCache
 from viewer.qt_compat import emit
 from viewer.session import FAILED, ModelStatus, Session
-from viewer.workers import ImageLoader
+from viewer.workers import ByteBudget, ImageLoader
 
-__all__ = ["DocumentOpener", "AWAITING_MAX", "BATCH_MS", "NEIGHBOURS", "open_summary"]
+__all__ = ["DocumentOpener", "AWAITING_BYTES", "BATCH_MS", "NEIGHBOURS", "open_summary"]
 
 BATCH_MS = 80
 NEIGHBOURS = 1  # films on each side of the current one whose pixels are kept
-AWAITING_MAX = 8  # decoded films waiting for their prediction
+AWAITING_BYTES = 160 * 1024 * 1024  # decoded films waiting for their prediction (8 of 3000 px, 16-bit)
 
 
 class DocumentOpener(QObject):
@@ -58,8 +58,8 @@ class DocumentOpener(QObject):
         self._flush_timer.setInterval(BATCH_MS)
         self._flush_timer.timeout.connect(self.flush)
         self._started = False
-        self._awaiting: set[int] = set()  # doc ids holding a loader permit until their prediction
-        self.loader.set_gate(threading.Semaphore(AWAITING_MAX))
+        self._awaiting: dict[int, int] = {}  # doc id -> bytes it holds in the loader's budget
+        self.loader.set_budget(ByteBudget(AWAITING_BYTES))
         ev = session.events
         ev.current_changed.connect(self._on_current_changed)
         ev.document_removed.connect(self._on_removed)
@@ -95,7 +95,7 @@ class DocumentOpener(QObject):
         real = os.path.realpath(path)
         existing = session.find_by_path(path) or self._batch_paths.get(real)
         if existing is not None:  # opened twice: show the one we have
-            self.loader.give_back_permit()
+            self.loader.release(int(image.pixels.nbytes))
             if session.current is None:
                 session.set_current(existing.doc_id)
             return
@@ -109,9 +109,9 @@ class DocumentOpener(QObject):
             default_window=prep.window,
         )
         if session.model.state != FAILED:
-            self._awaiting.add(doc.doc_id)  # its pixels stay until it is predicted
+            self._awaiting[doc.doc_id] = int(image.pixels.nbytes)  # its pixels stay until it is predicted
         else:
-            self.loader.give_back_permit()
+            self.loader.release(int(image.pixels.nbytes))
         self.cache.put(doc, image, prep.renderer, pinned=self._pinned())
         for warning in image.extra.get("warnings", []) or []:
             session.message(f"{doc.name}: {warning}", "warning")
@@ -153,9 +153,9 @@ class DocumentOpener(QObject):
         return [*self.session.neighbours(NEIGHBOURS), *self._awaiting]
 
     def _release(self, doc_id: int) -> None:
-        if doc_id in self._awaiting:
-            self._awaiting.discard(doc_id)
-            self.loader.give_back_permit()
+        amount = self._awaiting.pop(doc_id, None)
+        if amount is not None:
+            self.loader.release(amount)
 
     def _on_result(self, doc: ImageDocument) -> None:
         if doc.prediction is not None or doc.error:

@@ -19,8 +19,8 @@ from viewer.document import ImageDocument
 
 __all__ = ["PixelCache", "DEFAULT_CAPACITY", "DEFAULT_MAX_BYTES"]
 
-DEFAULT_CAPACITY = 6
-DEFAULT_MAX_BYTES = 300 * 1024 * 1024
+DEFAULT_CAPACITY = 64  # small films: browsing them never waits for a reload
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024  # about twelve 3000 px 16-bit films
 
 
 def _nbytes(doc: ImageDocument) -> int:

@@ -24,7 +24,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 from inference.image import ImageLoadError, XRayImage
 from viewer.qt_compat import emit
 
-__all__ = ["ImageLoader", "ThreadedWorker", "TaskHandle", "run_in_thread"]
+__all__ = ["ByteBudget", "ImageLoader", "ThreadedWorker", "TaskHandle", "run_in_thread"]
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,32 @@ def run_in_thread(
     return TaskHandle(thread, relay)
 
 
+class ByteBudget:
+    """How many bytes of decoded films may wait for their consumer; the producer blocks beyond it.
+
+    One film is always let through when nothing is held, so a film larger than the whole budget
+    still passes (alone).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = int(limit)
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, amount: int, timeout: float) -> bool:
+        with self._cond:
+            fits = lambda: self.used == 0 or self.used + amount <= self.limit  # noqa: E731
+            if not self._cond.wait_for(fits, timeout):
+                return False
+            self.used += amount
+            return True
+
+    def release(self, amount: int) -> None:
+        with self._cond:
+            self.used = max(0, self.used - int(amount))
+            self._cond.notify_all()
+
+
 # ---------------------------------------------------------------------------------------------
 # Image loading
 
@@ -163,13 +189,13 @@ class ImageLoader(ThreadedWorker):
         self._files: deque[tuple[int, str]] = deque()
         self._cancelled: set[int] = set()
         self._counts: dict[int, list[int]] = {}  # request -> [remaining, ok, bad]
-        self._gate: threading.Semaphore | None = None
+        self._budget: ByteBudget | None = None
         self._stopping = threading.Event()
 
-    def set_gate(self, gate: threading.Semaphore | None) -> None:
-        """Take a permit from ``gate`` before decoding each opened file (not reloads); whoever
-        consumes the decoded film gives it back. None: no limit."""
-        self._gate = gate
+    def set_budget(self, budget: ByteBudget | None) -> None:
+        """Hold each decoded film (not reloads) until ``budget`` has room for its pixels; whoever
+        consumes the film releases its ``image.pixels.nbytes``. None: no limit."""
+        self._budget = budget
 
     def cancel(self, request_id: int) -> None:
         with self._lock:
@@ -177,7 +203,7 @@ class ImageLoader(ThreadedWorker):
             self._files = deque(f for f in self._files if f[0] != request_id)
 
     def cancel_all(self) -> None:
-        self._stopping.set()  # also wakes a file waiting for a permit
+        self._stopping.set()  # also ends a film waiting for room in the budget
         with self._lock:
             self._cancelled.update(r for r, _ in self._files)
             self._files.clear()
@@ -238,39 +264,37 @@ class ImageLoader(ThreadedWorker):
             if not self._files:
                 return False
             request_id, path = self._files.popleft()
-        if request_id != self.RELOAD and not self._wait_for_permit():
-            return True
         ok = False
         try:
             image = self._loader()(path)
             prep = prepare_display(image)
             ok = True
         except ImageLoadError as exc:
-            self.give_back_permit(request_id)
             emit(self.failed, request_id, path, str(exc))
         except Exception as exc:  # the loader promises ImageLoadError only; never let a bug kill the thread
-            self.give_back_permit(request_id)
             log.exception("unexpected error loading %s", path)
             emit(self.failed, request_id, path, f"Cannot open {Path(path).name}: {exc}")
+        if ok and request_id != self.RELOAD and not self._wait_for_room(int(image.pixels.nbytes)):
+            return True  # stopping
         if ok:
             emit(self.loaded, request_id, path, image, prep)
         self._count(request_id, ok)
         return True
 
-    def _wait_for_permit(self) -> bool:
-        """Wait until the consumer has room for one more decoded film; False when stopping."""
+    def _wait_for_room(self, amount: int) -> bool:
+        """Wait until the consumer has room for a decoded film of ``amount`` bytes; False when stopping."""
         while True:
-            gate = self._gate
-            if gate is None or gate.acquire(timeout=0.1):
+            budget = self._budget
+            if budget is None or budget.acquire(amount, timeout=0.1):
                 return True
             if self._stopping.is_set():
                 return False
 
-    def give_back_permit(self, request_id: int = 0) -> None:
-        """A decoded film (or a failed file) no longer counts against the gate."""
-        gate = self._gate
-        if gate is not None and request_id != self.RELOAD:
-            gate.release()
+    def release(self, amount: int) -> None:
+        """A decoded film no longer waits for its consumer."""
+        budget = self._budget
+        if budget is not None:
+            budget.release(amount)
 
     def _count(self, request_id: int, ok: bool) -> None:
         with self._lock:
