@@ -16,7 +16,7 @@ import numpy as np
 
 from inference.image import ImageMeta, Window, XRayImage
 
-__all__ = ["ImageDocument", "describe_image", "describe_meta"]
+__all__ = ["ImageDocument", "describe_meta"]
 
 
 @dataclass(eq=False)
@@ -71,7 +71,3 @@ def describe_meta(meta: ImageMeta, shape: tuple[int, int] | None = None) -> str:
     if meta.photometric.upper() == "MONOCHROME1":
         parts.append("MONOCHROME1")
     return " · ".join(parts)
-
-
-def describe_image(image: XRayImage) -> str:
-    return describe_meta(image.meta)

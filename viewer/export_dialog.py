@@ -352,7 +352,7 @@ class ExportDialog(QDialog):
 
     def cancel_export(self) -> None:
         """Stop after the image being written (files already written stay, each complete)."""
-        if self.handle is not None:
+        if self.handle is not None and not self.handle.done:
             self.handle.cancel()
             self.status.setText("Stopping after the current image…")
 

@@ -63,14 +63,19 @@ class PixelCache:
 
     def trim(self, pinned: Iterable[int] = ()) -> list[int]:
         """Evict the least recently used unpinned documents until within capacity and bytes."""
+        count, total = len(self._docs), self.bytes()
+        if count <= self.capacity and total <= self.max_bytes:
+            return []  # the common case, in O(resident documents)
         keep = set(pinned)
         evicted: list[int] = []
         for doc_id in list(self._docs):
-            if len(self._docs) <= self.capacity and self.bytes() <= self.max_bytes:
+            if count <= self.capacity and total <= self.max_bytes:
                 break
             if doc_id in keep:
                 continue
             doc = self._docs.pop(doc_id)
+            total -= _nbytes(doc)
+            count -= 1
             doc.image = None
             doc.renderer = None
             evicted.append(doc_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QLabel, QStatusBar
 
@@ -47,14 +48,24 @@ def badge_percent(p: float) -> str:
 
 
 class ThumbnailsPresenter:
-    """The image list: one item per document, its badge from the document's result."""
+    """The image list: one item per document, its badge from the document's result.
+
+    Badges are redrawn a few at a time from a zero-delay timer: three hundred results arriving
+    together never hold the event loop for long.
+    """
+
+    BADGES_PER_TICK = 16
 
     def __init__(self, session: Session, thumbnails: ThumbnailList) -> None:
         self.session = session
         self.view = thumbnails
+        self._dirty: dict[int, ImageDocument] = {}
+        self._timer = QTimer(thumbnails)
+        self._timer.setInterval(0)
+        self._timer.timeout.connect(self._draw_some)
         ev = session.events
         ev.documents_added.connect(self._added)
-        ev.document_removed.connect(lambda doc: thumbnails.remove_document(doc.doc_id))
+        ev.document_removed.connect(self._removed)
         ev.current_changed.connect(lambda doc: doc is not None and thumbnails.select_document(doc.doc_id))
         ev.result_changed.connect(self._result)
         ev.model_changed.connect(self._model)
@@ -66,6 +77,25 @@ class ThumbnailsPresenter:
             self._result(doc)
 
     def _result(self, doc: ImageDocument) -> None:
+        self._dirty[doc.doc_id] = doc
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def _draw_some(self) -> None:
+        for _ in range(min(self.BADGES_PER_TICK, len(self._dirty))):
+            doc_id = next(iter(self._dirty))
+            self._draw(self._dirty.pop(doc_id))
+        if not self._dirty:
+            self._timer.stop()
+
+    def flush(self) -> None:
+        """Draw every badge still waiting (tests, and before a screenshot)."""
+        while self._dirty:
+            self._draw_some()
+
+    def _draw(self, doc: ImageDocument) -> None:
+        if self.session.document(doc.doc_id) is None:
+            return
         if doc.prediction is not None:
             p = doc.prediction
             self.view.set_badge(doc.doc_id, f"{p.label} {badge_percent(p.confidence)}", p.label)
@@ -73,6 +103,12 @@ class ThumbnailsPresenter:
             self.view.set_badge(doc.doc_id, "failed")
         elif self.session.model.state == FAILED:
             self.view.set_badge(doc.doc_id, "")
+        else:
+            self.view.set_badge(doc.doc_id, "…")  # waiting for (a new model's) prediction
+
+    def _removed(self, doc: ImageDocument) -> None:
+        self._dirty.pop(doc.doc_id, None)
+        self.view.remove_document(doc.doc_id)
 
     def _model(self, status: ModelStatus) -> None:
         if status.state == FAILED:
