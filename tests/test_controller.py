@@ -44,7 +44,7 @@ def controller(qtbot):
 
 def loaded(controller, qtbot, factory=None, path="m") -> AnalysisController:
     c = controller(factory or (lambda p: FakePredictor(p)))
-    with qtbot.waitSignal(c.load_model(path).returned, timeout=5000):
+    with qtbot.waitSignal(c.load_model(path).returned, timeout=15000):
         pass
     return c
 
@@ -69,19 +69,19 @@ def test_job_queue_take_and_prioritise():
 def test_handles_return_results_from_the_one_inference_thread(controller, qtbot):
     made = []
     c = controller(lambda p: made.append(FakePredictor(p)) or made[-1])
-    with qtbot.waitSignal(c.load_model("m").returned, timeout=5000) as ready:
+    with qtbot.waitSignal(c.load_model("m").returned, timeout=15000) as ready:
         pass
     info, device = ready.args[0]
     assert info.class_names == ["COVID-19", "Normal", "Pneumonia"] and device == "CPU"
     handle = c.analyse(doc_for(image(250)))
-    with qtbot.waitSignal(handle.finished, timeout=5000):
+    with qtbot.waitSignal(handle.finished, timeout=15000):
         pass
     assert handle.state == "returned" and handle.result.prediction.label == "Pneumonia"
     assert handle.result.explanation is None and handle.result.heat is None
     # The overlay of the image on screen: one job, one predict_and_explain, a heat map at display size.
     big = doc_for(image(100, size=900), doc_id=8)
     handle = c.analyse(big, explain=(1, "gradcam++"), heat_side=256)
-    with qtbot.waitSignal(handle.returned, timeout=5000) as got:
+    with qtbot.waitSignal(handle.returned, timeout=15000) as got:
         pass
     result = got.args[0]
     assert result.explanation.class_index == 1 and result.explanation.method == "gradcam++"
@@ -99,18 +99,18 @@ def test_errors_reach_the_handle_and_never_kill_the_thread(controller, qtbot):
             raise RuntimeError("the network exploded")
 
     c = controller(lambda path: Broken(path))
-    with qtbot.waitSignal(c.load_model("/x/missing").errored, timeout=5000) as failed:
+    with qtbot.waitSignal(c.load_model("/x/missing").errored, timeout=15000) as failed:
         pass
     assert "not found" in str(failed.args[0])
-    with qtbot.waitSignal(c.load_model("ok").returned, timeout=5000):
+    with qtbot.waitSignal(c.load_model("ok").returned, timeout=15000):
         pass
-    with qtbot.waitSignal(c.analyse(doc_for(image())).errored, timeout=5000) as job_failed:
+    with qtbot.waitSignal(c.analyse(doc_for(image())).errored, timeout=15000) as job_failed:
         pass
     assert str(job_failed.args[0]) == "the network exploded"
-    with qtbot.waitSignal(c.submit(lambda ctx: 1 / 0).errored, timeout=5000) as call_failed:
+    with qtbot.waitSignal(c.submit(lambda ctx: 1 / 0).errored, timeout=15000) as call_failed:
         pass
     assert isinstance(call_failed.args[0], ZeroDivisionError)
-    with qtbot.waitSignal(c.submit(lambda ctx: 42).returned, timeout=5000) as fine:
+    with qtbot.waitSignal(c.submit(lambda ctx: 42).returned, timeout=15000) as fine:
         pass
     assert fine.args == [42]
 
@@ -123,11 +123,11 @@ def test_evicted_pixels_are_read_again_in_the_inference_thread(controller, qtbot
         return image(250)
 
     c = controller(lambda p: FakePredictor(p), load_image)
-    with qtbot.waitSignal(c.load_model("m").returned, timeout=5000):
+    with qtbot.waitSignal(c.load_model("m").returned, timeout=15000):
         pass
     doc = doc_for(image(250), path="/films/a.png")
     doc.image = None  # evicted
-    with qtbot.waitSignal(c.analyse(doc).returned, timeout=5000) as got:
+    with qtbot.waitSignal(c.analyse(doc).returned, timeout=15000) as got:
         pass
     assert got.args[0].prediction.label == "Pneumonia"
     assert reads == [("/films/a.png", "test-inference")]
@@ -149,16 +149,16 @@ def test_cancel_a_waiting_job_and_a_running_long_job_between_files(controller, q
         return "all"
 
     running = c.submit(long_job, kind="export")
-    qtbot.waitUntil(lambda: running.state == "running", timeout=5000)
+    qtbot.waitUntil(lambda: running.state == "running", timeout=15000)
     waiting = c.analyse(doc_for(image()))
     progress: list[tuple[int, int]] = []
     running.progress.connect(lambda d, t: progress.append((d, t)))
-    with qtbot.waitSignal(waiting.cancelled, timeout=5000):
+    with qtbot.waitSignal(waiting.cancelled, timeout=15000):
         waiting.cancel()  # still in the queue: leaves it at once
     assert waiting.state == "cancelled" and c.pending() == 0
     gate.set()
-    qtbot.waitUntil(lambda: len(progress) >= 3, timeout=5000)
-    with qtbot.waitSignal(running.cancelled, timeout=5000):
+    qtbot.waitUntil(lambda: len(progress) >= 3, timeout=15000)
+    with qtbot.waitSignal(running.cancelled, timeout=15000):
         running.cancel()
     assert 3 <= len(done_files) < 100  # stopped between two files
     assert progress[0] == (1, 100)
@@ -185,9 +185,9 @@ def test_a_failed_model_cancels_its_analyses_quietly(controller, qtbot):
     c = controller(lambda p: FakePredictor(p))
     load = c.load_model("/x/missing")
     jobs = [c.analyse(doc_for(image(), doc_id=i)) for i in range(5)]
-    with qtbot.waitSignal(load.errored, timeout=5000):
+    with qtbot.waitSignal(load.errored, timeout=15000):
         pass
-    qtbot.waitUntil(lambda: all(h.state == "cancelled" for h in jobs), timeout=5000)
+    qtbot.waitUntil(lambda: all(h.state == "cancelled" for h in jobs), timeout=15000)
 
 
 def test_shutdown_while_a_job_runs_never_hangs(qtbot):
@@ -217,14 +217,14 @@ def test_event_loop_keeps_running_while_inference_runs(controller, qtbot):
     """A QTimer on the GUI thread keeps ticking while a slow predictor is inside the network."""
     made = []
     c = controller(lambda path: made.append(FakePredictor(path, delay=0.5)) or made[-1])
-    with qtbot.waitSignal(c.load_model("m").returned, timeout=5000):
+    with qtbot.waitSignal(c.load_model("m").returned, timeout=15000):
         pass
     busy_ticks: list[int] = []
     timer = QTimer()
     timer.setInterval(20)
     timer.timeout.connect(lambda: made[0].busy.is_set() and busy_ticks.append(1))
     timer.start()
-    with qtbot.waitSignal(c.analyse(doc_for(image())).returned, timeout=5000):
+    with qtbot.waitSignal(c.analyse(doc_for(image())).returned, timeout=15000):
         pass
     timer.stop()
     # Ticks counted only while the predictor was busy: a GUI thread running the network would have none.

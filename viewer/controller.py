@@ -21,6 +21,7 @@ Rules of the queue:
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import traceback
@@ -237,6 +238,7 @@ class AnalysisController(QObject):
         self._lock = threading.Lock()
         self._started = False
         self._stopped = False
+        self._warmed = False
         queued = Qt.ConnectionType.QueuedConnection  # also when reported on the GUI thread: callers connect first
         self._relay_outcome.connect(self._announce, queued)
         self._relay_progress.connect(self._announce_progress, queued)
@@ -253,7 +255,6 @@ class AnalysisController(QObject):
         if not self._started:
             self._started = True
             self._worker.start()
-            self._worker.post(self._warm_colormaps)
 
     @property
     def started(self) -> bool:
@@ -328,8 +329,13 @@ class AnalysisController(QObject):
             running.handle._cancel.set()  # its result belongs to the old model: dropped
 
         def load(ctx: JobContext) -> tuple[Any, str]:
+            switching = self._predictor is not None
             self._predictor = None
+            gc.disable()  # no full collections in the middle of TensorFlow's import
             try:
+                gc.unfreeze()
+                if switching:
+                    gc.collect()  # the previous model's cycles, once, while the new one loads
                 predictor = self._factory(str(path))
             except BaseException:
                 # The analyses queued for this model cannot run: cancelled, not 300 errors.
@@ -337,10 +343,20 @@ class AnalysisController(QObject):
                     job.handle._cancel.set()
                     job.handle._report(CANCELLED)
                 raise
+            finally:
+                # Everything alive now (TensorFlow, Keras, the model: some 300,000 objects) is left
+                # out of later collections; a full collection over them held the GIL, and with it
+                # the GUI thread, for 0.6-1 s.
+                gc.freeze()
+                gc.enable()
             self._predictor = predictor
             return predictor.info, str(getattr(predictor, "device", ""))
 
-        return self.submit(load, kind="load", front=True)
+        handle = self.submit(load, kind="load", front=True)
+        if not self._warmed:  # right after the first model, before any analysis
+            self._warmed = True
+            self.submit(lambda _ctx: self._warm_colormaps(), kind="call", front=True)
+        return handle
 
     def analyse(
         self,
