@@ -57,13 +57,14 @@ def test_job_queue_take_and_prioritise():
     for doc in (1, 2, 3, 2):
         q.put(job("analyse", doc))
     q.put(job("load", None), front=True)
-    q.put(job("analyse", 9), front=True)  # "front" still goes behind a pending model load
+    q.put(job("setup", None), front=True)
+    q.put(job("analyse", 9), front=True)  # "front" still goes behind a pending model load and its set-up
     taken = q.take_where(lambda j: j.doc_id == 2)  # takes what matches (the old cancel_where kept it)
     assert [j.doc_id for j in taken] == [2, 2]
-    assert [j.doc_id for j in list(q._jobs)] == [None, 9, 1, 3]
-    q.prioritise(3)
-    assert [j.doc_id for j in list(q._jobs)] == [None, 3, 9, 1]
-    assert q.pop().kind == "load" and q.pop().doc_id == 3
+    assert [j.doc_id for j in list(q._jobs)] == [None, None, 9, 1, 3]
+    q.prioritise(3)  # the image on screen: first, but after the load and the set-up
+    assert [(j.kind, j.doc_id) for j in list(q._jobs)][:3] == [("load", None), ("setup", None), ("analyse", 3)]
+    assert q.pop().kind == "load" and q.pop().kind == "setup" and q.pop().doc_id == 3
 
 
 def test_handles_return_results_from_the_one_inference_thread(controller, qtbot):

@@ -152,13 +152,18 @@ class JobQueue:
         self._jobs: deque[_Job] = deque()
         self._lock = threading.Lock()
 
+    # Jobs that stay ahead of everything else: a model load (nothing could run without it) and
+    # the set-up after it (the imports the GUI thread will need for the first result).
+    FIRST = ("load", "setup")
+
     def put(self, job: _Job, front: bool = False) -> None:
         with self._lock:
             if front:
-                # Nothing goes before a pending model load: nothing could run without it.
-                loads = [j for j in self._jobs if j.kind == "load"] if job.kind != "load" else []
-                rest = [j for j in self._jobs if j not in loads]
-                self._jobs = deque(loads + [job] + rest)
+                first = [j for j in self._jobs if j.kind in self.FIRST]
+                if job.kind == "load":
+                    first = [j for j in first if j.kind == "load"]
+                rest = [j for j in self._jobs if j not in first]
+                self._jobs = deque(first + [job] + rest)
             else:
                 self._jobs.append(job)
 
@@ -174,14 +179,14 @@ class JobQueue:
             return taken
 
     def prioritise(self, doc_id: int) -> None:
-        """Move the jobs of ``doc_id`` to the front (behind a pending model load)."""
+        """Move the jobs of ``doc_id`` to the front (behind a pending model load and its set-up)."""
         with self._lock:
             mine = [j for j in self._jobs if j.doc_id == doc_id]
             if mine:
                 rest = [j for j in self._jobs if j.doc_id != doc_id]
-                loads = [j for j in rest if j.kind == "load"]
-                rest = [j for j in rest if j.kind != "load"]
-                self._jobs = deque(loads + mine + rest)
+                first = [j for j in rest if j.kind in self.FIRST]
+                rest = [j for j in rest if j.kind not in self.FIRST]
+                self._jobs = deque(first + mine + rest)
 
     def kinds(self) -> list[str]:
         with self._lock:
@@ -320,7 +325,7 @@ class AnalysisController(QObject):
 
         ``returned`` gives ``(BundleInfo, device in words)``.
         """
-        for job in self.queue.take_where(lambda j: j.kind in ("load", "analyse")):
+        for job in self.queue.take_where(lambda j: j.kind in ("load", "analyse")):  # not the set-up
             job.handle._cancel.set()
             job.handle._report(CANCELLED)
         with self._lock:
@@ -337,6 +342,9 @@ class AnalysisController(QObject):
                 if switching:
                     gc.collect()  # the previous model's cycles, once, while the new one loads
                 predictor = self._factory(str(path))
+                warm_up = getattr(predictor, "warm_up", None)
+                if warm_up is not None:
+                    warm_up(explain=False)  # TensorFlow builds its graph now, not on the first image
             except BaseException:
                 # The analyses queued for this model cannot run: cancelled, not 300 errors.
                 for job in self.queue.take_where(lambda j: j.kind == "analyse"):
@@ -355,7 +363,7 @@ class AnalysisController(QObject):
         handle = self.submit(load, kind="load", front=True)
         if not self._warmed:  # right after the first model, before any analysis
             self._warmed = True
-            self.submit(lambda _ctx: self._warm_colormaps(), kind="call", front=True)
+            self.submit(lambda _ctx: self._warm_colormaps(), kind="setup", front=True)
         return handle
 
     def analyse(
