@@ -394,3 +394,21 @@ def test_quitting_while_the_model_works_returns_within_the_timeout(make_window, 
     assert window.shutdown(timeout=0.5) in (True, False)
     assert time.monotonic() - t0 < 2.0  # never the 4.5 s the queued predictions would take
     assert all(h.state == "cancelled" for h in waiting)
+
+
+def test_files_given_at_start_show_before_the_model_loads(qtbot, viewer_env, fake_factory, image_files):
+    from viewer.main_window import MainWindow
+    from viewer.settings import ViewerSettings
+
+    window = MainWindow(settings=ViewerSettings(), model_dir="fake-model", predictor_factory=fake_factory)
+    qtbot.addWidget(window)
+    window.open_paths([str(image_files["dark"])])  # like ``main.py FILE``
+    states: list[str] = []
+    window.session.events.current_changed.connect(lambda _doc: states.append(window.session.model.state))
+    window.show()
+    window.start_background()
+    assert window.session.model.state == "idle"  # TensorFlow's import waits for the first image
+    qtbot.waitUntil(lambda: window.session.model.state == "ready", timeout=10000)
+    assert states[0] == "idle"
+    qtbot.waitUntil(lambda: window.session.current.prediction is not None, timeout=10000)
+    window.close()

@@ -226,25 +226,28 @@ class MainWindow(QMainWindow):
         self._started = True
         self.opener.start()
         self.controller.start()
-        self.load_model(self._requested_model_dir or self.settings.active_model or _bundled_model_dir())
-        if self._pending_open:
-            paths, self._pending_open = self._pending_open, []
-            self.open_paths(paths)
+        model = self._requested_model_dir or self.settings.active_model or _bundled_model_dir()
+        if not self._pending_open:
+            self.load_model(model)
+            return
+        # Files given at start: the first image goes on screen before TensorFlow's import begins
+        # (it holds the GIL for long stretches); the model follows at once, or after 2 s at most.
+        paths, self._pending_open = self._pending_open, []
+        self.open_paths(paths)
+        start_model = lambda *_args: self._deferred_model(model)  # noqa: E731
+        self.session.events.current_changed.connect(start_model)
+        self.opener.open_finished.connect(start_model)
+        QTimer.singleShot(2000, start_model)
+
+    def _deferred_model(self, model: str) -> None:
+        if self.session.model.state == "idle" and not self._closing:
+            self.load_model(model)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         training = getattr(self, "_training_dialog", None)
-        if training is not None and training.is_running():
-            answer = QMessageBox.question(
-                self,
-                "Training in progress",
-                "A model is being trained. Stop the training and quit?",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                QMessageBox.StandardButton.No,
-            )
-            if answer != QMessageBox.StandardButton.Yes:
-                event.ignore()
-                return
-            training.cancel_and_wait()
+        if training is not None and not training.stop_for_quit():
+            event.ignore()
+            return
         self._closing = True
         self.save_settings()
         self.shutdown()

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -372,6 +373,22 @@ class TrainingDialog(QDialog):
             self._cancel.set()
             self.stage_label.setText("Cancelling after the current batch…")
             self.cancel_button.setEnabled(False)
+
+    def stop_for_quit(self) -> bool:
+        """Before the viewer quits: ask whether to stop a running training; True when it may quit."""
+        if not self.is_running():
+            return True
+        answer = QMessageBox.question(
+            self,
+            "Training in progress",
+            "A model is being trained. Stop the training and quit?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        self.cancel_and_wait()
+        return True
 
     def cancel_and_wait(self) -> None:
         self.cancel()
