@@ -227,13 +227,16 @@ def _fail(message: str) -> int:
     return 2
 
 
+_SMALL = 512 * 1024  # characters: a table this small is rewritten after every result
+
+
 class _ResultsFile:
     """One ``--json``/``--csv`` output, rewritten atomically as results come in.
 
     The rewrite is a temporary file moved into place, so the file on disk is always a
-    complete table of the results so far (all of them while a rewrite takes under 5 ms;
-    beyond, a rewrite waits until 20 times its own last duration has passed, and the
-    rest is written on the way out, also after Ctrl+C or an error).
+    complete table of the results so far (every one while the table is under 512 KB, about
+    a thousand files; beyond, a rewrite waits until 20 times its own last duration has
+    passed, and the rest is written on the way out, also after Ctrl+C or an error).
     """
 
     def __init__(self, path: Path, fmt: str, replace_existing: bool) -> None:
@@ -243,6 +246,7 @@ class _ResultsFile:
         self._replace = replace_existing
         self._last_write = 0.0
         self._cost = 0.0
+        self._size = 0
         self._dirty = False
 
     def read_back(self) -> None:
@@ -272,9 +276,9 @@ class _ResultsFile:
     def add(self, record: dict[str, Any]) -> None:
         self.records.append(record)
         self._dirty = True
-        # Small tables are rewritten after every record; a large one once 20 times its last
-        # rewrite's duration has passed (at most about 5% of the run spent rewriting).
-        if self._cost < 0.005 or time.monotonic() - self._last_write >= 20 * self._cost:
+        # Tables under _SMALL bytes are rewritten after every record; a larger one once 20 times
+        # its last rewrite's duration has passed (at most about 5% of the run spent rewriting).
+        if self._size < _SMALL or time.monotonic() - self._last_write >= 20 * self._cost:
             self.flush()
 
     def text(self) -> str:
@@ -297,6 +301,7 @@ class _ResultsFile:
         self._dirty = False
         self._last_write = time.monotonic()
         self._cost = self._last_write - started
+        self._size = len(text)
 
 
 def _check_output(target: str | None, overwrite: bool, resume: bool) -> str | None:
@@ -406,6 +411,8 @@ def _predict_all(
         for fmt, target in (("json", args.json), ("csv", args.csv))
         if target and target != "-"
     ]
+    # Every input is protected, also the ones --resume skips: no export may land on any of them.
+    protected = ProtectedFiles(f for f, _ in files) if export_dir is not None else ProtectedFiles()
     if args.resume:
         try:
             for sink in sinks:
@@ -418,6 +425,9 @@ def _predict_all(
         before = len(files)
         files = [(f, root) for f, root in files if key(f) not in done]
         print(f"predict: resuming: {before - len(files)} of {before} files already done", file=sys.stderr)
+        if not files and not problems:
+            print("predict: nothing left to predict", file=sys.stderr)
+            return 0
     if export_dir is not None:
         try:
             export_dir.mkdir(parents=True, exist_ok=True)
@@ -426,7 +436,6 @@ def _predict_all(
 
     roots = {str(f): root for f, root in files}
     model = (predictor.info.name, predictor.info.version)
-    protected = ProtectedFiles(f for f, _ in files) if export_dir is not None else None
     reserved: set[str] = set()
     on_existing = "replace-ours" if args.overwrite else "refuse"
     records: list[dict[str, Any]] = []

@@ -140,6 +140,9 @@ def test_resume_predicts_only_what_is_missing(tmp_path, model_dir, monkeypatch, 
     assert run(*args, "--resume") == 1
     assert predicted == ["broken.png"]
     assert len(json.loads(out.read_text(encoding="utf-8"))) == 5
+    broken = tmp_path / "in" / "broken.png"
+    broken.unlink()
+    assert run(*args, "--resume") == 0 and "nothing left to predict" in capsys.readouterr().err
 
 
 def test_resume_needs_an_output_file(tmp_path, model_dir, capsys):
@@ -272,3 +275,20 @@ def test_evaluate_json_is_not_replaced_without_overwrite(tmp_path, capsys):
     # With --overwrite the run goes on (and here fails on the empty data, leaving the file alone).
     assert main.main(["evaluate", str(data), "--model", str(tmp_path), "--json", str(out), "--overwrite"]) == 1
     assert "--overwrite" not in capsys.readouterr().err
+
+
+def test_resume_with_pseudonymous_names(tmp_path, model_dir, monkeypatch, capsys):
+    """The pseudonyms come from the installation's salt, so a later run recognises what is done."""
+    _pngs(tmp_path / "in", 3)
+    out = tmp_path / "r.json"
+    args = [str(tmp_path / "in"), "--model", str(model_dir), "--json", str(out), "--pseudonymous-names"]
+    _stop_after(monkeypatch, 1, KeyboardInterrupt())
+    assert run(*args) == 130
+    monkeypatch.undo()
+    monkeypatch.setenv("CXR_VIEWER_HOME", str(tmp_path / "home"))
+    capsys.readouterr()
+    assert run(*args, "--resume") == 0
+    assert "1 of 3 files already done" in capsys.readouterr().err
+    records = json.loads(out.read_text(encoding="utf-8"))
+    assert len(records) == 3 and len({r["file"] for r in records}) == 3
+    assert all(r["file"].startswith("anon-") and "img" not in json.dumps(r) for r in records)

@@ -151,6 +151,9 @@ class ExportItem:
     invert: bool = False
     class_index: int | None = None  # class to explain (None: the predicted one)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", Path(self.source))  # a str is accepted too
+
 
 @dataclass(frozen=True)
 class PlannedTarget:
