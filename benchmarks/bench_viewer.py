@@ -124,7 +124,16 @@ def run(files: list[Path], model: str | None, timeout: float) -> dict:
     probe = _Probe(window)
     clock = QElapsedTimer()
     figures: dict = {"n_files": len(files)}
-    state = {"failed": 0, "ready_at": None, "max_stall_ready": 0.0, "last": 0, "max_stall": 0.0, "stalls_over_100": 0, "overlay_asked": None, "done": False}
+    state = {
+        "failed": 0,
+        "ready_at": None,
+        "max_stall_ready": 0.0,
+        "last": 0,
+        "max_stall": 0.0,
+        "stalls_over_100": 0,
+        "overlay_asked": None,
+        "done": False,
+    }
 
     def tick() -> None:
         now = clock.elapsed()
