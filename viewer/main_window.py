@@ -66,7 +66,6 @@ class MainWindow(QMainWindow):
 
     open_finished = Signal(int, int)  # files opened, files that failed (per drop or File > Open)
     model_changed = Signal(object)  # BundleInfo of the newly active model, None when it failed
-    prediction_shown = Signal(int)  # doc id whose prediction just arrived
     overlay_shown = Signal(int)  # doc id whose heat map is now on the canvas
     first_painted = Signal()
 
@@ -180,7 +179,6 @@ class MainWindow(QMainWindow):
         ev.current_changed.connect(self._on_current_changed)
         ev.documents_added.connect(lambda _docs: self._update_enabled())
         ev.document_removed.connect(lambda _doc: self._update_enabled())
-        ev.result_changed.connect(self._on_result)
         ev.model_changed.connect(self._on_model_changed)
         ev.overlay_heat_changed.connect(self._on_heat)
         ev.message.connect(self._on_message)
@@ -420,10 +418,6 @@ class MainWindow(QMainWindow):
             return
         self.statusBar().showMessage("No model loaded: the viewer works, without AI results", 15000)
         emit(self.model_changed, None)
-
-    def _on_result(self, doc: ImageDocument) -> None:
-        if doc.prediction is not None:
-            emit(self.prediction_shown, doc.doc_id)
 
     def _on_heat(self, heat: OverlayHeat | None) -> None:
         if heat is not None:
