@@ -96,10 +96,13 @@ class FakePredictor:
         return (p / p.sum()).astype(np.float32)
 
     def predict(self, image):
+        self.calls.append("predict")
+        return self._predict(image)
+
+    def _predict(self, image):
         from inference.predictor import Prediction
         from inference.preprocess import Geometry
 
-        self.calls.append("predict")
         self.threads.add(threading.current_thread().name)
         if self.delay:
             self.busy.set()
@@ -119,11 +122,20 @@ class FakePredictor:
             geometry=Geometry(original_shape=(h, w), crop_box=(0, 0, w, h), size=32),
         )
 
+    def predict_and_explain(self, image, class_index=None, method="gradcam"):
+        """One call, as the real predictor does it (one forward and one backward pass)."""
+        self.calls.append(f"predict_and_explain:{class_index}:{method}")
+        prediction = self._predict(image)
+        return prediction, self._explain(image, class_index, method)
+
     def explain(self, image, class_index=None, method="gradcam"):
+        self.calls.append(f"explain:{class_index}:{method}")
+        return self._explain(image, class_index, method)
+
+    def _explain(self, image, class_index, method):
         from inference.predictor import Explanation
         from inference.preprocess import Geometry
 
-        self.calls.append(f"explain:{class_index}:{method}")
         if self.delay:
             time.sleep(self.delay)
         if class_index is None:
@@ -178,7 +190,7 @@ def make_window(qtbot, viewer_env, fake_factory):
         window.show()
         window.start_background()
         if wait_model:
-            qtbot.waitUntil(lambda: window.model_state in ("ready", "failed"), timeout=10000)
+            qtbot.waitUntil(lambda: window.session.model.state in ("ready", "failed"), timeout=10000)
         windows.append(window)
         return window
 

@@ -1,17 +1,17 @@
-"""The export dialog: each format through the inference exporters, identifiers, never overwriting silently."""
+"""The export dialog: the one export path, <stem>.cxr.<ext> names, never a source file, never a silent overwrite."""
 
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from PySide6.QtWidgets import QMessageBox
 
 from tests.dicom_factory import make_dicom
-from viewer.export_dialog import ExportDialog, plan_exports
+from viewer.export_dialog import ExportDialog, ReloadingImage, build_items, conflict_choices
 
 
 @pytest.fixture
@@ -22,13 +22,13 @@ def export_window(make_window, qtbot, image_files, tmp_path):
     window = make_window()
     with qtbot.waitSignal(window.open_finished, timeout=10000):
         window.open_paths([str(dicom), str(image_files["dark"]), str(image_files["bright"])])
-    qtbot.waitUntil(lambda: all(d.prediction is not None for d in window.docs.values()), timeout=10000)
-    assert window.current.name == "chest.dcm"
+    qtbot.waitUntil(lambda: all(d.prediction is not None for d in window.session.documents()), timeout=10000)
+    assert window.session.current.name == "chest.dcm"
     return window
 
 
-def make_dialog(window, folder: Path, formats, everything=False, answer=None) -> ExportDialog:
-    dialog = ExportDialog(window)
+def make_dialog(window, folder: Path, formats, everything=False, answer="cancel") -> ExportDialog:
+    dialog = window.export_dialog()
     dialog.folder_edit.setText(str(folder))
     for key, box in dialog.format_boxes.items():
         box.setChecked(key in formats)
@@ -36,11 +36,11 @@ def make_dialog(window, folder: Path, formats, everything=False, answer=None) ->
     dialog.current_radio.setChecked(not everything)
     asked = []
 
-    def fake_ask(existing):
-        asked.append(existing)
+    def fake_ask(conflicts):
+        asked.append(conflicts)
         return answer
 
-    dialog.ask_overwrite = fake_ask
+    dialog.ask_existing = fake_ask
     dialog.asked = asked
     return dialog
 
@@ -58,17 +58,17 @@ def test_each_format_for_the_current_image(export_window, qtbot, tmp_path):
     dialog = make_dialog(export_window, out, ["png", "pdf", "dcm", "csv", "json"])
     written = export(qtbot, dialog)
     names = sorted(p.name for p in written)
-    assert names == ["chest.dcm", "chest.pdf", "chest.png", "cxr-results.csv", "cxr-results.json"]
-    png = cv2.imread(str(out / "chest.png"))
+    assert names == ["chest.cxr.dcm", "chest.cxr.pdf", "chest.cxr.png", "results.cxr.csv", "results.cxr.json"]
+    png = cv2.imread(str(out / "chest.cxr.png"))
     assert png is not None and png.shape[1] >= 80
-    assert (out / "chest.pdf").read_bytes().startswith(b"%PDF")
-    ds = pydicom.dcmread(out / "chest.dcm")
+    assert (out / "chest.cxr.pdf").read_bytes().startswith(b"%PDF")
+    ds = pydicom.dcmread(out / "chest.cxr.dcm")
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
     assert not str(ds.get("PatientName", "")) and not str(ds.get("PatientID", ""))  # left out by default
-    rows = list(csv.DictReader((out / "cxr-results.csv").open(encoding="utf-8-sig")))
-    assert len(rows) == 1 and rows[0]["label"] == export_window.current.prediction.label
+    rows = list(csv.DictReader((out / "results.cxr.csv").open(encoding="utf-8-sig")))
+    assert len(rows) == 1 and rows[0]["label"] == export_window.session.current.prediction.label
     assert "PatientName" not in rows[0]
-    assert "Exported 5 files" in export_window.statusBar().currentMessage()
+    assert any("Exported 5 files" in m for m in export_window.messages.messages())
 
 
 def test_keep_identifiers_is_an_explicit_choice(export_window, qtbot, tmp_path):
@@ -76,51 +76,124 @@ def test_keep_identifiers_is_an_explicit_choice(export_window, qtbot, tmp_path):
     assert not dialog.identifiers_box.isChecked()
     dialog.identifiers_box.setChecked(True)
     export(qtbot, dialog)
-    ds = pydicom.dcmread(tmp_path / "out" / "chest.dcm")
+    ds = pydicom.dcmread(tmp_path / "out" / "chest.cxr.dcm")
     assert str(ds.PatientName) == "Doe^Jane"
-    row = next(csv.DictReader((tmp_path / "out" / "cxr-results.csv").open(encoding="utf-8-sig")))
+    row = next(csv.DictReader((tmp_path / "out" / "results.cxr.csv").open(encoding="utf-8-sig")))
     assert row.get("PatientName") == "Doe^Jane"
 
 
-def test_all_opened_images(export_window, qtbot, tmp_path):
+def test_all_opened_images_with_progress(export_window, qtbot, tmp_path):
     out = tmp_path / "all"
     dialog = make_dialog(export_window, out, ["png", "csv"], everything=True)
-    written = export(qtbot, dialog)
-    assert sorted(p.name for p in written) == ["bright.png", "chest.png", "cxr-results.csv", "dark.png"]
-    rows = list(csv.DictReader((out / "cxr-results.csv").open(encoding="utf-8-sig")))
+    steps: list[tuple[int, int]] = []
+    dialog.start_export()
+    dialog.handle.progress.connect(lambda d, t: steps.append((d, t)))
+    with qtbot.waitSignal(dialog.export_done, timeout=60000) as done:
+        pass
+    written = done.args[0]
+    assert sorted(p.name for p in written) == ["bright.cxr.png", "chest.cxr.png", "dark.cxr.png", "results.cxr.csv"]
+    rows = list(csv.DictReader((out / "results.cxr.csv").open(encoding="utf-8-sig")))
     assert [Path(r["file"]).name for r in rows] == ["chest.dcm", "dark.png", "bright.png"]
     labels = {Path(r["file"]).name: r["label"] for r in rows}
-    for doc in export_window.docs.values():
+    for doc in export_window.session.documents():
         assert labels[doc.name] == doc.prediction.label
+    assert steps and steps[-1] == (3, 3)
 
 
-def test_never_overwrites_without_asking(export_window, qtbot, tmp_path):
+def test_existing_files_ours_may_be_replaced_foreign_ones_never(export_window, qtbot, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    existing = out / "chest.png"
-    existing.write_bytes(b"keep me")
-    # Cancel: nothing is written, the old file is untouched.
-    dialog = make_dialog(export_window, out, ["png"], answer=QMessageBox.StandardButton.Cancel)
+    foreign = out / "chest.cxr.png"
+    foreign.write_bytes(b"keep me")  # our naming, but not our file
+    # Cancel: nothing is written, the old file is untouched; "Replace" was not offered.
+    dialog = make_dialog(export_window, out, ["png"], answer="cancel")
     assert not dialog.start_export()
-    assert dialog.asked and dialog.asked[0] == [existing]
-    assert existing.read_bytes() == b"keep me"
-    assert sorted(p.name for p in out.iterdir()) == ["chest.png"]
+    assert [t.path for t in dialog.asked[0]] == [foreign] and dialog.asked[0][0].status == "refused"
+    assert "replace-ours" not in conflict_choices(dialog.asked[0])
+    assert foreign.read_bytes() == b"keep me" and sorted(p.name for p in out.iterdir()) == ["chest.cxr.png"]
+    # Even told to replace, a foreign file is skipped.
+    dialog = make_dialog(export_window, out, ["png"], answer="replace-ours")
+    assert export(qtbot, dialog) == [] and foreign.read_bytes() == b"keep me"
+    assert dialog.report.skipped and dialog.report.skipped[0][0] == foreign
     # Keep both: a new name.
-    dialog = make_dialog(export_window, out, ["png"], answer=QMessageBox.StandardButton.No)
+    dialog = make_dialog(export_window, out, ["png"], answer="keep-both")
     written = export(qtbot, dialog)
-    assert [p.name for p in written] == ["chest (2).png"]
-    assert existing.read_bytes() == b"keep me"
-    # Replace: only after the user said so.
-    dialog = make_dialog(export_window, out, ["png"], answer=QMessageBox.StandardButton.Yes)
+    assert [p.name for p in written] == ["chest (2).cxr.png"]
+    assert foreign.read_bytes() == b"keep me"
+    # A file we wrote may be replaced, after the user said so.
+    ours = out / "chest.cxr.png"
+    foreign.unlink()
+    export(qtbot, make_dialog(export_window, out, ["png"]))
+    first = ours.stat().st_mtime_ns
+    dialog = make_dialog(export_window, out, ["png"], answer="replace-ours")
     written = export(qtbot, dialog)
-    assert written == [existing]
-    assert existing.read_bytes().startswith(b"\x89PNG")
+    assert dialog.asked[0][0].status == "ours" and "replace-ours" in conflict_choices(dialog.asked[0])
+    assert written == [ours] and ours.stat().st_mtime_ns >= first
 
 
-def test_plan_gives_same_named_images_distinct_files(export_window, tmp_path):
-    docs = list(export_window.docs.values())
-    docs[1].path = docs[0].path.with_name("chest.png")  # two images called "chest"
-    plan = plan_exports(docs[:2], tmp_path, ["png", "pdf", "csv"])
-    targets = [p.name for p in plan.all_targets()]
-    assert targets == ["chest.png", "chest.pdf", "chest-2.png", "chest-2.pdf", "cxr-results.csv"]
-    assert len(set(targets)) == len(targets)
+def test_a_source_file_is_never_offered_for_replace(make_window, qtbot, tmp_path):
+    """Issue 12's data loss: exporting a DICOM into its own folder replaced the original."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    pixels = (np.arange(96 * 80).reshape(96, 80) % 4096).astype(np.uint16)
+    source = folder / "scan.dcm"
+    make_dicom(source, pixels, bits_stored=12)
+    named_like_ours = folder / "other.cxr.dcm"  # an opened file that happens to carry our naming
+    make_dicom(named_like_ours, pixels, bits_stored=12)
+    originals = {p: p.read_bytes() for p in (source, named_like_ours)}
+    window = make_window()
+    with qtbot.waitSignal(window.open_finished, timeout=10000):
+        window.open_paths([str(source), str(named_like_ours)])
+    qtbot.waitUntil(lambda: all(d.prediction is not None for d in window.session.documents()), timeout=10000)
+    # Same folder, same stem, a .dcm source and a DICOM export: the export is scan.cxr.dcm, beside it.
+    dialog = make_dialog(window, folder, ["dcm"])
+    written = export(qtbot, dialog)
+    assert [p.name for p in written] == ["scan.cxr.dcm"] and not dialog.asked
+    # The opened "other.cxr.dcm" is the target of its own export: refused, never offered for Replace.
+    window.show_document(window.session.documents()[1].doc_id)
+    dialog = make_dialog(window, folder, ["dcm"], answer="replace-ours")
+    assert export(qtbot, dialog) == []
+    conflict = dialog.asked[0][0]
+    assert conflict.path == named_like_ours and conflict.status == "refused" and conflict.reason
+    assert conflict_choices(dialog.asked[0]) == ["keep-both", "cancel"]
+    # Keep both writes beside it.
+    dialog = make_dialog(window, folder, ["dcm"], answer="keep-both")
+    assert [p.name for p in export(qtbot, dialog)] == ["other (2).cxr.dcm"]
+    for path, data in originals.items():
+        assert path.read_bytes() == data  # the sources are untouched
+
+
+def test_format_choices_persist(export_window, qtbot, tmp_path):
+    dialog = make_dialog(export_window, tmp_path / "out", ["pdf", "json"])
+    export(qtbot, dialog)
+    again = export_window.export_dialog()
+    assert [k for k, box in again.format_boxes.items() if box.isChecked()] == ["pdf", "json"]
+    assert export_window.settings.export_formats == ["pdf", "json"]
+
+
+def test_export_of_evicted_films_reads_them_again(export_window, qtbot, tmp_path):
+    window = export_window
+    cache = window.opener.cache
+    cache.capacity = 1
+    cache.trim(pinned=[window.session.current.doc_id])
+    evicted = [d for d in window.session.documents() if not d.loaded]
+    assert len(evicted) == 2
+    dialog = make_dialog(window, tmp_path / "out", ["png"], everything=True)
+    written = export(qtbot, dialog)
+    assert sorted(p.name for p in written) == ["bright.cxr.png", "chest.cxr.png", "dark.cxr.png"]
+    assert all(not d.loaded for d in evicted)  # read for the export only
+    assert all(isinstance(i.image, ReloadingImage) for i in build_items(evicted, window.session, False, print))
+
+
+def test_same_named_images_get_distinct_files(export_window, tmp_path):
+    from inference.export import plan_exports
+
+    docs = export_window.session.documents()
+    twin = tmp_path / "elsewhere" / "chest.png"
+    twin.parent.mkdir()
+    shutil.copy(docs[1].path, twin)
+    docs[1].path = twin  # two images called "chest"
+    items = build_items(docs[:2], export_window.session, True, print)
+    plan = plan_exports(items, tmp_path, ["png", "pdf"], ["csv"])
+    targets = [t.path.name for t in plan]
+    assert targets == ["chest.cxr.png", "chest.cxr.pdf", "chest (2).cxr.png", "chest (2).cxr.pdf", "results.cxr.csv"]

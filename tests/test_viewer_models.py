@@ -87,10 +87,12 @@ def test_model_manager_switches_imports_and_deletes(
     window = make_window(model_dir=str(models_env))
     with qtbot.waitSignal(window.open_finished, timeout=10000):
         window.open_paths([str(image_files["dark"])])
-    qtbot.waitUntil(lambda: window.current is not None and window.current.prediction is not None, timeout=10000)
-    assert window.current.prediction.model_name == "default"  # the fake predictor names itself after the folder
+    qtbot.waitUntil(
+        lambda: window.session.current is not None and window.session.current.prediction is not None, timeout=10000
+    )
+    assert window.session.current.prediction.model_name == "default"  # the fake predictor names itself after the folder
 
-    dialog = ModelManagerDialog(window)
+    dialog = ModelManagerDialog(window.session, window.activate_model, window)
     qtbot.addWidget(dialog)
     assert dialog.list.count() == 1
     assert dialog.list.item(0).text().startswith("●")  # the active one is marked
@@ -107,10 +109,10 @@ def test_model_manager_switches_imports_and_deletes(
 
     with qtbot.waitSignal(window.model_changed, timeout=10000):
         dialog.activate_selected()
-    assert window.model_dir == str(imported)
+    assert window.session.model.path == str(imported)
     assert window.settings.active_model == str(imported)
-    qtbot.waitUntil(lambda: window.current.prediction is not None, timeout=10000)
-    assert window.current.prediction.model_name == imported.name  # predictions refreshed by the new model
+    qtbot.waitUntil(lambda: window.session.current.prediction is not None, timeout=10000)
+    assert window.session.current.prediction.model_name == imported.name  # predictions refreshed by the new model
 
     # Delete asks first; "no" keeps the model.
     dialog.confirm_delete = lambda entry: False
@@ -119,7 +121,7 @@ def test_model_manager_switches_imports_and_deletes(
     with qtbot.waitSignal(window.model_changed, timeout=10000):
         assert dialog.delete_selected()
     assert not imported.exists()
-    assert window.model_dir == str(models_env)  # deleting the active model falls back to the bundled one
+    assert window.session.model.path == str(models_env)  # deleting the active model falls back to the bundled one
     assert dialog.list.count() == 1
 
 
@@ -127,7 +129,7 @@ def test_model_opened_from_elsewhere_is_listed_but_not_deletable(make_window, qt
     from viewer.model_manager import ModelManagerDialog
 
     window = make_window(model_dir=str(tiny_bundle_dir))  # like ``main.py --model DIR``
-    dialog = ModelManagerDialog(window)
+    dialog = ModelManagerDialog(window.session, window.activate_model, window)
     qtbot.addWidget(dialog)
     assert dialog.list.count() == 2  # the active one from elsewhere, then the bundled one
     assert dialog.selected().path == tiny_bundle_dir
@@ -140,24 +142,26 @@ def test_model_opened_from_elsewhere_is_listed_but_not_deletable(make_window, qt
 @pytest.mark.slow
 def test_viewer_with_a_real_keras_model(make_window, qtbot, tiny_bundle_dir, image_files):
     """The real Predictor in the inference thread: prediction, results panel and Grad-CAM overlay."""
-    from viewer.workers import default_predictor_factory
+    from viewer.controller import default_predictor_factory
 
     window = make_window(model_dir=str(tiny_bundle_dir), factory=default_predictor_factory)
-    assert window.model_state == "ready", window.messages.messages()
+    assert window.session.model.state == "ready", window.messages.messages()
     assert window.model_label.text().startswith("Model: tiny-test 0.0.1 · ")
     with qtbot.waitSignal(window.open_finished, timeout=20000):
         window.open_paths([str(image_files["deep"])])
-    qtbot.waitUntil(lambda: window.current is not None and window.current.prediction is not None, timeout=60000)
-    prediction = window.current.prediction
+    qtbot.waitUntil(
+        lambda: window.session.current is not None and window.session.current.prediction is not None, timeout=60000
+    )
+    prediction = window.session.current.prediction
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     assert window.results.headline.text() == prediction.label
     with qtbot.waitSignal(window.overlay_shown, timeout=60000):
         qtbot.keyClick(window.canvas, Qt.Key.Key_G)
-    explanation = window.current.explanations[(prediction.class_index, "gradcam")]
-    assert explanation.heatmap_original.shape == window.current.image.shape
+    explanation = window.session.current.explanations[(prediction.class_index, "gradcam")]
+    assert explanation.heatmap_original.shape == window.session.current.image.shape
     assert window.canvas.has_overlay()
     assert window.canvas.overlay_item.sceneBoundingRect() == window.canvas.image_item.sceneBoundingRect()
-    assert Path(window.model_dir) == tiny_bundle_dir
+    assert Path(window.session.model.path) == tiny_bundle_dir
 
 
 def test_model_card_shows_lung_crop_held_out_sources_and_per_source_accuracy(tiny_bundle_dir):

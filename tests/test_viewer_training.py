@@ -26,7 +26,7 @@ def dialog(make_window, qtbot):
     from viewer.training_dialog import TrainingDialog
 
     window = make_window()
-    dlg = TrainingDialog(window)
+    dlg = TrainingDialog(window.session, window.activate_model, window)
     qtbot.addWidget(dlg)
     dlg.show()
     yield dlg
@@ -85,9 +85,9 @@ def test_train_two_epochs_then_activate(dialog, qtbot, data_folder):
     report = dialog.report_view.toPlainText()
     assert "tiny-trained" in report and ("Accuracy" in report or "No validation" in report)
     assert dialog.activate_button.isEnabled()
-    with qtbot.waitSignal(dialog.main.model_changed, timeout=10000):
+    with qtbot.waitSignal(dialog.parent().model_changed, timeout=10000):
         dialog.activate()
-    assert dialog.main.model_dir == str(result.bundle_dir)
+    assert dialog.session.model.path == str(result.bundle_dir)
     # A second run with the same name gets a new folder: nothing is overwritten.
     assert dialog.make_config().out_dir.name == "tiny-trained-2"
 

@@ -98,17 +98,21 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     window.start_background()
     window.open_paths(paths)
-    if not wait_until(app, lambda: window.model_state in ("ready", "failed"), args.timeout):
+    if not wait_until(app, lambda: window.session.model.state in ("ready", "failed"), args.timeout):
         print("the model did not load in time", file=sys.stderr)
-    wait_until(app, lambda: len(window.docs) > 0 and window.loader is not None, 30)
+    wait_until(app, lambda: len(window.session) > 0, 30)
     settle(app, 1.0)
-    if window.model_state == "ready":
-        wait_until(app, lambda: all(d.prediction is not None or d.error for d in window.docs.values()), args.timeout)
+    if window.session.model.state == "ready":
+        wait_until(
+            app, lambda: all(d.prediction is not None or d.error for d in window.session.documents()), args.timeout
+        )
     else:
         print(f"no model: {window.messages.messages()}", file=sys.stderr)
 
     ids = window.document_ids()
-    chosen = next((i for i in ids if args.select.lower() in window.docs[i].name.lower()), ids[0] if ids else None)
+    chosen = next(
+        (i for i in ids if args.select.lower() in window.session.document(i).name.lower()), ids[0] if ids else None
+    )
     if chosen is None:
         print("nothing could be opened", file=sys.stderr)
         return 1
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     window.messages_dock.hide()  # a clean first look: the tags panel, not the log
     window.tags_dock.show()
     window.tags_dock.raise_()
-    if window.model_state == "ready":
+    if window.session.model.state == "ready":
         window.actions_by_id["overlay"].setChecked(True)
         wait_until(app, lambda: window.canvas.has_overlay(), args.timeout)
     save(window, out / "viewer.png", app)
@@ -126,30 +130,29 @@ def main(argv: list[str] | None = None) -> int:
     save(window, out / "viewer-lung-window.png", app)
     window.apply_preset("0")
 
-    dicom_ids = [i for i in ids if window.docs[i].image.meta.format == "DICOM"]
+    dicom_ids = [i for i in ids if window.session.document(i).meta.format == "DICOM"]
     if dicom_ids:
         window.show_document(dicom_ids[0])
-        window.actions_by_id["overlay"].setChecked(window.model_state == "ready")
-        wait_until(app, lambda: window.canvas.has_overlay() or window.model_state != "ready", 30)
+        window.actions_by_id["overlay"].setChecked(window.session.model.state == "ready")
+        wait_until(app, lambda: window.canvas.has_overlay() or window.session.model.state != "ready", 30)
         save(window, out / "viewer-dicom.png", app)
         window.actions_by_id["overlay"].setChecked(False)
         window.show_document(chosen)
 
-    from viewer.export_dialog import ExportDialog
     from viewer.help_dialog import HelpDialog
     from viewer.model_manager import ModelManagerDialog
     from viewer.training_dialog import TrainingDialog
 
     for name, dialog in (
-        ("model-manager.png", ModelManagerDialog(window)),
-        ("export.png", ExportDialog(window)),
+        ("model-manager.png", ModelManagerDialog(window.session, window.activate_model, window)),
+        ("export.png", window.export_dialog()),
         ("help.png", HelpDialog(window)),
     ):
         dialog.show()
         save(dialog, out / name, app)
         dialog.close()
 
-    training = TrainingDialog(window)
+    training = TrainingDialog(window.session, window.activate_model, window)
     training.show()
     data = ROOT.parent / "shared" / "data" / "cxr" / "kaggle_covid19_image_dataset" / "train"
     if data.is_dir():

@@ -1,19 +1,24 @@
-"""Export the current image or all opened images through the inference exporters.
+"""Export the current image or all opened images through the one export path, ``inference.export``.
 
-What is written, and how, is decided by ``inference.export`` (annotated PNG, PDF report,
-DICOM Secondary Capture, CSV/JSON tables). This dialog only chooses: which images, which
-formats, the folder, whether to keep patient identifiers (off by default), and what to do
-about files that already exist: it always asks before replacing one.
+What is written, how it is named (``<stem>.cxr.<ext>``) and which files may never be touched
+is decided by :func:`inference.export.plan_exports` / :func:`inference.export.export_files`.
+This dialog only chooses: which images, which formats (remembered), the folder, whether to
+keep patient identifiers (off by default), and what to do about targets that already exist:
 
-The export itself runs in the inference thread (it may need a prediction or a Grad-CAM map
-that has not been computed yet), so the window stays usable.
+* a file the user opened, a source of the export or an existing file this app did not write
+  is *refused*: it is listed with the reason and never offered for "Replace";
+* "Keep both" writes beside any existing file (``name (2).cxr.png``);
+* "Replace" is offered only for files this app wrote itself.
+
+The export is one cancellable job on the analysis controller (it may need predictions or
+Grad-CAM maps not computed yet); it reports progress after each image, and an image whose
+pixels were evicted from memory is read again from its file just before it is written.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import copy
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +33,31 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMessageBox,
+    QProgressBar,
     QPushButton,
     QRadioButton,
     QVBoxLayout,
     QWidget,
 )
 
+from inference.image import XRayImage
+from viewer.controller import AnalysisController, JobContext, JobHandle
 from viewer.document import ImageDocument
 from viewer.qt_compat import emit
+from viewer.session import READY, Session
+from viewer.settings import ViewerSettings
 
-__all__ = ["ExportDialog", "ExportPlan", "plan_exports", "run_export", "FORMAT_LABELS", "TABLE_NAME"]
+__all__ = [
+    "ExportDialog",
+    "ExportRequest",
+    "FORMAT_LABELS",
+    "ReloadingImage",
+    "build_items",
+    "conflict_choices",
+    "run_export",
+]
 
-# Per-image formats (inference.export.FORMATS keys) and the batch tables, with their labels.
+# Per-image formats and the tables, with their labels (inference.export knows them all).
 FORMAT_LABELS = {
     "png": "Annotated PNG",
     "pdf": "PDF report",
@@ -49,151 +67,128 @@ FORMAT_LABELS = {
 }
 IMAGE_FORMATS = ("png", "pdf", "dcm")
 TABLE_FORMATS = ("csv", "json")
-TABLE_NAME = "cxr-results"
-IMAGE_SUFFIX = {"png": ".png", "pdf": ".pdf", "dcm": ".dcm"}
+DEFAULT_FORMATS = ("png", "pdf", "csv")
 
 
-def _safe_stem(name: str) -> str:
-    stem = Path(name).stem or "image"
-    return re.sub(r"[^\w.\- ]+", "_", stem).strip() or "image"
+class ReloadingImage(XRayImage):
+    """An evicted film for an export: its pixels are read again from its file on first use and
+    dropped by :meth:`release` once the image is written, so an export of three hundred films
+    never holds more than one of them."""
+
+    def __init__(self, doc: ImageDocument, load: Callable[[str], XRayImage]) -> None:
+        object.__setattr__(self, "meta", doc.meta)
+        object.__setattr__(self, "extra", {})
+        object.__setattr__(self, "_path", str(doc.path))
+        object.__setattr__(self, "_load", load)
+        object.__setattr__(self, "_pixels", None)
+
+    @property
+    def pixels(self):  # type: ignore[override]
+        if self._pixels is None:
+            object.__setattr__(self, "_pixels", self._load(self._path).pixels)
+        return self._pixels
+
+    def release(self) -> None:
+        object.__setattr__(self, "_pixels", None)
 
 
-@dataclass
-class ExportItem:
-    doc: ImageDocument
-    base: Path  # folder / stem; each format adds its suffix
-    class_index: int | None  # class to explain; None = the predicted one
-    targets: dict[str, Path] = field(default_factory=dict)  # format -> file
+class ExportRequest:
+    """Everything one export needs, captured on the GUI thread (the job reads nothing the GUI owns)."""
+
+    def __init__(self, items: list, folder: Path, formats: list[str], tables: list[str], options: Any,
+                 protected: list[str], method: str) -> None:  # fmt: skip
+        self.items = items
+        self.folder = folder
+        self.formats = formats
+        self.tables = tables
+        self.options = options
+        self.protected = protected
+        self.method = method
 
 
-@dataclass
-class ExportPlan:
-    items: list[ExportItem]
-    formats: list[str]
-    tables: dict[str, Path]  # "csv"/"json" -> file
+def build_items(
+    docs: Sequence[ImageDocument], session: Session, as_displayed: bool, load: Callable[[str], XRayImage]
+) -> list:
+    """One :class:`inference.export.ExportItem` per document, with the results already computed."""
+    from inference.export import ExportItem
 
-    def all_targets(self) -> list[Path]:
-        return [p for item in self.items for p in item.targets.values()] + list(self.tables.values())
-
-    def existing(self) -> list[Path]:
-        return [p for p in self.all_targets() if p.exists()]
-
-    def keep_existing(self) -> None:
-        """Give every target that already exists a free name instead (``name (2).png``)."""
-        from inference.export import unique_path
-
-        taken: set[Path] = set()
-
-        def free(path: Path) -> Path:
-            candidate = unique_path(path)
-            n = 2
-            while candidate in taken:  # two targets of this plan may pick the same free name
-                candidate = unique_path(path.with_name(f"{path.stem} ({n}){path.suffix}"))
-                n += 1
-            taken.add(candidate)
-            return candidate
-
-        for item in self.items:
-            item.targets = {fmt: free(path) for fmt, path in item.targets.items()}
-        self.tables = {fmt: free(path) for fmt, path in self.tables.items()}
-
-
-def plan_exports(
-    docs: Sequence[ImageDocument], folder: Path, formats: Sequence[str], class_index: int | None = None
-) -> ExportPlan:
-    """The files an export will write; images with the same name get distinct ones (``name-2``)."""
-    image_formats = [f for f in formats if f in IMAGE_FORMATS]
-    used: dict[str, int] = {}
     items = []
     for doc in docs:
-        stem = _safe_stem(doc.name)
-        n = used.get(stem.lower(), 0) + 1
-        used[stem.lower()] = n
-        base = folder / (stem if n == 1 else f"{stem}-{n}")
-        item = ExportItem(doc=doc, base=base, class_index=class_index)
-        item.targets = {fmt: base.with_name(base.name + IMAGE_SUFFIX[fmt]) for fmt in image_formats}
-        items.append(item)
-    tables = {fmt: folder / f"{TABLE_NAME}.{fmt}" for fmt in formats if fmt in TABLE_FORMATS}
-    return ExportPlan(items=items, formats=list(formats), tables=tables)
-
-
-def run_export(
-    predictor: Any,
-    plan: ExportPlan,
-    options: Any,
-    method: str = "gradcam",
-    progress: Any = None,
-) -> list[Path]:
-    """Write every file of ``plan``; runs in the inference thread (``predictor`` may be None).
-
-    Missing predictions or Grad-CAM maps are computed here. Returns the files written; raises
-    the first error (files written before it stay, each complete).
-    """
-    from inference.export import result_record, write_csv, write_dicom_sc, write_json, write_pdf, write_png
-    from inference.predictor import FileResult
-
-    written: list[Path] = []
-    records = []
-    info = getattr(predictor, "info", None)
-    for i, item in enumerate(plan.items):
-        doc = item.doc
-        prediction = doc.prediction
-        if prediction is None:
-            if predictor is None:
-                raise RuntimeError(f"{doc.name} has no AI result and no model is loaded.")
-            prediction = predictor.predict(doc.image)
-        explanation = None
-        if options.include_heatmap and any(f in item.targets for f in IMAGE_FORMATS):
-            class_index = prediction.class_index if item.class_index is None else item.class_index
-            explanation = doc.explanations.get((class_index, method))
-            if explanation is None and predictor is not None:
-                explanation = predictor.explain(doc.image, class_index=class_index, method=method)
-        doc_options = _with_display(options, doc)
-        for fmt, target in item.targets.items():
-            if fmt == "png":
-                written.append(write_png(target, doc.image, prediction, explanation, doc_options))
-            elif fmt == "pdf":
-                written.append(write_pdf(target, doc.image, prediction, explanation, doc_options, info))
-            elif fmt == "dcm":
-                written.append(write_dicom_sc(target, doc.image, prediction, explanation, doc_options))
-        result = FileResult(str(doc.path), True, prediction=prediction, image=doc.image, explanation=explanation)
-        records.append(
-            result_record(result, keep_identifiers=options.keep_identifiers, exports=list(item.targets.values()))
+        target = session.overlay_target(doc)
+        explanation = doc.explanations.get(target) if target is not None else None
+        items.append(
+            ExportItem(
+                source=Path(doc.path),
+                image=doc.image if doc.image is not None else ReloadingImage(doc, load),
+                prediction=doc.prediction,
+                # A copy: the full-resolution map the writer builds must not stay on the document.
+                explanation=copy.copy(explanation) if explanation is not None else None,
+                window=doc.window if as_displayed else None,
+                invert=doc.invert if as_displayed else False,
+                class_index=session.overlay.class_index,
+            )
         )
-        if progress is not None:
-            progress(i + 1, len(plan.items))
-    if "csv" in plan.tables:
-        written.append(write_csv(plan.tables["csv"], records, overwrite=options.overwrite))
-    if "json" in plan.tables:
-        written.append(write_json(plan.tables["json"], records, overwrite=options.overwrite))
-    return written
+    return items
 
 
-def _with_display(options: Any, doc: ImageDocument) -> Any:
-    """The export options with this image's own window/level when "as displayed" was chosen."""
-    from dataclasses import replace
+def run_export(request: ExportRequest, on_existing: str, ctx: JobContext) -> Any:
+    """The export job (inference thread): :func:`inference.export.export_files`, with progress and cancel."""
+    from inference.export import export_files
 
-    if getattr(options, "window", None) is None and not getattr(options, "invert", False):
-        return options
-    return replace(options, window=doc.window, invert=doc.invert)
+    def progress(done: int, total: int) -> None:
+        image = request.items[done - 1].image
+        if isinstance(image, ReloadingImage):
+            image.release()
+        ctx.progress(done, total)
+
+    predictor = ctx.predictor
+    return export_files(
+        request.items,
+        request.folder,
+        request.formats,
+        request.options,
+        getattr(predictor, "info", None),
+        tables=request.tables,
+        protected=request.protected,
+        on_existing=on_existing,
+        predictor=predictor,
+        method=request.method,
+        progress=progress,
+        cancelled=ctx.cancelled,
+    )
+
+
+def conflict_choices(conflicts: Sequence[Any]) -> list[str]:
+    """What the user may do about targets that exist: "Replace" only when some are ours."""
+    choices = ["keep-both"]
+    if any(t.status == "ours" for t in conflicts):
+        choices.insert(0, "replace-ours")
+    return choices + ["cancel"]
 
 
 class ExportDialog(QDialog):
     export_done = Signal(list)  # files written
     export_failed = Signal(str)
 
-    def __init__(self, window: Any, parent: QWidget | None = None) -> None:
-        super().__init__(parent or window)
-        self.main = window
+    def __init__(
+        self, session: Session, controller: AnalysisController, settings: ViewerSettings, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.controller = controller
+        self.settings = settings
+        self.handle: JobHandle | None = None
+        self.report: Any = None
+        self.written: list[Path] = []
         self.setWindowTitle("Export")
         self.setMinimumWidth(520)
         layout = QVBoxLayout(self)
 
         scope = QGroupBox("Images")
         scope_layout = QVBoxLayout(scope)
-        current = window.current.name if window.current is not None else "none"
+        current = session.current.name if session.current is not None else "none"
         self.current_radio = QRadioButton(f"Current image ({current})")
-        self.all_radio = QRadioButton(f"All opened images ({len(window.docs)})")
+        self.all_radio = QRadioButton(f"All opened images ({len(session)})")
         self.current_radio.setChecked(True)
         scope_layout.addWidget(self.current_radio)
         scope_layout.addWidget(self.all_radio)
@@ -201,10 +196,11 @@ class ExportDialog(QDialog):
 
         formats = QGroupBox("Formats")
         formats_layout = QVBoxLayout(formats)
+        chosen = settings.export_formats or list(DEFAULT_FORMATS)
         self.format_boxes: dict[str, QCheckBox] = {}
         for key, label in FORMAT_LABELS.items():
-            box = QCheckBox(label)
-            box.setChecked(key in ("png", "pdf", "csv"))
+            box = QCheckBox(f"{label}  (*.cxr.{key})")
+            box.setChecked(key in chosen)
             formats_layout.addWidget(box)
             self.format_boxes[key] = box
         layout.addWidget(formats)
@@ -224,7 +220,7 @@ class ExportDialog(QDialog):
 
         folder_row = QHBoxLayout()
         folder_row.addWidget(QLabel("Folder"))
-        default_folder = window.settings.last_export_folder or window.settings.last_folder or str(Path.home())
+        default_folder = settings.last_export_folder or settings.last_folder or str(Path.home())
         self.folder_edit = QLineEdit(default_folder)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
@@ -232,18 +228,22 @@ class ExportDialog(QDialog):
         folder_row.addWidget(browse)
         layout.addLayout(folder_row)
 
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        layout.addWidget(self.progress)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setObjectName("muted")
         layout.addWidget(self.status)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
         self.export_button.setDefault(True)
+        self.cancel_button = self.buttons.addButton("Stop export", QDialogButtonBox.ButtonRole.ActionRole)
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(self.cancel_export)
         self.buttons.accepted.connect(self.start_export)
         self.buttons.rejected.connect(self.reject)
         layout.addWidget(self.buttons)
-        self._running = False
-        self.written: list[Path] = []
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export to folder", self.folder_edit.text())
@@ -256,44 +256,49 @@ class ExportDialog(QDialog):
 
     def selected_docs(self) -> list[ImageDocument]:
         if self.all_radio.isChecked():
-            return [self.main.docs[i] for i in self.main.document_ids() if i in self.main.docs]
-        return [self.main.current] if self.main.current is not None else []
+            return self.session.documents()
+        return [self.session.current] if self.session.current is not None else []
 
-    def options(self, overwrite: bool) -> Any:
+    def options(self) -> Any:
         from inference.export import ExportOptions
 
-        panel = self.main.overlay_panel
+        overlay = self.session.overlay
         return ExportOptions(
             keep_identifiers=self.identifiers_box.isChecked(),
-            overwrite=overwrite,
-            colormap=panel.colormap(),
-            opacity=panel.opacity(),
+            colormap=overlay.colormap,
+            opacity=overlay.opacity,
             include_heatmap=self.heatmap_box.isChecked(),
-            # A marker only: run_export puts in each image's own window and invert.
-            window=self.main.current.window if self.display_box.isChecked() and self.main.current else None,
-            invert=False,
         )
 
-    def ask_overwrite(self, existing: list[Path]) -> QMessageBox.StandardButton:
-        """Yes: replace them; No: keep them and write new names; Cancel: stop. (Tests replace this.)"""
-        names = "\n".join(p.name for p in existing[:8]) + ("\n…" if len(existing) > 8 else "")
+    def ask_existing(self, conflicts: list[Any]) -> str:
+        """ "replace-ours", "keep-both" or "cancel" (tests replace this). Refused targets are listed with
+        their reason and never offered for replacement."""
+        choices = conflict_choices(conflicts)
+        lines = [f"{t.path.name}: {t.reason}" for t in conflicts[:8]] + (["…"] if len(conflicts) > 8 else [])
+        n = len(conflicts)
         box = QMessageBox(
             QMessageBox.Icon.Question,
             "Files already exist",
-            f"{len(existing)} file{'s' if len(existing) != 1 else ''} already exist{'s' if len(existing) == 1 else ''} "
-            f"in the folder:\n\n{names}\n\nReplace them?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Cancel,
+            f"{n} target file{'s' if n != 1 else ''} already exist{'s' if n == 1 else ''}:\n\n" + "\n".join(lines),
+            QMessageBox.StandardButton.Cancel,
             self,
         )
-        box.button(QMessageBox.StandardButton.Yes).setText("Replace")
-        box.button(QMessageBox.StandardButton.No).setText("Keep both")
+        buttons = {"keep-both": box.addButton("Keep both", QMessageBox.ButtonRole.AcceptRole)}
+        if "replace-ours" in choices:
+            buttons["replace-ours"] = box.addButton(
+                "Replace files made by CXR Viewer", QMessageBox.ButtonRole.DestructiveRole
+            )
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        return QMessageBox.StandardButton(box.exec())
+        box.exec()
+        clicked = box.clickedButton()
+        return next((choice for choice, button in buttons.items() if button is clicked), "cancel")
 
     # -- running ------------------------------------------------------------------------------------
     def start_export(self) -> bool:
-        """Check the choices, ask about existing files, then export in the inference thread."""
-        if self._running:
+        """Check the choices, plan the targets, ask about existing ones, then export in the inference thread."""
+        from inference.export import plan_exports
+
+        if self.handle is not None and not self.handle.done:
             return False
         docs = self.selected_docs()
         formats = self.selected_formats()
@@ -304,7 +309,7 @@ class ExportDialog(QDialog):
         if not formats:
             self.status.setText("Choose at least one format.")
             return False
-        if self.main.model_state != "ready" and any(d.prediction is None for d in docs):
+        if self.session.model.state != READY and any(d.prediction is None for d in docs):
             self.status.setText("No AI result yet: the model is not loaded.")
             return False
         try:
@@ -312,45 +317,77 @@ class ExportDialog(QDialog):
         except OSError as exc:
             self.status.setText(f"Cannot use the folder {folder}: {exc}")
             return False
-        class_index = self.main.overlay_panel.selected_class()
-        plan = plan_exports(docs, folder, formats, class_index)
-        overwrite = False
-        existing = plan.existing()
-        if existing:
-            answer = self.ask_overwrite(existing)
-            if answer == QMessageBox.StandardButton.Cancel:
+        self.settings.export_formats = formats
+        self.settings.last_export_folder = str(folder)
+        request = ExportRequest(
+            build_items(docs, self.session, self.display_box.isChecked(), self.controller.load_image),
+            folder,
+            [f for f in formats if f in IMAGE_FORMATS],
+            [f for f in formats if f in TABLE_FORMATS],
+            self.options(),
+            self.session.source_paths(),
+            self.session.overlay.method,
+        )
+        plan = plan_exports(request.items, folder, request.formats, request.tables, request.protected,
+                            options=request.options)  # fmt: skip
+        conflicts = [t for t in plan if t.status != "free"]
+        on_existing = "refuse"
+        if conflicts:
+            on_existing = self.ask_existing(conflicts)
+            if on_existing == "cancel":
                 self.status.setText("Export cancelled: nothing was written.")
                 return False
-            if answer == QMessageBox.StandardButton.Yes:
-                overwrite = True
-            else:
-                plan.keep_existing()
-        options = self.options(overwrite)
-        method = self.main.overlay_panel.method()
-        self.main.settings.last_export_folder = str(folder)
-        self._running = True
+        self.handle = self.controller.submit(lambda ctx: run_export(request, on_existing, ctx), kind="export")
+        self.handle.progress.connect(self._progress)
+        self.handle.returned.connect(self._done)
+        self.handle.errored.connect(lambda exc: self._failed(str(exc) or type(exc).__name__))
+        self.handle.cancelled.connect(lambda: self._failed("the export was stopped before it began"))
         self.export_button.setEnabled(False)
+        self.cancel_button.setVisible(True)
+        self.progress.setRange(0, len(docs))
+        self.progress.setValue(0)
+        self.progress.setVisible(True)
         self.status.setText(f"Exporting {len(docs)} image{'s' if len(docs) != 1 else ''}…")
-        self.main.run_with_predictor(
-            lambda predictor: run_export(predictor, plan, options, method), self._done, self._failed
-        )
         return True
 
-    def _done(self, written: list[Path]) -> None:
-        self._running = False
-        self.written = list(written)
+    def cancel_export(self) -> None:
+        """Stop after the image being written (files already written stay, each complete)."""
+        if self.handle is not None and not self.handle.done:
+            self.handle.cancel()
+            self.status.setText("Stopping after the current image…")
+
+    def reject(self) -> None:
+        self.cancel_export()
+        super().reject()
+
+    def _progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+
+    def _finish(self) -> None:
         self.export_button.setEnabled(True)
-        folder = written[0].parent if written else Path(self.folder_edit.text())
-        text = f"Exported {len(written)} file{'s' if len(written) != 1 else ''} to {folder}"
+        self.cancel_button.setVisible(False)
+        self.progress.setVisible(False)
+
+    def _done(self, report: Any) -> None:
+        self._finish()
+        self.report = report
+        self.written = list(report.written)
+        n = len(self.written)
+        text = f"Exported {n} file{'s' if n != 1 else ''} to {self.folder_edit.text()}"
+        if report.cancelled:
+            text += " (stopped before the end)"
+        problems = [f"{Path(p).name}: {why}" for p, why in report.skipped + report.errors]
+        if problems:
+            text += f"; {len(problems)} not written (see Messages)"
+            for line in problems:
+                self.session.message(f"Export: {line}", "warning")
         self.status.setText(text)
-        self.main.statusBar().showMessage(text, 10000)
-        self.main.messages.add(text, "info")
-        self.buttons.button(QDialogButtonBox.StandardButton.Cancel).setText("Close")
+        self.session.message(text, "info")
         emit(self.export_done, self.written)
 
     def _failed(self, message: str) -> None:
-        self._running = False
-        self.export_button.setEnabled(True)
+        self._finish()
         self.status.setText(f"Export failed: {message}")
-        self.main.messages.add(f"Export failed: {message}", "error")
+        self.session.message(f"Export failed: {message}", "error")
         emit(self.export_failed, message)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from viewer.model_card import error_card_html, model_card_html
 from viewer.model_store import ModelEntry, delete_user_model, import_bundle, is_user_model, list_models
 from viewer.qt_compat import emit
+from viewer.session import Session
 
 __all__ = ["ModelManagerDialog"]
 
@@ -41,9 +42,11 @@ def _same(a: str | Path, b: str | Path) -> bool:
 class ModelManagerDialog(QDialog):
     model_activated = Signal(str)
 
-    def __init__(self, window: Any, parent: QWidget | None = None) -> None:
-        super().__init__(parent or window)
-        self.main = window
+    def __init__(self, session: Session, activate: Callable[[str], None], parent: QWidget | None = None) -> None:
+        """``session`` tells which model is active; ``activate(folder)`` switches to another one."""
+        super().__init__(parent)
+        self.session = session
+        self._activate = activate
         self.setWindowTitle("Models")
         self.resize(900, 600)
         layout = QVBoxLayout(self)
@@ -84,7 +87,7 @@ class ModelManagerDialog(QDialog):
         from viewer.model_store import model_entry
 
         self.entries = list_models()
-        active = self.main.model_dir
+        active = self.session.model.path
         if active and Path(active).is_dir() and not any(_same(e.path, active) for e in self.entries):
             # Opened with --model from elsewhere: listed so that its card can be read; not deletable here.
             self.entries.insert(0, model_entry(Path(active)))
@@ -133,7 +136,7 @@ class ModelManagerDialog(QDialog):
         if entry.info is None:
             self.card.setHtml(error_card_html(entry.path.name, entry.error))  # the error quotes model.json
         else:
-            active = bool(self.main.model_dir) and _same(entry.path, self.main.model_dir)
+            active = bool(self.session.model.path) and _same(entry.path, self.session.model.path)
             self.card.setHtml(model_card_html(entry.info, str(entry.path), entry.bundled, active))
         self._update_buttons()
 
@@ -151,7 +154,7 @@ class ModelManagerDialog(QDialog):
         entry = self.selected()
         if entry is None or entry.info is None:
             return
-        self.main.activate_model(str(entry.path))
+        self._activate(str(entry.path))
         self.note.setText(f"Active model: {entry.info.display_name}. Opened images are analysed again.")
         emit(self.model_activated, str(entry.path))
         self.refresh(select=entry.path)
@@ -190,7 +193,7 @@ class ModelManagerDialog(QDialog):
             return False
         if not self.confirm_delete(entry):
             return False
-        was_active = bool(self.main.model_dir) and _same(entry.path, self.main.model_dir)
+        was_active = bool(self.session.model.path) and _same(entry.path, self.session.model.path)
         try:
             delete_user_model(entry.path)
         except (OSError, ValueError) as exc:
@@ -200,6 +203,6 @@ class ModelManagerDialog(QDialog):
         if was_active:  # fall back to the bundled model
             from inference.paths import bundled_model_dir
 
-            self.main.activate_model(str(bundled_model_dir()))
+            self._activate(str(bundled_model_dir()))
         self.refresh()
         return True

@@ -72,10 +72,14 @@ class ColourBar(QWidget):
 
 
 class OverlayPanel(QWidget):
+    """The controls only: what the user picks is announced by signals, and what is shown is set by
+    :class:`viewer.presenters.OverlayPresenter` from the session (the panel owns no overlay state)."""
+
     visibility_changed = Signal(bool)
     opacity_changed = Signal(float)
     colormap_changed = Signal(str)
-    target_changed = Signal()  # class or method changed
+    class_chosen = Signal(object)  # class index, or None for "the predicted class"
+    method_chosen = Signal(str)
 
     def __init__(self, colormaps: Sequence[str], parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -89,11 +93,13 @@ class OverlayPanel(QWidget):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.class_combo = QComboBox()
         self.class_combo.setToolTip("Explain any class, not only the predicted one")
-        self.class_combo.currentIndexChanged.connect(lambda _i: emit(self.target_changed))
+        self.class_combo.currentIndexChanged.connect(lambda _i: emit(self.class_chosen, self.class_combo.currentData()))
         self.method_combo = QComboBox()
         for key, label in METHOD_LABELS.items():
             self.method_combo.addItem(label, key)
-        self.method_combo.currentIndexChanged.connect(lambda _i: emit(self.target_changed))
+        self.method_combo.currentIndexChanged.connect(
+            lambda _i: emit(self.method_chosen, str(self.method_combo.currentData()))
+        )
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
         self.opacity_slider.setRange(0, 100)
         self.opacity_slider.setValue(45)
@@ -152,30 +158,41 @@ class OverlayPanel(QWidget):
         self.class_combo.setItemText(0, label)
         self._predicted = predicted
 
-    def selected_class(self) -> int | None:
-        """The class index chosen explicitly, or ``None`` for "the predicted class"."""
-        return self.class_combo.currentData()
+    def set_class(self, class_index: int | None) -> None:
+        """Show ``class_index`` (None: "the predicted class") as chosen, without announcing it."""
+        index = self.class_combo.findData(class_index) if class_index is not None else 0
+        self.class_combo.blockSignals(True)
+        self.class_combo.setCurrentIndex(max(0, index))
+        self.class_combo.blockSignals(False)
 
-    def method(self) -> str:
-        return str(self.method_combo.currentData())
+    def set_method(self, method: str) -> None:
+        index = self.method_combo.findData(method)
+        if index >= 0:
+            self.method_combo.blockSignals(True)
+            self.method_combo.setCurrentIndex(index)
+            self.method_combo.blockSignals(False)
 
     def set_method_available(self, methods: Sequence[str]) -> None:
         for i in range(self.method_combo.count()):
             item = self.method_combo.model().item(i)
             item.setEnabled(self.method_combo.itemData(i) in methods)
 
-    def opacity(self) -> float:
-        return self.opacity_slider.value() / 100.0
-
     def set_opacity(self, value: float) -> None:
+        """Move the slider (the user moving it announces ``opacity_changed``)."""
         self.opacity_slider.setValue(int(round(min(1.0, max(0.0, value)) * 100)))
 
-    def colormap(self) -> str:
-        return self.colormap_combo.currentText()
+    def set_colormaps(self, names: Sequence[str], current: str) -> None:
+        """Replace the list of colour maps (once matplotlib's are known), keeping ``current``."""
+        if [self.colormap_combo.itemText(i) for i in range(self.colormap_combo.count())] != list(names):
+            self.colormap_combo.blockSignals(True)
+            self.colormap_combo.clear()
+            self.colormap_combo.addItems(list(names))
+            self.colormap_combo.blockSignals(False)
+        self.set_colormap(current)
 
     def set_colormap(self, name: str) -> None:
         index = self.colormap_combo.findText(name)
-        if index >= 0:
+        if index >= 0 and index != self.colormap_combo.currentIndex():
             self.colormap_combo.setCurrentIndex(index)
 
     def set_overlay_checked(self, checked: bool) -> None:

@@ -1,5 +1,11 @@
 """Work-arounds for defects of specific Qt for Python releases. Every ``.emit()`` goes through :func:`emit`.
 
+PySide6's ``__feature__`` support hooks every import in the process and reads the *source*
+of each new module (``inspect.getsource``) to see whether it mentions PySide6. Importing
+TensorFlow and Keras in the inference thread loads thousands of modules, and that scan made
+the model load several seconds longer, all of it competing with the GUI thread for the GIL.
+:func:`skip_feature_scan` tells the hook that the big numerical packages do not use PySide6.
+
 PySide6 6.12.0: ``SignalInstance.emit()`` returns ``True``/``False`` without taking a
 reference to it, so each emission from Python removes one reference to the ``True``
 singleton. After a few thousand emissions (mouse moves report the pixel under the
@@ -18,7 +24,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-__all__ = ["emit", "EMIT_DROPS_A_REFERENCE"]
+__all__ = ["emit", "EMIT_DROPS_A_REFERENCE", "skip_feature_scan", "NO_PYSIDE_PACKAGES"]
 
 _PROBES = 8
 
@@ -57,3 +63,75 @@ def emit(signal: Any, *args: Any) -> None:
     result = signal.emit(*args)
     if EMIT_DROPS_A_REFERENCE:
         _incref(result)
+
+
+# Top-level packages that never use PySide6 (nor its __feature__ switches) and import many modules.
+NO_PYSIDE_PACKAGES = frozenset(
+    [
+        "tensorflow",
+        "keras",
+        "tf_keras",
+        "ml_dtypes",
+        "h5py",
+        "google",
+        "absl",
+        "numpy",
+        "scipy",
+        "matplotlib",
+        "PIL",
+        "cv2",
+        "pydicom",
+        "optree",
+        "rich",
+        "urllib3",
+        "requests",
+        "jax",
+        "tensorboard",
+        "wrapt",
+        "opt_einsum",
+        "gast",
+        "astunparse",
+        "flatbuffers",
+        "termcolor",
+        "namex",
+        "grpc",
+        "markdown_it",
+        "pygments",
+        "packaging",
+        "pyparsing",
+        "kiwisolver",
+        "fontTools",
+        "dateutil",
+        "cycler",
+        "contourpy",
+        "six",
+        "typing_extensions",
+        "charset_normalizer",
+        "idna",
+        "certifi",
+        "pylibjpeg",
+        "openjpeg",
+        "libjpeg",
+    ]
+)
+
+
+def skip_feature_scan(packages: frozenset[str] = NO_PYSIDE_PACKAGES) -> bool:
+    """Make PySide6's per-import source scan skip ``packages``; False when this release has no such hook."""
+    feature = sys.modules.get("shibokensupport.feature")
+    original = getattr(feature, "_mod_uses_pyside", None)
+    if original is None or getattr(original, "_cxr_quick", False):
+        return original is not None
+
+    def mod_uses_pyside(module: Any) -> bool:
+        name = getattr(module, "__name__", "") or ""
+        if name.split(".", 1)[0] in packages:
+            return False
+        return bool(original(module))
+
+    mod_uses_pyside._cxr_quick = True  # type: ignore[attr-defined]
+    feature._mod_uses_pyside = mod_uses_pyside  # type: ignore[union-attr]
+    return True
+
+
+skip_feature_scan()

@@ -31,6 +31,8 @@ __all__ = [
     "heat_alpha",
     "overlay_rgba",
     "prepare_display",
+    "display_heat",
+    "HEAT_DISPLAY_SIDE",
 ]
 
 PREVIEW_SIDE = 1024
@@ -125,3 +127,26 @@ def overlay_rgba(heat: np.ndarray, colormap: str) -> np.ndarray:
 
     rgb = colorize(heat, colormap)
     return np.dstack([rgb, heat_alpha(heat)])
+
+
+HEAT_DISPLAY_SIDE = 512  # the heat map is smooth: the canvas stretches this over the image
+
+
+def display_heat(explanation: object, max_side: int = HEAT_DISPLAY_SIDE) -> np.ndarray:
+    """The explanation's heat map on the original image, but only ``max_side`` pixels on its longest side.
+
+    Straight from the feature-grid map (``explanation.cam``) with the crop box scaled, so no
+    full-resolution map is ever built for the screen (a 3000 px film's would be 36 MB).
+    """
+    geometry = explanation.geometry  # type: ignore[attr-defined]
+    cam = np.asarray(explanation.cam, dtype=np.float32)  # type: ignore[attr-defined]
+    h, w = geometry.original_shape
+    scale = min(1.0, max_side / float(max(h, w))) if max_side else 1.0
+    dh, dw = max(1, round(h * scale)), max(1, round(w * scale))
+    x0, y0, x1, y1 = geometry.crop_box
+    bx0, by0 = min(dw - 1, int(x0 * scale)), min(dh - 1, int(y0 * scale))
+    bx1, by1 = max(bx0 + 1, min(dw, round(x1 * scale))), max(by0 + 1, min(dh, round(y1 * scale)))
+    inner = cv2.resize(cam, (bx1 - bx0, by1 - by0), interpolation=cv2.INTER_LINEAR)
+    out = np.zeros((dh, dw), dtype=np.float32)
+    out[by0:by1, bx0:bx1] = inner
+    return np.clip(out, 0.0, 1.0)

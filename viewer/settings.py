@@ -66,6 +66,18 @@ class ViewerSettings:
         self._qs.setValue("files/last_export_folder", str(value))
 
     @property
+    def export_formats(self) -> list[str]:
+        """The formats ticked at the last export (empty: the defaults)."""
+        value = self._qs.value("export/formats", [])
+        if isinstance(value, str):  # QSettings returns a lone string for a one-item list
+            value = [value]
+        return [str(v) for v in (value or []) if v]
+
+    @export_formats.setter
+    def export_formats(self, value: list[str]) -> None:
+        self._qs.setValue("export/formats", [str(v) for v in value])
+
+    @property
     def overlay_opacity(self) -> float:
         return min(1.0, max(0.0, self._get("overlay/opacity", DEFAULT_OPACITY, float)))
 

@@ -79,17 +79,23 @@ class ThumbnailList(QListWidget):
         self.setMinimumWidth(ICON + 40)
         self.currentItemChanged.connect(self._on_current)
         self._thumbs: dict[int, np.ndarray] = {}
+        self._items: dict[int, QListWidgetItem] = {}
 
     def _on_current(self, current: QListWidgetItem | None, _previous: QListWidgetItem | None) -> None:
         if current is not None:
             emit(self.document_selected, int(current.data(DOC_ROLE)))
 
     def _item(self, doc_id: int) -> QListWidgetItem | None:
-        for row in range(self.count()):
-            item = self.item(row)
-            if item.data(DOC_ROLE) == doc_id:
-                return item
-        return None
+        return self._items.get(doc_id)
+
+    def add_documents(self, entries: list[tuple[int, str, np.ndarray, str]]) -> None:
+        """Add many (doc id, name, thumbnail, tooltip) at once: one layout pass for the batch."""
+        self.setUpdatesEnabled(False)
+        try:
+            for doc_id, name, thumbnail, tooltip in entries:
+                self.add_document(doc_id, name, thumbnail, tooltip)
+        finally:
+            self.setUpdatesEnabled(True)
 
     def add_document(self, doc_id: int, name: str, thumbnail: np.ndarray, tooltip: str = "") -> None:
         self._thumbs[doc_id] = thumbnail
@@ -97,6 +103,7 @@ class ThumbnailList(QListWidget):
         item.setData(DOC_ROLE, doc_id)
         item.setToolTip(tooltip or name)
         item.setSizeHint(QSize(ICON + 16, ICON + 30))
+        self._items[doc_id] = item
         self.addItem(item)
 
     def set_badge(self, doc_id: int, text: str, class_name: str | None = None) -> None:
@@ -112,7 +119,7 @@ class ThumbnailList(QListWidget):
         return "" if item is None else str(item.data(BADGE_ROLE) or "")
 
     def remove_document(self, doc_id: int) -> None:
-        item = self._item(doc_id)
+        item = self._items.pop(doc_id, None)
         if item is not None:
             self.takeItem(self.row(item))
         self._thumbs.pop(doc_id, None)

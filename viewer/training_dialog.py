@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -78,9 +79,12 @@ class TrainingDialog(QDialog):
     scan_finished = Signal(object)  # Dataset, or None when the scan failed
     training_finished = Signal(object)  # TrainResult, or None when it failed or was cancelled
 
-    def __init__(self, window: Any, parent: QWidget | None = None) -> None:
-        super().__init__(parent or window)
-        self.main = window
+    def __init__(self, session: Any, activate: Any, parent: QWidget | None = None) -> None:
+        """``session`` (a :class:`viewer.session.Session`) receives the messages; ``activate(folder)``
+        makes the new model the active one."""
+        super().__init__(parent)
+        self.session = session
+        self._activate = activate
         self.setWindowTitle("Train a model")
         self.setModal(False)
         self.resize(980, 720)
@@ -370,6 +374,22 @@ class TrainingDialog(QDialog):
             self.stage_label.setText("Cancelling after the current batch…")
             self.cancel_button.setEnabled(False)
 
+    def stop_for_quit(self) -> bool:
+        """Before the viewer quits: ask whether to stop a running training; True when it may quit."""
+        if not self.is_running():
+            return True
+        answer = QMessageBox.question(
+            self,
+            "Training in progress",
+            "A model is being trained. Stop the training and quit?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        self.cancel_and_wait()
+        return True
+
     def cancel_and_wait(self) -> None:
         self.cancel()
         if self._train_thread is not None:
@@ -447,7 +467,7 @@ class TrainingDialog(QDialog):
             self.stage_label.setText("Cancelled: no model was written, existing models are untouched.")
         else:
             self.stage_label.setText(f"Training failed: {exc}")
-            self.main.messages.add(f"Training failed: {exc}", "error")
+            self.session.message(f"Training failed: {exc}", "error")
         self._log(str(exc))
         self._update_buttons()
         emit(self.training_finished, None)
@@ -455,7 +475,7 @@ class TrainingDialog(QDialog):
     def activate(self) -> None:
         if self.result is None:
             return
-        self.main.activate_model(str(self.result.bundle_dir))
+        self._activate(str(self.result.bundle_dir))
         self.stage_label.setText(f"{self.result.info.display_name} is now the active model.")
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override

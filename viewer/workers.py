@@ -1,17 +1,11 @@
-"""Background work: workers in their own threads, talking to the GUI only through Qt signals.
+"""Background threads that talk to the GUI only through Qt signals.
 
-Two long-lived workers, each with its own thread (the napari/superqt pattern, without the
-dependency; see :class:`ThreadedWorker` for why the threads are Python threads):
-
-* :class:`ImageLoader` reads files, so dropping fifty DICOMs never freezes the window.
-* :class:`InferenceWorker` imports TensorFlow, loads the model and then serves a queue of
-  jobs (predict, explain, any callable that needs the predictor such as an export). The
-  GUI thread never runs the network.
-
-The queue (:class:`JobQueue`) is plain Python with a lock, so the GUI can cancel the jobs of a
-closed image or move the image on screen to the front without waiting for the worker. Every
-job carries the *generation* of the model it was queued for; after a model switch, results of
-the old generation are dropped on both sides.
+* :class:`ThreadedWorker`: a QObject owning one long-lived Python thread and a task queue. The
+  inference thread of :class:`viewer.controller.AnalysisController` is one.
+* :class:`ImageLoader`: decodes files and prepares their display (renderer, window, thumbnail)
+  one file per task, so that reloading an evicted film (``reload``, first in line) never waits
+  behind a folder of three hundred.
+* :func:`run_in_thread`: one call in a short-lived thread (scanning a training folder).
 """
 
 from __future__ import annotations
@@ -21,8 +15,7 @@ import queue
 import threading
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +24,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 from inference.image import ImageLoadError, XRayImage
 from viewer.qt_compat import emit
 
-__all__ = [
-    "Job",
-    "JobQueue",
-    "ImageLoader",
-    "InferenceWorker",
-    "ThreadedWorker",
-    "TaskHandle",
-    "run_in_thread",
-]
+__all__ = ["ByteBudget", "ImageLoader", "ThreadedWorker", "TaskHandle", "run_in_thread"]
 
 log = logging.getLogger(__name__)
 
@@ -153,44 +138,107 @@ def run_in_thread(
     return TaskHandle(thread, relay)
 
 
+class ByteBudget:
+    """How many bytes of decoded films may wait for their consumer; the producer blocks beyond it.
+
+    One film is always let through when nothing is held, so a film larger than the whole budget
+    still passes (alone).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = int(limit)
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, amount: int, timeout: float) -> bool:
+        with self._cond:
+            fits = lambda: self.used == 0 or self.used + amount <= self.limit  # noqa: E731
+            if not self._cond.wait_for(fits, timeout):
+                return False
+            self.used += amount
+            return True
+
+    def release(self, amount: int) -> None:
+        with self._cond:
+            self.used = max(0, self.used - int(amount))
+            self._cond.notify_all()
+
+
 # ---------------------------------------------------------------------------------------------
 # Image loading
 
 
 class ImageLoader(ThreadedWorker):
-    """Loads files (expanding folders) and reports each one; one bad file never stops the rest."""
+    """Loads files (expanding folders) and reports each one; one bad file never stops the rest.
+
+    Requests are split into one task per file. ``reload`` (a film shown again after its pixels
+    were evicted) goes before every waiting file.
+    """
 
     batch_started = Signal(int, int)  # request id, number of files found
     loaded = Signal(int, str, object, object)  # request id, path, XRayImage, viewer.render.DisplayPrep
     failed = Signal(int, str, str)  # request id, path, message for the user
     batch_finished = Signal(int, int, int)  # request id, files opened, files that failed
 
+    RELOAD = -1  # the request id of reloads
+
     def __init__(self, load: Callable[[str], XRayImage] | None = None, name: str = "cxr-image-loader") -> None:
         super().__init__(name)
         self._load = load
-        self._cancelled: set[int] = set()
         self._lock = threading.Lock()
+        self._files: deque[tuple[int, str]] = deque()
+        self._cancelled: set[int] = set()
+        self._counts: dict[int, list[int]] = {}  # request -> [remaining, ok, bad]
+        self._budget: ByteBudget | None = None
+        self._stopping = threading.Event()
+
+    def set_budget(self, budget: ByteBudget | None) -> None:
+        """Hold each decoded film (not reloads) until ``budget`` has room for its pixels; whoever
+        consumes the film releases its ``image.pixels.nbytes``. None: no limit."""
+        self._budget = budget
 
     def cancel(self, request_id: int) -> None:
         with self._lock:
             self._cancelled.add(request_id)
+            self._files = deque(f for f in self._files if f[0] != request_id)
 
-    def _is_cancelled(self, request_id: int) -> bool:
+    def cancel_all(self) -> None:
+        self._stopping.set()  # also ends a film waiting for room in the budget
         with self._lock:
-            return request_id in self._cancelled
+            self._cancelled.update(r for r, _ in self._files)
+            self._files.clear()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._files)
 
     def load_paths(self, request_id: int, paths: list) -> None:
         """Queue a request (called from the GUI thread); results arrive as signals."""
-        self.post(lambda: self.load_now(request_id, list(paths)))
+        self.post(lambda: self._expand(request_id, list(paths)))
+
+    def reload(self, path: str) -> None:
+        """Load one file again, before anything else waiting (its ``loaded`` has request id RELOAD)."""
+        with self._lock:
+            self._files.appendleft((self.RELOAD, str(path)))
+        self.post(self._load_one)
 
     def load_now(self, request_id: int, paths: list) -> None:
-        """Load in the calling thread (the worker's, or a test's)."""
-        from viewer.files import expand_paths
-        from viewer.render import prepare_display
+        """Load in the calling thread (a test's): expand, then every file."""
+        self._expand(request_id, list(paths), post=False)
+        while self._load_one():
+            pass
 
-        load = self._load
-        if load is None:
-            from inference.loading import load_image as load
+    # -- the loader's thread ---------------------------------------------------------------------
+    def _loader(self) -> Callable[[str], XRayImage]:
+        if self._load is None:
+            from inference.loading import load_image
+
+            self._load = load_image
+        return self._load
+
+    def _expand(self, request_id: int, paths: list, post: bool = True) -> None:
+        from viewer.files import expand_paths
+
         try:
             files = expand_paths(paths)
         except Exception as exc:  # a folder vanished or is unreadable mid-scan
@@ -198,204 +246,65 @@ class ImageLoader(ThreadedWorker):
             emit(self.batch_finished, request_id, 0, 1)
             return
         emit(self.batch_started, request_id, len(files))
-        ok = bad = 0
-        for path in files:
-            if self._is_cancelled(request_id):
-                break
-            try:
-                image = load(str(path))
-                prep = prepare_display(image)
-            except ImageLoadError as exc:
-                bad += 1
-                emit(self.failed, request_id, str(path), str(exc))
-                continue
-            except Exception as exc:  # the loader promises ImageLoadError only; never let a bug kill the thread
-                bad += 1
-                log.exception("unexpected error loading %s", path)
-                emit(self.failed, request_id, str(path), f"Cannot open {Path(path).name}: {exc}")
-                continue
-            ok += 1
-            emit(self.loaded, request_id, str(path), image, prep)
-        emit(self.batch_finished, request_id, ok, bad)
-
-
-# ---------------------------------------------------------------------------------------------
-# Inference
-
-
-@dataclass
-class Job:
-    kind: str  # "load", "predict", "explain" or "call"
-    generation: int
-    doc_id: int | None = None
-    image: XRayImage | None = None
-    class_index: int | None = None
-    method: str = "gradcam"
-    path: str = ""  # model folder, for "load"
-    fn: Callable[[Any], Any] | None = None  # for "call": fn(predictor) -> result
-    token: int = 0  # for "call": echoed back with the result
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class JobQueue:
-    """A thread-safe FIFO of :class:`Job` with cancel-by-image and move-to-front."""
-
-    def __init__(self) -> None:
-        self._jobs: deque[Job] = deque()
-        self._lock = threading.Lock()
-
-    def put(self, job: Job, front: bool = False) -> None:
+        if not files:
+            emit(self.batch_finished, request_id, 0, 0)
+            return
         with self._lock:
-            if front:
-                self._jobs.appendleft(job)
-            else:
-                self._jobs.append(job)
+            self._counts[request_id] = [len(files), 0, 0]
+            self._files.extend((request_id, str(f)) for f in files)
+        if post:
+            for _ in files:
+                self.post(self._load_one)
 
-    def pop(self) -> Job | None:
+    def _load_one(self) -> bool:
+        """Load the next waiting file; False when there was none."""
+        from viewer.render import prepare_display
+
         with self._lock:
-            return self._jobs.popleft() if self._jobs else None
-
-    def cancel_doc(self, doc_id: int) -> int:
-        """Drop the waiting jobs of one image; returns how many were dropped."""
-        with self._lock:
-            before = len(self._jobs)
-            self._jobs = deque(j for j in self._jobs if j.doc_id != doc_id)
-            return before - len(self._jobs)
-
-    def cancel_where(self, keep: Callable[[Job], bool]) -> int:
-        with self._lock:
-            before = len(self._jobs)
-            self._jobs = deque(j for j in self._jobs if keep(j))
-            return before - len(self._jobs)
-
-    def prioritise(self, doc_id: int) -> None:
-        """Move the jobs of ``doc_id`` to the front (the image on screen goes first)."""
-        with self._lock:
-            mine = [j for j in self._jobs if j.doc_id == doc_id]
-            if mine:
-                rest = [j for j in self._jobs if j.doc_id != doc_id]
-                # A pending model load always stays first: nothing can run before it.
-                loads = [j for j in rest if j.kind == "load"]
-                rest = [j for j in rest if j.kind != "load"]
-                self._jobs = deque(loads + mine + rest)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._jobs.clear()
-
-    def kinds(self) -> list[str]:
-        with self._lock:
-            return [j.kind for j in self._jobs]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._jobs)
-
-
-def default_predictor_factory(path: str) -> Any:
-    from inference.predictor import Predictor
-
-    return Predictor(path)
-
-
-class InferenceWorker(ThreadedWorker):
-    """Owns the predictor; runs one job per event so a quit or a new job is never stuck behind a long queue."""
-
-    model_loading = Signal(int, str)  # generation, model folder
-    model_ready = Signal(int, object, str)  # generation, BundleInfo, device in words
-    model_failed = Signal(int, str)  # generation, message
-    predicted = Signal(int, int, object)  # generation, doc id, Prediction
-    explained = Signal(int, int, object)  # generation, doc id, Explanation
-    job_failed = Signal(int, int, str, str)  # generation, doc id (-1: none), job kind, message
-    call_done = Signal(int, object)  # token, result
-    call_failed = Signal(int, str)  # token, message
-    job_started = Signal(str, int)  # kind, doc id (-1: none)
-    idle = Signal()  # the queue ran empty
-    colormaps_ready = Signal()
-
-    def __init__(self, predictor_factory: Callable[[str], Any] | None = None, name: str = "cxr-inference") -> None:
-        super().__init__(name)
-        self.queue = JobQueue()
-        self._factory = predictor_factory or default_predictor_factory
-        self._predictor: Any = None
-        self._generation = 0
-
-    # -- called from the GUI thread ------------------------------------------------------------
-    def submit(self, job: Job, front: bool = False) -> None:
-        self.queue.put(job, front=front)
-        self.post(self._run_one)
-
-    def submit_many(self, jobs: Iterable[Job]) -> None:
-        for job in jobs:
-            self.queue.put(job)
-        self.post(self._run_one)
-
-    @property
-    def predictor(self) -> Any:
-        """The loaded predictor (read-only use from other threads: ``info`` and ``device``)."""
-        return self._predictor
-
-    # -- the worker's thread --------------------------------------------------------------------
-    def warm_colormaps(self) -> None:
-        """Sample the overlay colour maps and import the exporters here, so the GUI thread never pays
-        for matplotlib's import (both are cached; the GUI uses them once results arrive)."""
+            if not self._files:
+                return False
+            request_id, path = self._files.popleft()
+        ok = False
         try:
-            import inference.export.facts  # noqa: F401 - imports matplotlib, PIL and pydicom once
-            from inference.overlay import COLORMAPS, colormap_lut
+            image = self._loader()(path)
+            prep = prepare_display(image)
+            ok = True
+        except ImageLoadError as exc:
+            emit(self.failed, request_id, path, str(exc))
+        except Exception as exc:  # the loader promises ImageLoadError only; never let a bug kill the thread
+            log.exception("unexpected error loading %s", path)
+            emit(self.failed, request_id, path, f"Cannot open {Path(path).name}: {exc}")
+        if ok and request_id != self.RELOAD and not self._wait_for_room(int(image.pixels.nbytes)):
+            return True  # stopping
+        if ok:
+            emit(self.loaded, request_id, path, image, prep)
+        self._count(request_id, ok)
+        return True
 
-            for name in COLORMAPS:
-                colormap_lut(name)
-        except Exception:  # cosmetic; the overlay still works, the colour bar draws later
-            log.exception("colour maps could not be prepared")
-        emit(self.colormaps_ready)
+    def _wait_for_room(self, amount: int) -> bool:
+        """Wait until the consumer has room for a decoded film of ``amount`` bytes; False when stopping."""
+        while True:
+            budget = self._budget
+            if budget is None or budget.acquire(amount, timeout=0.1):
+                return True
+            if self._stopping.is_set():
+                return False
 
-    def _run_one(self) -> None:
-        job = self.queue.pop()
-        if job is None:
-            return
-        doc = -1 if job.doc_id is None else job.doc_id
-        emit(self.job_started, job.kind, doc)
-        try:
-            self._run(job)
-        except Exception as exc:  # a failed job is reported, never fatal to the thread
-            log.debug("job %s failed:\n%s", job.kind, traceback.format_exc())
-            message = str(exc) or type(exc).__name__
-            if job.kind == "call":
-                emit(self.call_failed, job.token, message)
-            elif job.kind == "load":
-                self._predictor = None
-                # The jobs queued for this model cannot run; the GUI shows "no model" instead.
-                self.queue.cancel_where(lambda j: j.kind in ("load", "call") or j.generation != job.generation)
-                emit(self.model_failed, job.generation, message)
-            else:
-                emit(self.job_failed, job.generation, doc, job.kind, message)
-        if len(self.queue):
-            self.post(self._run_one)  # one job per task: a stop() posted meanwhile is not stuck behind the queue
-        else:
-            emit(self.idle)
+    def release(self, amount: int) -> None:
+        """A decoded film no longer waits for its consumer."""
+        budget = self._budget
+        if budget is not None:
+            budget.release(amount)
 
-    def _run(self, job: Job) -> None:
-        if job.kind == "load":
-            self._generation = job.generation
-            self._predictor = None
-            emit(self.model_loading, job.generation, job.path)
-            predictor = self._factory(job.path)
-            self._predictor = predictor
-            emit(self.model_ready, job.generation, predictor.info, str(predictor.device))
-            return
-        if job.kind == "call":
-            if job.fn is None:
-                raise ValueError("nothing to run")
-            emit(self.call_done, job.token, job.fn(self._predictor))
-            return
-        if job.generation != self._generation:
-            return  # queued for a model that has since been replaced
-        if self._predictor is None:
-            raise RuntimeError("No model is loaded.")
-        if job.kind == "predict":
-            emit(self.predicted, job.generation, job.doc_id, self._predictor.predict(job.image))
-        elif job.kind == "explain":
-            result = self._predictor.explain(job.image, class_index=job.class_index, method=job.method)
-            emit(self.explained, job.generation, job.doc_id, result)
-        else:
-            raise ValueError(f"unknown job kind {job.kind!r}")
+    def _count(self, request_id: int, ok: bool) -> None:
+        with self._lock:
+            counts = self._counts.get(request_id)
+            if counts is None:
+                return
+            counts[0] -= 1
+            counts[1 if ok else 2] += 1
+            remaining = counts[0] if request_id not in self._cancelled else 0
+            if remaining > 0:
+                return
+            del self._counts[request_id]
+        emit(self.batch_finished, request_id, counts[1], counts[2])

@@ -1,0 +1,180 @@
+"""Which analyses to ask for, and where their results go: the session's documents meet the controller.
+
+The :class:`AnalysisScheduler` observes the session and asks the controller for jobs:
+
+* every opened document is predicted once per model, the one on screen first;
+* with the overlay on, the image on screen gets one ``predict_and_explain`` job (one
+  preprocessing, one forward and one backward pass) that returns the heat map at display size;
+  a waiting plain prediction for that image is replaced by it;
+* an explanation already computed (same class, same method) is shown again without the
+  network: its display map is rebuilt from the small feature-grid map.
+
+It writes results into the session through its methods; it keeps one handle per document so
+that nothing is asked twice, and forgets it when the handle finishes (returned, errored or
+cancelled).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from viewer.controller import AnalysisController, AnalysisResult, JobHandle
+from viewer.document import ImageDocument
+from viewer.render import HEAT_DISPLAY_SIDE, display_heat
+from viewer.session import FAILED, LOADING, READY, ModelStatus, OverlayHeat, OverlaySettings, Session
+
+__all__ = ["AnalysisScheduler"]
+
+log = logging.getLogger(__name__)
+
+
+class AnalysisScheduler:
+    def __init__(self, session: Session, controller: AnalysisController, heat_side: int = HEAT_DISPLAY_SIDE) -> None:
+        self.session = session
+        self.controller = controller
+        self.heat_side = heat_side
+        self._predicting: dict[int, JobHandle] = {}  # doc id -> its plain prediction job
+        self._explaining: dict[int, tuple[tuple[int | None, str], JobHandle]] = {}  # doc id -> (target, job)
+        self.model_handle: JobHandle | None = None
+        ev = session.events
+        ev.documents_added.connect(self._on_documents_added)
+        ev.document_removed.connect(self._on_document_removed)
+        ev.current_changed.connect(self._on_current_changed)
+        ev.overlay_changed.connect(self._on_overlay_changed)
+        ev.model_changed.connect(self._on_model_changed)
+
+    # -- the model ---------------------------------------------------------------------------------
+    def load_model(self, path: str) -> JobHandle:
+        """Make ``path`` the active model: the session forgets the old results, every image is analysed again."""
+        self._predicting.clear()  # the controller cancels their jobs; their handles are stale
+        self._explaining.clear()
+        self.session.set_model_loading(path)
+        handle = self.controller.load_model(path)
+        self.model_handle = handle
+        handle.returned.connect(lambda value, h=handle: self._on_model_loaded(h, value))
+        handle.errored.connect(lambda exc, h=handle: self._on_model_failed(h, exc))
+        self._queue_all()
+        return handle
+
+    def _on_model_loaded(self, handle: JobHandle, value: tuple[Any, str]) -> None:
+        if handle is self.model_handle:
+            info, device = value
+            self.session.set_model_ready(info, device)
+
+    def _on_model_failed(self, handle: JobHandle, exc: BaseException) -> None:
+        if handle is self.model_handle:
+            self.session.set_model_failed(str(exc) or type(exc).__name__)
+
+    def _on_model_changed(self, status: ModelStatus) -> None:
+        if status.state == READY:
+            self.request_overlay()
+
+    # -- predictions ------------------------------------------------------------------------------
+    def _can_queue(self) -> bool:
+        return self.controller.started and self.session.model.state in (LOADING, READY)
+
+    def _queue_all(self) -> None:
+        for doc in self.session.analysis_order():
+            self.queue_prediction(doc)
+        self.request_overlay()
+
+    def queue_prediction(self, doc: ImageDocument) -> None:
+        if not self._can_queue() or doc.prediction is not None or doc.error:
+            return
+        if doc.doc_id in self._predicting or doc.doc_id in self._explaining:
+            return
+        handle = self.controller.analyse(doc)
+        self._predicting[doc.doc_id] = handle
+        self._watch(handle, doc.doc_id)
+
+    def pending(self) -> int:
+        """Analyses asked for and not finished (a handle whose result is being delivered counts as done)."""
+        handles = [*self._predicting.values(), *(h for _t, h in self._explaining.values())]
+        return sum(1 for h in handles if not h.done)
+
+    def _watch(self, handle: JobHandle, doc_id: int) -> None:
+        handle.returned.connect(self._on_returned)
+        handle.errored.connect(lambda exc, d=doc_id, h=handle: self._on_errored(d, h, exc))
+        handle.finished.connect(lambda d=doc_id, h=handle: self._forget(d, h))
+
+    def _forget(self, doc_id: int, handle: JobHandle) -> None:
+        if self._predicting.get(doc_id) is handle:
+            del self._predicting[doc_id]
+        entry = self._explaining.get(doc_id)
+        if entry is not None and entry[1] is handle:
+            del self._explaining[doc_id]
+
+    def _on_returned(self, result: AnalysisResult) -> None:
+        session = self.session
+        session.set_prediction(result.doc_id, result.prediction)
+        if result.explanation is not None:
+            session.set_explanation(result.doc_id, result.explanation, result.heat)
+        # The explanation was for "the predicted class" or another one the user picked meanwhile:
+        # ask again if what the overlay wants now differs.
+        doc = session.document(result.doc_id)
+        if doc is session.current:
+            self.request_overlay()
+
+    def _on_errored(self, doc_id: int, handle: JobHandle, exc: BaseException) -> None:
+        doc = self.session.document(doc_id)
+        if doc is None:
+            return
+        message = str(exc) or type(exc).__name__
+        entry = self._explaining.get(doc_id)
+        if entry is not None and entry[1] is handle and doc.prediction is not None:
+            self.session.message(f"{doc.name}: Grad-CAM failed: {message}", "error")
+            return
+        self.session.set_prediction_failed(doc_id, message)
+
+    # -- the overlay -------------------------------------------------------------------------------
+    def request_overlay(self) -> None:
+        """Make sure the overlay of the image on screen is shown or being computed (when it is on)."""
+        session = self.session
+        doc = session.current
+        if doc is None or not session.overlay.visible or session.model.state == FAILED:
+            return
+        target = session.overlay_target(doc)
+        heat = session.overlay_heat
+        if target is not None and heat is not None and heat.doc_id == doc.doc_id and heat.target == target:
+            return
+        if target is not None and target in doc.explanations:
+            explanation = doc.explanations[target]
+            session.set_overlay_heat(
+                OverlayHeat(doc.doc_id, target, display_heat(explanation, self.heat_side), explanation)
+            )
+            return
+        if not self._can_queue():
+            return
+        wanted: tuple[int | None, str] = (
+            target if target is not None else (session.overlay.class_index, session.overlay.method)
+        )
+        entry = self._explaining.get(doc.doc_id)
+        if entry is not None and entry[0] == wanted:
+            return
+        if entry is not None:
+            entry[1].cancel()
+        waiting = self._predicting.get(doc.doc_id)
+        if waiting is not None and waiting.state == "queued":
+            waiting.cancel()  # one job does both: predict_and_explain
+        handle = self.controller.analyse(doc, explain=wanted, heat_side=self.heat_side, front=True)
+        self._explaining[doc.doc_id] = (wanted, handle)
+        self._watch(handle, doc.doc_id)
+
+    # -- session events ------------------------------------------------------------------------------
+    def _on_documents_added(self, docs: list[ImageDocument]) -> None:
+        for doc in docs:
+            self.queue_prediction(doc)
+
+    def _on_document_removed(self, doc: ImageDocument) -> None:
+        self.controller.cancel_doc(doc.doc_id)
+
+    def _on_current_changed(self, doc: ImageDocument | None) -> None:
+        if doc is None:
+            return
+        self.controller.prioritise(doc.doc_id)
+        self.request_overlay()
+
+    def _on_overlay_changed(self, overlay: OverlaySettings, field_name: str) -> None:
+        if field_name in ("visible", "class_index", "method"):
+            self.request_overlay()

@@ -1,0 +1,396 @@
+"""Widgets kept in step with the session: each presenter observes session events and calls its
+widget's setters; user input on a widget goes back through the session's methods only.
+
+None of them holds state of its own that the session also holds: the overlay check box, the
+toolbar action and the canvas all read ``session.overlay``; the class to explain comes from the
+session, never from the combo box.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QLabel, QStatusBar
+
+from viewer.canvas import ImageCanvas, PixelInfo
+from viewer.document import ImageDocument
+from viewer.overlay_panel import OverlayPanel
+from viewer.results_panel import ResultsPanel
+from viewer.session import FAILED, LOADING, READY, ModelStatus, OverlayHeat, OverlaySettings, Session
+from viewer.tags_panel import TagsPanel
+from viewer.thumbnails import ThumbnailList
+
+__all__ = [
+    "CanvasPresenter",
+    "StatusPresenter",
+    "OverlayPresenter",
+    "ResultsPresenter",
+    "ThumbnailsPresenter",
+    "badge_percent",
+    "percent",
+]
+
+
+def percent(p: float) -> str:
+    """Probabilities as the exports write them (">99.9%", never a certain "100%")."""
+    from inference.export.facts import format_probability  # warmed up by the inference thread
+
+    return format_probability(p)
+
+
+def badge_percent(p: float) -> str:
+    """Whole percent for the small thumbnail badge; the extremes keep their "<"/">" honesty."""
+    pct = 100.0 * float(p)
+    return ">99%" if pct >= 99.5 else "<1%" if pct < 0.5 else f"{pct:.0f}%"
+
+
+class ThumbnailsPresenter:
+    """The image list: one item per document, its badge from the document's result.
+
+    Badges are redrawn a few at a time from a zero-delay timer: three hundred results arriving
+    together never hold the event loop for long.
+    """
+
+    BADGES_PER_TICK = 16
+
+    def __init__(self, session: Session, thumbnails: ThumbnailList) -> None:
+        self.session = session
+        self.view = thumbnails
+        self._dirty: dict[int, ImageDocument] = {}
+        self._timer = QTimer(thumbnails)
+        self._timer.setInterval(0)
+        self._timer.timeout.connect(self._draw_some)
+        ev = session.events
+        ev.documents_added.connect(self._added)
+        ev.document_removed.connect(self._removed)
+        ev.current_changed.connect(lambda doc: doc is not None and thumbnails.select_document(doc.doc_id))
+        ev.result_changed.connect(self._result)
+        ev.model_changed.connect(self._model)
+        thumbnails.document_selected.connect(session.set_current)
+
+    def _added(self, docs: list[ImageDocument]) -> None:
+        self.view.add_documents([(d.doc_id, d.name, d.thumbnail, f"{d.path}\n{d.description}") for d in docs])
+        for doc in docs:
+            self._result(doc)
+
+    def _result(self, doc: ImageDocument) -> None:
+        self._dirty[doc.doc_id] = doc
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def _draw_some(self) -> None:
+        for _ in range(min(self.BADGES_PER_TICK, len(self._dirty))):
+            doc_id = next(iter(self._dirty))
+            self._draw(self._dirty.pop(doc_id))
+        if not self._dirty:
+            self._timer.stop()
+
+    def flush(self) -> None:
+        """Draw every badge still waiting (tests, and before a screenshot)."""
+        while self._dirty:
+            self._draw_some()
+
+    def _draw(self, doc: ImageDocument) -> None:
+        if self.session.document(doc.doc_id) is None:
+            return
+        if doc.prediction is not None:
+            p = doc.prediction
+            self.view.set_badge(doc.doc_id, f"{p.label} {badge_percent(p.confidence)}", p.label)
+        elif doc.error:
+            self.view.set_badge(doc.doc_id, "failed")
+        elif self.session.model.state == FAILED:
+            self.view.set_badge(doc.doc_id, "")
+        else:
+            self.view.set_badge(doc.doc_id, "…")  # waiting for (a new model's) prediction
+
+    def _removed(self, doc: ImageDocument) -> None:
+        self._dirty.pop(doc.doc_id, None)
+        self.view.remove_document(doc.doc_id)
+
+    def _model(self, status: ModelStatus) -> None:
+        if status.state == FAILED:
+            for doc in self.session.documents():
+                self._result(doc)
+
+
+class ResultsPresenter:
+    """The AI result panel for the current document."""
+
+    def __init__(self, session: Session, panel: ResultsPanel) -> None:
+        self.session = session
+        self.panel = panel
+        ev = session.events
+        ev.current_changed.connect(lambda _doc: self.refresh())
+        ev.result_changed.connect(lambda doc: doc is session.current and self.refresh())
+        ev.model_changed.connect(self._model)
+        ev.overlay_heat_changed.connect(self._heat)
+
+    def _model(self, status: ModelStatus) -> None:
+        if status.state == READY:
+            info = status.info
+            self.panel.set_classes(info.class_names)
+            self.panel.set_model(f"Model: {info.display_name} ({info.architecture}) · {status.device}")
+        elif status.state == LOADING:
+            self.panel.set_model("Model: loading…")
+        elif status.state == FAILED:
+            self.panel.set_model(f"Model: none ({status.message})")
+        self.refresh()
+
+    def _heat(self, heat: OverlayHeat | None) -> None:
+        if heat is not None:
+            self.panel.show_lung_heat(heat.explanation)
+
+    def refresh(self) -> None:
+        doc = self.session.current
+        state = self.session.model.state
+        if doc is None:
+            self.panel.show_state("No image")
+        elif doc.prediction is not None:
+            self.panel.show_prediction(doc.prediction)
+        elif state == FAILED:
+            self.panel.show_state("No model loaded", "Open the model manager (Ctrl+M) to choose one.")
+        elif state != READY:
+            self.panel.show_state("Loading model…", "The image is analysed as soon as the model is ready.")
+        elif doc.error:
+            self.panel.show_state("Prediction failed", doc.error)
+        else:
+            self.panel.show_state("Analysing…")
+
+
+class OverlayPresenter:
+    """The overlay panel, the toolbar's overlay action and the canvas's heat map, all from ``session.overlay``."""
+
+    def __init__(self, session: Session, panel: OverlayPanel, action: QAction, canvas: ImageCanvas) -> None:
+        self.session = session
+        self.panel = panel
+        self.action = action
+        self.canvas = canvas
+        # user input -> session
+        panel.visibility_changed.connect(session.set_overlay_visible)
+        action.toggled.connect(session.set_overlay_visible)
+        panel.opacity_changed.connect(session.set_overlay_opacity)
+        panel.colormap_changed.connect(lambda name: name and session.set_colormap(name))
+        panel.class_chosen.connect(session.set_overlay_class)
+        panel.method_chosen.connect(session.set_overlay_method)
+        # session -> widgets
+        ev = session.events
+        ev.overlay_changed.connect(self._overlay)
+        ev.overlay_heat_changed.connect(lambda _heat: self._show_heat())
+        ev.model_changed.connect(self._model)
+        ev.current_changed.connect(lambda _doc: self._status())
+        ev.result_changed.connect(self._result)
+        self.sync()
+
+    def sync(self) -> None:
+        o = self.session.overlay
+        self.panel.set_overlay_checked(o.visible)
+        self.action.blockSignals(True)
+        self.action.setChecked(o.visible)
+        self.action.blockSignals(False)
+        self.canvas.set_overlay_visible(o.visible)
+        self.canvas.set_overlay_opacity(o.opacity)
+        self.panel.set_opacity(o.opacity)
+        self.panel.set_colormap(o.colormap)
+        self.panel.set_method(o.method)
+        self.panel.set_class(o.class_index)
+
+    def _overlay(self, overlay: OverlaySettings, field_name: str) -> None:
+        self.sync()
+        if field_name == "colormap":
+            self.update_colour_bar()  # matplotlib's tables: imported by then (the inference thread warms them)
+            self._show_heat()
+        self._status()
+
+    def _model(self, status: ModelStatus) -> None:
+        if status.state == READY:
+            self.panel.set_classes(status.info.class_names)
+            self.panel.set_class(self.session.overlay.class_index)
+        self._status()
+
+    def _result(self, doc: ImageDocument) -> None:
+        if doc is self.session.current:
+            names = self.session.class_names
+            if names:
+                self.panel.set_predicted(names, None if doc.prediction is None else doc.prediction.class_index)
+            self._status()
+
+    def _show_heat(self) -> None:
+        heat = self.session.overlay_heat
+        if heat is None:
+            self.canvas.clear_overlay()
+        else:
+            from viewer.render import overlay_rgba
+
+            self.canvas.set_overlay(overlay_rgba(heat.heat, self.session.overlay.colormap))
+        self._status()
+
+    def _status(self) -> None:
+        session = self.session
+        heat = session.overlay_heat
+        if heat is not None:
+            e = heat.explanation
+            method = "Grad-CAM++" if e.method == "gradcam++" else "Grad-CAM"
+            empty = getattr(e, "is_empty", False)
+            text = (
+                f"{e.class_name}: the gradients vanished, no evidence to show"
+                if empty
+                else f"{method} for {e.class_name}"
+            )
+        elif not session.overlay.visible or session.current is None:
+            text = ""
+        elif session.model.state == FAILED:
+            text = "No model: no Grad-CAM"
+        elif session.current.prediction is None:
+            text = "Waiting for the prediction…"
+        else:
+            text = "Computing Grad-CAM…"
+        self.panel.status.setText(text)
+
+    def update_colour_bar(self) -> None:
+        try:
+            from inference.overlay import colormap_lut
+            from viewer.render import heat_alpha
+
+            lut = colormap_lut(self.session.overlay.colormap)
+            self.panel.colour_bar.set_lut(lut, heat_alpha(np.linspace(0.0, 1.0, 256)))
+        except (ValueError, ImportError):
+            self.panel.colour_bar.set_lut(None)
+
+
+class CanvasPresenter:
+    """The canvas shows the current document (or says it is loading it again) with its window and invert."""
+
+    LOADING_TEXT = "Loading {name}…"
+
+    def __init__(self, session: Session, canvas: ImageCanvas, tags: TagsPanel, invert_action: QAction) -> None:
+        self.session = session
+        self.canvas = canvas
+        self.tags = tags
+        self.invert_action = invert_action
+        self._default_placeholder = canvas.placeholder
+        self._shown: ImageDocument | None = None
+        ev = session.events
+        ev.current_changed.connect(self._show)
+        ev.pixels_changed.connect(lambda doc: doc is session.current and self._show(doc))
+        ev.view_changed.connect(self._view)
+        canvas.window_changed.connect(self._window_dragged)
+
+    def _show(self, doc: ImageDocument | None) -> None:
+        canvas = self.canvas
+        if doc is None or not doc.loaded:
+            self._shown = None
+            canvas.placeholder = self._default_placeholder if doc is None else self.LOADING_TEXT.format(name=doc.name)
+            canvas.set_image(None)
+            self.tags.set_image(None)
+            return
+        self._shown = doc
+        canvas.set_image(doc.image, doc.window, doc.invert, doc.default_window, doc.renderer)
+        canvas.set_overlay_visible(self.session.overlay.visible)
+        heat = self.session.overlay_heat
+        if heat is not None and heat.doc_id == doc.doc_id:
+            from viewer.render import overlay_rgba
+
+            canvas.set_overlay(overlay_rgba(heat.heat, self.session.overlay.colormap))
+        self.invert_action.setChecked(doc.invert)
+        self.tags.set_image(doc.image)
+
+    def _view(self, doc: ImageDocument) -> None:
+        if doc is not self._shown:
+            return
+        if self.canvas.inverted() != doc.invert:
+            self.canvas.set_inverted(doc.invert)
+        if self.canvas.window() != doc.window:
+            self.canvas.set_window(doc.window)
+        self.invert_action.setChecked(doc.invert)
+
+    def _window_dragged(self, window: Any) -> None:
+        if window is not None and self._shown is not None:
+            self.session.set_window(self._shown.doc_id, window)
+
+    def pixel_text(self, info: PixelInfo | None) -> str:
+        doc = self._shown
+        if info is None or doc is None:
+            return ""
+        unit = " HU" if doc.meta.modality.upper() == "CT" else ""
+        value = f"{info.value:.6g}" if not float(info.value).is_integer() else f"{int(info.value)}"
+        return f"x {info.x}, y {info.y}: {value}{unit}"
+
+
+class StatusPresenter:
+    """The status bar's permanent labels (pixel, window, zoom, model) and the canvas's corner annotations."""
+
+    def __init__(
+        self, session: Session, canvas: ImageCanvas, status: QStatusBar, pending: Any, disclaimer: str
+    ) -> None:
+        """``pending()`` says how many analyses are still to come (for "analysing N more")."""
+        self.session = session
+        self.canvas = canvas
+        self.pending = pending
+        self.pixel_label = QLabel("")
+        self.wl_label = QLabel("")
+        self.zoom_label = QLabel("")
+        self.model_label = QLabel("Model: not loaded")
+        self.disclaimer_label = QLabel(disclaimer)
+        self.disclaimer_label.setObjectName("disclaimer")
+        for label, tip in (
+            (self.pixel_label, "Pixel under the cursor: position and stored value"),
+            (self.wl_label, "Window centre / width in stored pixel values"),
+            (self.zoom_label, "Zoom: screen pixels per image pixel"),
+            (self.model_label, "Active model and the device it runs on"),
+        ):
+            label.setToolTip(tip)
+            status.addPermanentWidget(label)
+        status.addPermanentWidget(self.disclaimer_label)
+        ev = session.events
+        ev.current_changed.connect(lambda _doc: self.annotate())
+        ev.view_changed.connect(lambda doc: doc is session.current and self.annotate())
+        ev.result_changed.connect(self._result)
+        ev.overlay_changed.connect(lambda _o, _f: self.annotate())
+        ev.overlay_heat_changed.connect(lambda _h: self.annotate())
+        ev.model_changed.connect(self._model)
+        canvas.view_changed.connect(self.annotate)
+
+    def _result(self, doc: ImageDocument) -> None:
+        self.update_model_label()
+        if doc is self.session.current:
+            self.annotate()
+
+    def _model(self, status: ModelStatus) -> None:
+        if status.state == FAILED:
+            self.model_label.setText("No model")
+        elif status.state == LOADING:
+            self.model_label.setText("Loading model…")
+        self.update_model_label()
+
+    def update_model_label(self) -> None:
+        status = self.session.model
+        if status.state == READY and status.info is not None:
+            pending = self.pending()
+            busy = f" · analysing {pending} more" if pending else ""
+            self.model_label.setText(f"Model: {status.info.display_name} · {status.device}{busy}")
+
+    def annotate(self) -> None:
+        doc, canvas = self.session.current, self.canvas
+        window = canvas.window()
+        if doc is None or window is None:
+            canvas.set_annotations({})
+            self.wl_label.setText("")
+            self.zoom_label.setText("")
+            return
+        self.wl_label.setText(f"C {window.center:.6g} / W {window.width:.6g}")
+        self.zoom_label.setText(f"Zoom {canvas.zoom() * 100:.0f}%")
+        view = [f"rotated {canvas.rotation()}°"] if canvas.rotation() else []
+        view += ["mirrored"] * canvas.is_mirrored() + ["inverted"] * canvas.inverted()
+        bottom_left = [f"C {window.center:.5g}  W {window.width:.5g}", f"Zoom {canvas.zoom() * 100:.0f}%"]
+        bottom_left += [", ".join(view)] if view else []
+        top_right: list[str] = []
+        if doc.prediction is not None:
+            top_right.append(f"AI: {doc.prediction.label} {percent(doc.prediction.confidence)}")
+            heat = self.session.overlay_heat
+            if self.session.overlay.visible and heat is not None and heat.doc_id == doc.doc_id:
+                top_right.append(f"Grad-CAM: {heat.explanation.class_name}")
+        corners = {"top_left": [doc.name, doc.description], "top_right": top_right}
+        canvas.set_annotations({**corners, "bottom_left": bottom_left, "bottom_right": ["Research use only"]})
