@@ -167,7 +167,8 @@ def test_cancel_a_waiting_job_and_a_running_long_job_between_files(controller, q
 
 def test_model_switch_cancels_old_analyses_but_keeps_exports(controller, qtbot):
     c = loaded(controller, qtbot, factory=lambda p: FakePredictor(p, delay=0.2), path="first")
-    blocker = c.submit(lambda ctx: time.sleep(0.3), kind="export")  # keeps the thread busy meanwhile
+    gate = threading.Event()
+    blocker = c.submit(lambda ctx: gate.wait(10), kind="export")  # keeps the thread busy meanwhile
     old = [c.analyse(doc_for(image(), doc_id=i)) for i in range(3)]
     export = c.submit(lambda ctx: ctx.predictor.path, kind="export")
     outcomes: list[str] = []
@@ -175,6 +176,7 @@ def test_model_switch_cancels_old_analyses_but_keeps_exports(controller, qtbot):
         h.cancelled.connect(lambda h=h: outcomes.append(f"cancelled {h.kind}"))
         h.returned.connect(lambda _v, h=h: outcomes.append(f"returned {h.kind}"))
     new_model = c.load_model("second")
+    gate.set()
     with qtbot.waitSignal(export.returned, timeout=10000) as got:
         pass
     assert got.args == ["second"]  # the export ran, with the new model
@@ -183,9 +185,16 @@ def test_model_switch_cancels_old_analyses_but_keeps_exports(controller, qtbot):
 
 
 def test_a_failed_model_cancels_its_analyses_quietly(controller, qtbot):
-    c = controller(lambda p: FakePredictor(p))
+    gate = threading.Event()
+
+    def factory(path):
+        gate.wait(10)  # the analyses below are queued while the model loads
+        return FakePredictor(path)
+
+    c = controller(factory)
     load = c.load_model("/x/missing")
     jobs = [c.analyse(doc_for(image(), doc_id=i)) for i in range(5)]
+    gate.set()
     with qtbot.waitSignal(load.errored, timeout=15000):
         pass
     qtbot.waitUntil(lambda: all(h.state == "cancelled" for h in jobs), timeout=15000)
