@@ -327,7 +327,7 @@ def fit_multi_worker(
         held = all_sum(tf.constant(have)).numpy()
         first_epoch = int(max(e for e in range(epochs + 1) if held[e] >= len(task.workers)))
         if first_epoch:
-            ckpt.restore(str(mine / f"ckpt-{first_epoch}")).expect_partial()
+            ckpt.restore(str(mine / f"ckpt-{first_epoch}")).assert_existing_objects_matched()
 
     chief_progress = progress if task.is_chief else None
     model.stop_training = False
