@@ -6,12 +6,14 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from inference.bundle import load_bundle  # noqa: E402
@@ -20,6 +22,8 @@ from training.distributed import (  # noqa: E402
     ClusterTask,
     DistributedError,
     check_backup_dir,
+    local_tf_configs,
+    parse_local,
     read_tf_config,
     stamp_backup_dir,
 )
@@ -54,16 +58,38 @@ def test_tf_config_is_read_and_bad_ones_are_explained() -> None:
             read_tf_config({"TF_CONFIG": bad})
 
 
-def test_several_workers_are_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keras 3's fit fails under MultiWorkerMirroredStrategy: say so at once, not after decoding."""
+def test_several_workers_refuse_an_imagenet_start_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ImageNet warm-up predicts with Keras, which the multi-worker strategy would split."""
+    weights = tmp_path / "w.h5"
+    weights.write_bytes(b"not read")
     monkeypatch.setenv("TF_CONFIG", _cluster(2, 0))
-    config = TrainConfig(data=tmp_path / "no-such-data", out_dir=tmp_path / "model", init="scratch")
-    with pytest.raises(TrainingError, match=r"several machines .*2 workers.*keras-team/keras#20585"):
-        train(config)
-    assert list(tmp_path.iterdir()) == []
+    config = TrainConfig(data=tmp_path / "no-such-data", out_dir=tmp_path / "model", arch="resnet50")
+    with pytest.raises(TrainingError, match="ImageNet weights is not supported on several workers"):
+        train(dataclasses.replace(config, init=f"imagenet:{weights}"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.h5"]
     monkeypatch.setenv("TF_CONFIG", _cluster(1, 0))  # a one-worker cluster is just this machine
     with pytest.raises(Exception, match="no-such-data"):
-        train(config)
+        train(dataclasses.replace(config, init="scratch"))
+
+
+def test_local_cluster_spec_and_its_tf_configs() -> None:
+    assert parse_local("local:2") == 2 and parse_local("local:16") == 16
+    for bad in ("local:1", "local:x", "2", "tcp:2", "local:17"):
+        with pytest.raises(DistributedError, match="use local:N"):
+            parse_local(bad)
+    configs = [read_tf_config({"TF_CONFIG": c}) for c in local_tf_configs(3)]
+    assert [c.index for c in configs] == [0, 1, 2] and len({c.workers for c in configs}) == 1
+    hosts = configs[0].workers
+    assert all(h.startswith("127.0.0.1:") for h in hosts) and len(set(hosts)) == 3
+
+
+def test_cli_refuses_a_bad_distributed_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    from main import main
+
+    assert main(["train", "data", "--out", "model", "--distributed", "everywhere"]) == 1
+    assert "use local:N" in capsys.readouterr().err
 
 
 def test_backup_folders_that_are_not_this_runs_backup_are_refused(tmp_path: Path) -> None:
@@ -211,3 +237,51 @@ def test_two_replicas_train_on_full_batches_without_nan(tmp_path: Path) -> None:
     assert len(result["loss"]) == 2 and all(v == v and v < 100 for v in result["loss"])  # finite
     assert result["batches"] == 2 * 2  # 17 // 8 full steps per epoch
     assert "2 replicas (MirroredStrategy), 8 images per step" in result["init"]
+
+
+@pytest.mark.slow
+def test_two_workers_resume_after_one_dies_and_write_a_one_process_bundle(folder_data: Path, tmp_path: Path) -> None:
+    """``--distributed local:2``: worker 1 dies after its first epoch (the test hook), the chief
+    stops with an error; the same command again resumes both from the backup and the chief
+    writes a bundle of the same format as a one-process run's."""
+    out, backup = tmp_path / "model", tmp_path / "model.backup"
+    command = [sys.executable, str(ROOT / "main.py"), "train", str(folder_data), "--out", str(out)]
+    command += ["--arch", "custom-cnn", "--image-size", "32", "--batch-size", "4", "--epochs", "3"]
+    command += ["--init", "scratch", "--val-fraction", "0.2", "--backup-dir", str(backup), "--distributed", "local:2"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "CUDA_VISIBLE_DEVICES": "",
+        "CXR_TEST_WORKER_EXIT_AFTER_EPOCH": "1:1",  # fires only in a run that did not resume
+    }
+    env.pop("TF_CONFIG", None)
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+
+    crashed = run()
+    assert crashed.returncode != 0 and "Worker 1 failed (exit code 3)" in crashed.stderr, crashed.stderr[-3000:]
+    assert "epoch 1/3" in crashed.stderr and "epoch 2/3" not in crashed.stderr
+    assert not out.exists()
+    for worker in ("worker-0", "worker-1"):  # each kept its own first epoch
+        assert [p.name for p in (backup / worker).glob("ckpt-*.index")] == ["ckpt-1.index"]
+
+    resumed = run()
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "1 of 3 epochs already done" in resumed.stderr
+    assert "epoch 1/3" not in resumed.stderr and "epoch 3/3" in resumed.stderr  # the counter continued
+    assert not backup.exists()  # removed once the run ended well
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # worker 1 wrote nothing
+    model, info = load_bundle(out)
+    assert info.training["resumed_at_epoch"] == 1 and info.training["epochs_run"] == 3
+    assert "2 replicas (MultiWorkerMirroredStrategy), 8 images per step" in info.training["init"]
+    probs = model.predict(np.zeros((2, 32, 32, 1), np.float32), verbose=0)
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+    single = train(_config(folder_data, tmp_path / "single", epochs=1, batch_size=4))
+    two, one = (json.loads((d / "model.json").read_text()) for d in (out, single.bundle_dir))
+    assert set(two) == set(one) and set(two["training"]) - {"resumed_at_epoch"} == set(one["training"])
+    assert two["preprocessing"] == one["preprocessing"] and two["class_names"] == one["class_names"]
+    files = [sorted(str(p.relative_to(d)) for p in d.rglob("*")) for d in (out, single.bundle_dir)]
+    assert files[0] == files[1]

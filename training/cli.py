@@ -99,6 +99,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="save the training state here after every epoch; the same command run again after a crash "
         "resumes from it (deleted when the run ends well; DIR must be new, empty or such a backup)",
     )
+    t.add_argument(
+        "--distributed",
+        metavar="local:N",
+        help="train as N workers of a tf.distribute cluster on this machine (loopback only); on a real "
+        "cluster run the same command without it on each machine, each with its own TF_CONFIG",
+    )
     t.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
     t.add_argument("--name", help="model name (default: the --out folder's name)")
     t.add_argument("--version", default="1.0.0", help="model version (1.0.0)")
@@ -265,6 +271,8 @@ def run_train(args: argparse.Namespace) -> int:
     from training.progress import ConsoleProgress, TrainingCancelled
     from training.train import TrainConfig, train
 
+    if args.distributed:
+        return _run_local_cluster(args.distributed)
     try:
         config = TrainConfig(
             data=Path(args.data),
@@ -315,6 +323,12 @@ def run_train(args: argparse.Namespace) -> int:
         return EXIT_CANCELLED
     except _expected_errors() as exc:
         return _error(str(exc), _error_code(exc))
+    from training.distributed import read_tf_config
+
+    task = read_tf_config()
+    if task is not None and not task.is_chief:
+        print(f"Worker {task.index} finished ({result.epochs_run} epochs); the chief (worker 0) writes the model.")
+        return 0
     print(f"Model written to {result.bundle_dir} ({result.epochs_run} epochs, {result.seconds:.0f} s).")
     for split, m in result.metrics.items():
         print(f"{split}: accuracy {m['accuracy']:.3f}, macro-F1 {(m['macro_f1'] or 0):.3f} ({m['n_images']} images)")
@@ -322,9 +336,29 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_local_cluster(spec: str) -> int:
+    """``--distributed local:N``: this same command, less the option, as N workers here."""
+    from training.distributed import DistributedError, launch_local, parse_local
+
+    try:
+        n = parse_local(spec)
+    except DistributedError as exc:
+        return _error(str(exc))
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--distributed":
+            skip = True
+        elif not arg.startswith("--distributed="):
+            argv.append(arg)
+    return launch_local(n, argv)
+
+
 def _backup_note(backup_dir: str | None) -> None:
     """After a stopped run: where its finished epochs are kept, if anywhere."""
-    if backup_dir and (Path(backup_dir).expanduser() / "training_metadata.json").is_file():
+    folder = Path(backup_dir).expanduser() if backup_dir else None
+    if folder and ((folder / "training_metadata.json").is_file() or any(folder.glob("worker-*/ckpt-*.index"))):
         print(f"The finished epochs are kept in {backup_dir}; run the same command to resume.", file=sys.stderr)
 
 

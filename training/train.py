@@ -48,7 +48,10 @@ from training.distributed import (
     DistributedError,
     backup_callback,
     check_backup_dir,
+    fit_multi_worker,
     global_batch_size,
+    local_copy,
+    multi_worker_task,
     select_strategy,
     stamp_backup_dir,
 )
@@ -192,6 +195,9 @@ def train(
     if plan.size < MIN_INPUT_SIZE[plan.arch]:
         raise TrainingError(f"{plan.arch} needs images of at least {MIN_INPUT_SIZE[plan.arch]} px.")
     try:  # before any work: a refused TF_CONFIG or backup folder should not cost the decoding
+        task = multi_worker_task()
+        if task is not None and plan.kind == "imagenet":
+            raise DistributedError("Starting from ImageNet weights is not supported on several workers (TF_CONFIG).")
         strategy = select_strategy()
         if config.backup_dir is not None:
             check_backup_dir(config.backup_dir, _backup_key(config))
@@ -261,6 +267,9 @@ def train(
         progress.on_message(init_note)
     transfer = _transfer(model, arrays, plan, config, progress, cancel, strategy) if plan.kind == "imagenet" else {}
     history, best_epoch, first_epoch = _fit(model, arrays, plan, config, progress, cancel, strategy)
+    if task is not None:  # evaluated and saved as a one-process model; only the chief writes it
+        model = local_copy(model)
+        _compile(model, plan, config)
     epochs_run = first_epoch + len(history.get("loss", []))
     train_seconds = time.time() - started
 
@@ -353,7 +362,8 @@ def train(
             [(d["split_a"], d["path_a"], d["split_b"], d["path_b"], d["distance"]) for d in duplicates],
         )
         check_cancel(cancel)
-        bundle = write_bundle(model, info, out_dir, extra_files=extra, overwrite=replace_ok)
+        chief = task is None or task.is_chief
+        bundle = write_bundle(model, info, out_dir, extra_files=extra, overwrite=replace_ok) if chief else out_dir
     return TrainResult(
         bundle_dir=bundle,
         info=info,
@@ -532,8 +542,9 @@ def _build(plan: InitPlan, classes: list[str], config: TrainConfig, strategy: An
         raise TrainingError(str(exc)) from None
     replicas = strategy.num_replicas_in_sync
     if replicas > 1:
+        kind = "MultiWorkerMirroredStrategy" if multi_worker_task() else "MirroredStrategy"
         note = (
-            note + f" Training on {replicas} replicas (MirroredStrategy), "
+            note + f" Training on {replicas} replicas ({kind}), "
             f"{global_batch_size(config.batch_size, strategy)} images per step."
         ).strip()
     return model, layer, note
@@ -696,6 +707,29 @@ def _fit(
         keras.callbacks.TerminateOnNaN(),
     ]
     progress.on_stage("training", f"{len(xt)} images, {steps} batches per epoch")
+    task = multi_worker_task()
+    if task is not None:  # Keras's fit fails under MultiWorkerMirroredStrategy: tf.distribute's own loop
+        try:
+            history, first = fit_multi_worker(
+                model,
+                train_ds,
+                val_ds,
+                strategy=strategy,
+                task=task,
+                epochs=config.epochs,
+                steps_per_epoch=steps,  # each worker takes its share of every step
+                global_batch=batch,
+                class_weight=weights,
+                callbacks=[early, *(c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau))],
+                progress=progress,
+                cancel=cancel,
+                backup_dir=None if config.backup_dir is None else Path(config.backup_dir).expanduser(),
+            )
+        except DistributedError as exc:
+            raise TrainingError(str(exc)) from None
+        if any(not math.isfinite(v) for v in history.get("loss", [])):
+            raise TrainingError("The training loss became NaN; try a lower learning rate (--lr).")
+        return history, int(early.best_epoch) + 1, first
     fit = model.fit(
         train_ds,
         validation_data=val_ds,
