@@ -152,7 +152,7 @@ def test_window_evicts_pixels_and_reloads_them_transparently(make_window, qtbot,
     folder = tmp_path / "films"
     folder.mkdir()
     for i in range(8):
-        cv2.imwrite(str(folder / f"film{i}.png"), np.full((64, 64), 20 * i + 10, np.uint16))
+        cv2.imwrite(str(folder / f"film{i}.png"), (np.arange(64 * 64).reshape(64, 64) % 50 + 20 * i + 10).astype(np.uint16))
     window = make_window()
     window.opener.cache.capacity = 2
     with qtbot.waitSignal(window.open_finished, timeout=20000):
@@ -193,7 +193,7 @@ def test_opening_waits_for_predictions_instead_of_holding_every_film(make_window
     folder = tmp_path / "films"
     folder.mkdir()
     for i in range(6):
-        cv2.imwrite(str(folder / f"film{i}.png"), np.full((64, 64), 100 + i, np.uint16))  # 8 KB each
+        cv2.imwrite(str(folder / f"film{i}.png"), (np.arange(4096).reshape(64, 64) % 90 + i).astype(np.uint16))
     fake_factory.delay = 0.1
     loads: list[str] = []
 

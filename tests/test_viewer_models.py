@@ -210,7 +210,7 @@ def test_model_manager_opens_with_hostile_models_and_shows_errors_as_text(
     edited_bundle(tiny_bundle_dir, root / "tiles", lambda d: d["preprocessing"].update(clahe_tiles=0))
     edited_bundle(tiny_bundle_dir, root / "markup", lambda d: d.update(class_names=["A", "<img src=x><b>99%</b>"]))
     window = make_window()
-    dialog = ModelManagerDialog(window)
+    dialog = ModelManagerDialog(window.session, window.activate_model, window)
     qtbot.addWidget(dialog)
     assert dialog.list.count() == 4  # the bundled model and the three broken ones, each with its error
     dialog.select_path(root / "markup")
