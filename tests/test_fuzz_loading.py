@@ -33,5 +33,5 @@ def test_seeded_fuzz_gives_only_the_loader_error_within_time_and_memory():
     assert figures["loaded"] + figures["refused"] == CASES
     assert figures["loaded"] >= 5 and figures["refused"] >= 100  # the corpus exercises both paths
     assert figures["max_case_seconds"] < 5.0, figures["slowest_case"]
-    assert figures["max_rss_mb"] < 1500
+    assert figures["max_rss_mb"] < 2048  # the cap above: a mutant inside the loader's size limits may use most of it
     assert figures["total_seconds"] < 20
