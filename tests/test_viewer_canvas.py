@@ -285,7 +285,8 @@ def test_monochrome1_is_shown_inverted_and_invert_toggles(canvas):
 
 
 def test_overlay_fades_where_the_model_did_not_look(canvas):
-    from viewer.render import OVERLAY_FADE, heat_alpha, overlay_rgba
+    from inference.overlay import OVERLAY_FADE, heat_alpha
+    from viewer.render import overlay_rgba
 
     heat = np.linspace(0.0, 1.0, 101, dtype=np.float32).reshape(1, 101)
     alpha = heat_alpha(heat)[0]

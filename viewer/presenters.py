@@ -251,8 +251,7 @@ class OverlayPresenter:
 
     def update_colour_bar(self) -> None:
         try:
-            from inference.overlay import colormap_lut
-            from viewer.render import heat_alpha
+            from inference.overlay import colormap_lut, heat_alpha
 
             lut = colormap_lut(self.session.overlay.colormap)
             self.panel.colour_bar.set_lut(lut, heat_alpha(np.linspace(0.0, 1.0, 256)))

@@ -20,15 +20,14 @@ import numpy as np
 
 from inference.display import apply_window, initial_window
 from inference.image import Window, XRayImage
+from inference.overlay import heat_alpha
 
 __all__ = [
     "PREVIEW_SIDE",
     "THUMBNAIL_SIDE",
-    "OVERLAY_FADE",
     "DisplayPrep",
     "Renderer",
     "downsample",
-    "heat_alpha",
     "overlay_rgba",
     "prepare_display",
     "display_heat",
@@ -37,10 +36,6 @@ __all__ = [
 
 PREVIEW_SIDE = 1024
 THUMBNAIL_SIDE = 160
-# On screen, heat below the first value is left transparent and heat above the second is
-# drawn at the full overlay opacity: the anatomy the model did not look at stays visible,
-# unlike a uniform tint where the "cold" colour covers every lung field.
-OVERLAY_FADE = (0.15, 0.5)
 # Larger integer ranges (32-bit data) would need a bigger table than the image itself.
 MAX_LUT_ENTRIES = 1 << 20
 
@@ -70,7 +65,7 @@ class Renderer:
             lo, hi = int(self.pixels.min()), int(self.pixels.max())
             if hi - lo + 1 <= MAX_LUT_ENTRIES:
                 self._lut_offset, self._lut_size = lo, hi - lo + 1
-        self._lut_key: tuple[float, float, bool] | None = None
+        self._lut_key: tuple[float, float, str, bool] | None = None
         self._lut: np.ndarray | None = None
 
     @property
@@ -78,7 +73,7 @@ class Renderer:
         return self._lut_size > 0
 
     def _table(self, window: Window, invert: bool) -> np.ndarray:
-        key = (float(window.center), float(window.width), bool(invert))
+        key = (float(window.center), float(window.width), window.function, bool(invert))
         if self._lut is None or self._lut_key != key:
             values = np.arange(self._lut_offset, self._lut_offset + self._lut_size, dtype=np.float64)
             self._lut = apply_window(values, window, invert=invert)
@@ -112,13 +107,6 @@ def prepare_display(image: XRayImage, thumbnail_side: int = THUMBNAIL_SIDE) -> D
     small, _ = downsample(renderer.preview, thumbnail_side)
     thumbnail = apply_window(small, window, invert=image.meta.inverted)
     return DisplayPrep(renderer=renderer, window=window, thumbnail=thumbnail)
-
-
-def heat_alpha(heat: np.ndarray) -> np.ndarray:
-    """Per-pixel overlay alpha (uint8) for heat in [0, 1]: the :data:`OVERLAY_FADE` ramp."""
-    lo, hi = OVERLAY_FADE
-    ramp = (np.asarray(heat, dtype=np.float32) - np.float32(lo)) * np.float32(1.0 / (hi - lo))
-    return (np.clip(np.nan_to_num(ramp, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def overlay_rgba(heat: np.ndarray, colormap: str) -> np.ndarray:

@@ -61,6 +61,7 @@ class TagsPanel(QWidget):
         header.setStretchLastSection(True)
         self.note = QLabel("")
         self.note.setObjectName("muted")
+        self.note.setWordWrap(True)
         layout.addWidget(self.search)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.note)
@@ -85,10 +86,13 @@ class TagsPanel(QWidget):
     def set_image(self, image: XRayImage | None) -> None:
         if image is None:
             self.set_rows([], "")
-        elif image.meta.tags:
-            self.set_rows(image.meta.tags, f"{len(image.meta.tags)} DICOM elements")
+            return
+        # A stored window that could not be used is said here, where the reader checks the header.
+        window_note = f"\n{image.meta.window_note}" if image.meta.window_note else ""
+        if image.meta.tags:
+            self.set_rows(image.meta.tags, f"{len(image.meta.tags)} DICOM elements{window_note}")
         else:
-            self.set_rows(file_facts(image), f"{image.meta.format} file: no DICOM header")
+            self.set_rows(file_facts(image), f"{image.meta.format} file: no DICOM header{window_note}")
 
     def visible_rows(self) -> int:
         return self.proxy.rowCount()
