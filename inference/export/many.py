@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["FORMATS", "TABLE_FORMATS", "parse_formats"]
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "TABLE_FORMATS", "parse_formats"]
 
-# Format name -> file suffix. Every file is written as <stem>.cxr<suffix> (see inference.export.batch).
-FORMATS = {"png": ".png", "pdf": ".pdf", "dcm": ".dcm"}
+# Format name -> file suffix. Every file is written as <stem>.cxr<suffix> (see inference.export.batch):
+# the annotated image, the report, the DICOM Secondary Capture, and the two DICOM objects a PACS
+# interprets (structured report and presentation state; for DICOM sources only, see
+# inference.export.reference).
+FORMATS = {"png": ".png", "pdf": ".pdf", "dcm": ".dcm", "sr": ".sr.dcm", "gsps": ".gsps.dcm"}
+DEFAULT_FORMATS = ("png", "pdf", "dcm")  # what ``predict --export-dir`` writes without --formats
 TABLE_FORMATS = {"csv": ".csv", "json": ".json"}
 
 

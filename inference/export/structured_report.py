@@ -6,8 +6,9 @@ caller built them: the source's own header when identifiers are kept, its pseudo
 otherwise, so that SR, GSPS and Secondary Capture of one film always name one study) as a new
 series. Content, each in its own measurement group so a PACS lists them apart:
 
-* "AI result": the finding the model gave (or "No AI result"), then one group per class with its
-  probability, each carrying the algorithm identification (model name and version);
+* "AI result": the finding the model gave (or "No AI result", its reason as a comment), then
+  one group per class with its probability, each carrying the algorithm identification (model
+  name and version);
 * "Reader verdict": the reader's class and agreement with the AI; the impression as text; the
   reader is the person observer of the document;
 * one planar ROI group per measurement (distance, angle, Cobb angle, ROI statistics, CTR) with
@@ -220,6 +221,14 @@ def structured_report(
         procedure_reported=CODES["plain chest x-ray"],
         imaging_measurements=groups,
     )
+    if ai is not None and ai.label is None and ai.abstain_reason:
+        report[0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=codes.DCM.Comment,
+                value=f"No AI result: {ai.abstain_reason}"[:4000],
+                relationship_type="CONTAINS",
+            )
+        )
     if verdict is not None and verdict.impression:
         report[0].ContentSequence.append(
             hd.sr.TextContentItem(
