@@ -140,8 +140,11 @@ def burn_marks(
         return (x * sx - 0.5, y * sy - 0.5)
 
     def text(where: tuple[float, float], value: str, colour: tuple[int, int, int]) -> None:
+        # Beside the point, moved back inside the picture when it would run off an edge.
         x, y = at(*where)
-        x, y = min(max(0.0, x + width * 2), canvas.width - 1.0), min(max(0.0, y + width * 2), canvas.height - 1.0)
+        text_w, text_h = font.getlength(value) + 2 * stroke, font.getbbox("Ag")[3] + 2 * stroke
+        x = max(0.0, min(x + width * 2, canvas.width - text_w))
+        y = max(0.0, min(y + width * 2, canvas.height - text_h))
         draw.text((x, y), value, font=font, fill=colour, stroke_width=stroke, stroke_fill=_OUTLINE)
 
     for annotation, measurement in marks:

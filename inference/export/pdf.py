@@ -79,6 +79,11 @@ def _facts_lines(
     return y
 
 
+def _lines_height(facts: list[tuple[str, str]], width: int) -> float:
+    """The height :func:`_facts_lines` takes for ``facts`` wrapped at ``width``."""
+    return sum(len(textwrap.wrap(value, width, break_long_words=True) or [""]) for _, value in facts) * _LINE
+
+
 def _facts_block(fig: Figure, x: float, y: float, title: str, facts: list[tuple[str, str]], value_x: float) -> float:
     """A heading and its key/value lines; returns the y below the block."""
     fig.text(x, y, title, fontsize=11.5, fontweight="bold", color=_ACCENT, va="top")
@@ -202,9 +207,31 @@ def report_figure(
         impression[-1] += " ... (in full in the CSV/JSON and the SR)"
     rows = _measurement_rows(marks)
     reader_h = _reader_height(reader_lines, impression, rows)
-    ai_h = 0.062 + len(reason) * _LINE + (0.026 * len(prediction.probabilities) if show_bars else 0.0)
-    below = 0.05 + ai_h + (reader_h + 0.02 if reader else 0.0) + 0.15  # input file facts above the footer
-    room = 0.852 - 0.11 - below
+    # Model facts (drawn to the right of the bars) and the input file facts.
+    model_facts = [("Model", f"{prediction.model_name} {prediction.model_version}")]
+    if model_info is not None:
+        model_facts += [
+            ("Architecture", f"{model_info.architecture}, {model_info.input_size} px input"),
+            ("Classes", ", ".join(model_info.class_names)),
+            ("Trained", model_info.created[:10]),
+        ]
+    model_facts.append(("Computed on", prediction.device))
+    if explanation is not None:
+        model_facts.append(("Heat map", f"{_method_name(explanation)} of {explanation.class_name}"))
+        if explanation.lung_heat_fraction is not None:
+            model_facts.append(("Heat in lungs", f"{100 * explanation.lung_heat_fraction:.0f}%"))
+    if prediction.lung_warning:
+        model_facts.append(("Warning", prediction.lung_warning))
+    file_label = pseudonym(image.meta.path, options.effective_salt()) if options.pseudonymous_names else None
+    facts = input_facts(image, options.keep_identifiers, file_label)
+    ai_h = 0.062 + len(reason) * _LINE + (0.006 + 0.026 * len(prediction.probabilities) if show_bars else 0.0)
+    ai_h = max(ai_h, 0.026 + _lines_height(model_facts, 40))
+    wide = [f for f in facts if f[0] in ("File", "Format")]
+    narrow = [f for f in facts if f[0] not in ("File", "Format")]
+    half = (len(narrow) + 1) // 2 if len(narrow) > 4 else len(narrow)
+    file_h = 0.046 + _lines_height(wide, 95) + max(_lines_height(narrow[:half], 40), _lines_height(narrow[half:], 40))
+    below = 0.05 + ai_h + 0.02 + (reader_h + 0.02 if reader else 0.0) + file_h
+    room = 0.852 - 0.10 - below  # the footer's rule is at 0.095
 
     # Images, side by side, bottoms aligned, with the reader's marks burned in.
     full = to_rgb(display_gray(image, options))
@@ -220,7 +247,7 @@ def report_figure(
     # The panels hang from just below the banner and are as tall as the image's shape needs,
     # so a wide film leaves no hole above it; everything below follows them up.
     aspect = gray.shape[0] / gray.shape[1]
-    panel_h = max(0.12, min(0.34, room, width * A4_INCHES[0] * aspect / A4_INCHES[1]))
+    panel_h = max(0.07, min(0.34, room, width * A4_INCHES[0] * aspect / A4_INCHES[1]))
     panel_bottom = 0.852 - panel_h
     for left, (title, rgb) in zip(lefts, panels):
         ax = fig.add_axes((left, panel_bottom, width, panel_h))
@@ -278,21 +305,6 @@ def report_figure(
                 transform=bax.get_yaxis_transform(),
             )
 
-    # Model facts, to the right of the bars.
-    model_facts = [("Model", f"{prediction.model_name} {prediction.model_version}")]
-    if model_info is not None:
-        model_facts += [
-            ("Architecture", f"{model_info.architecture}, {model_info.input_size} px input"),
-            ("Classes", ", ".join(model_info.class_names)),
-            ("Trained", model_info.created[:10]),
-        ]
-    model_facts.append(("Computed on", prediction.device))
-    if explanation is not None:
-        model_facts.append(("Heat map", f"{_method_name(explanation)} of {explanation.class_name}"))
-        if explanation.lung_heat_fraction is not None:
-            model_facts.append(("Heat in lungs", f"{100 * explanation.lung_heat_fraction:.0f}%"))
-    if prediction.lung_warning:
-        model_facts.append(("Warning", prediction.lung_warning))
     model_bottom = _facts_block(fig, 0.52, top, "Model", model_facts, 0.655)
 
     # The reader's section, in its own box.
@@ -302,18 +314,13 @@ def report_figure(
         y -= reader_h + 0.02
 
     # Input file, in two columns so that a long DICOM description never reaches the footer.
-    file_label = pseudonym(image.meta.path, options.effective_salt()) if options.pseudonymous_names else None
-    facts = input_facts(image, options.keep_identifiers, file_label)
     y -= 0.01
     fig.text(0.06, y, "Input file", fontsize=11.5, fontweight="bold", color=_ACCENT, va="top")
     y -= 0.026
     # The file name and the format (a transfer syntax can be long) get the whole width.
-    wide = [f for f in facts if f[0] in ("File", "Format")]
-    facts = [f for f in facts if f[0] not in ("File", "Format")]
     y = _facts_lines(fig, 0.06, y, wide, 0.19, width=95)
-    half = (len(facts) + 1) // 2 if len(facts) > 4 else len(facts)
-    _facts_lines(fig, 0.06, y, facts[:half], 0.19)
-    _facts_lines(fig, 0.52, y, facts[half:], 0.655)
+    _facts_lines(fig, 0.06, y, narrow[:half], 0.19)
+    _facts_lines(fig, 0.52, y, narrow[half:], 0.655)
 
     # Footer.
     fig.lines.append(Line2D([0.06, 0.94], [0.095, 0.095], transform=fig.transFigure, color="#cccccc", linewidth=0.8))
