@@ -350,7 +350,9 @@ def test_export_of_a_1_by_5000_png_stays_small_under_a_memory_limit(tmp_path):
     import cv2
 
     png = tmp_path / "thin.png"
-    cv2.imwrite(str(png), np.full((5000, 1), 128, np.uint8))
+    cv2.imwrite(
+        str(png), (np.arange(5000) % 200).astype(np.uint8).reshape(5000, 1)
+    )  # not blank: the loader refuses those
     script = textwrap.dedent(
         f"""
         import resource, sys
@@ -389,7 +391,7 @@ def test_report_figure_of_a_thin_image(tmp_path, predictor):
     import cv2
 
     png = tmp_path / "thin.png"
-    cv2.imwrite(str(png), np.full((3000, 2), 100, np.uint8))
+    cv2.imwrite(str(png), (np.arange(6000) % 200).astype(np.uint8).reshape(3000, 2))
     image = load_image(png)
     prediction, explanation = predictor.predict_and_explain(image)
     fig = report_figure(image, prediction, explanation)
