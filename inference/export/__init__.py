@@ -25,7 +25,7 @@ from inference.export.batch import (
 )
 from inference.export.dicom_sc import secondary_capture, write_dicom_sc
 from inference.export.files import ExportError, atomic_write, unique_path
-from inference.export.many import DEFAULT_FORMATS, FORMATS, TABLE_FORMATS, parse_formats
+from inference.export.many import DEFAULT_FORMATS, FORMAT_TITLES, FORMATS, TABLE_FORMATS, parse_formats
 from inference.export.options import DISCLAIMER, ExportOptions
 from inference.export.pacs import write_gsps, write_sr
 from inference.export.pdf import report_figure, write_pdf
@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_FORMATS",
     "DISCLAIMER",
     "FORMATS",
+    "FORMAT_TITLES",
     "ON_EXISTING",
     "OUTPUT_INFIX",
     "TABLE_FORMATS",
