@@ -240,7 +240,7 @@ def test_every_gsps_carries_the_marks_window_and_polarity(session):
         assert (float(voi.WindowCenter), float(voi.WindowWidth)) == pytest.approx((window.center, window.width))
         expected_shape = "INVERSE" if item.image.meta.inverted else "IDENTITY"
         assert pr.PresentationLUTShape == expected_shape
-        assert pr.ContentCreatorName == "Ada^Lovelace"
+        assert pr.ContentCreatorName == "Lovelace^Ada"  # Family^Given, as in the SR
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) is not installed")

@@ -19,6 +19,7 @@ import numpy as np
 
 from inference.annotations import Annotation, Measurement
 from inference.export.marks import shapes, text_anchor, value_anchor
+from inference.export.structured_report import person_name
 from inference.image import Window
 from inference.loading import import_pydicom
 
@@ -140,7 +141,7 @@ def presentation_state(
         content_description="Reader's annotations and measurements",
         graphic_annotations=annotations or None,
         graphic_layers=[ai_layer, marks_layer, values_layer],
-        content_creator_name=(reader.replace(" ", "^")[:60] or None) if reader else None,
+        content_creator_name=person_name(reader) if reader.strip() else None,  # Family^Given
         voi_lut_transformations=voi,
         presentation_lut_transformation=hd.PresentationLUTTransformation(presentation_lut_shape=shape),
     )

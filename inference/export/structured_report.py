@@ -35,7 +35,15 @@ from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.sr.codedict import codes  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
-__all__ = ["AiFinding", "CODES", "LOCAL_SCHEME", "class_code", "local_coding_scheme", "structured_report"]
+__all__ = [
+    "AiFinding",
+    "CODES",
+    "LOCAL_SCHEME",
+    "class_code",
+    "local_coding_scheme",
+    "person_name",
+    "structured_report",
+]
 
 LOCAL_SCHEME = "99CXRV"  # private coding scheme for concepts no standard vocabulary has
 SR_SERIES_NUMBER = 9902
@@ -205,7 +213,7 @@ def structured_report(
         person = hd.sr.ObserverContext(
             observer_type=codes.DCM.Person,
             observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
-                name=_person_name(verdict.reader)
+                name=person_name(verdict.reader)
             ),
         )
     device = None
@@ -261,7 +269,7 @@ def local_coding_scheme() -> Dataset:
     return item
 
 
-def _person_name(text: str) -> str:
+def person_name(text: str) -> str:
     """A DICOM person name (``Family^Given``) from what the reader typed in the settings."""
     text = " ".join(text.replace("^", " ").split())[:60]
     if not text:
