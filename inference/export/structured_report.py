@@ -212,9 +212,7 @@ def structured_report(
     if verdict is not None and verdict.reader:
         person = hd.sr.ObserverContext(
             observer_type=codes.DCM.Person,
-            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
-                name=person_name(verdict.reader)
-            ),
+            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=person_name(verdict.reader)),
         )
     device = None
     if ai is not None:
