@@ -37,6 +37,7 @@ from inference.export import (
     written_by_us,
 )
 from inference.export.annotate import MIN_WIDTH, render_annotated
+from inference.export.marker import is_our_name
 from inference.export.marks import MARK_COLOUR, burn_marks, measured
 from inference.export.structured_report import class_code
 from inference.loading import load_image
@@ -143,6 +144,8 @@ def test_sr_and_gsps_are_export_formats_with_our_names():
     assert export_name(Path("a/scan.dcm"), "sr") == "scan.cxr.sr.dcm"
     assert export_name(Path("scan.cxr.gsps.dcm"), "gsps") == "scan.cxr.gsps.dcm"  # re-export aims at itself
     assert export_name(Path("scan.cxr.sr.dcm"), "png") == "scan.cxr.png"
+    # predict skips our outputs when it searches a folder: the new names are recognised too.
+    assert is_our_name("scan.cxr.sr.dcm") and is_our_name("scan (2).cxr.gsps.dcm") and not is_our_name("scan.sr.dcm")
 
 
 def test_the_session_writes_pdf_sr_gsps_and_csv(session):
