@@ -3,13 +3,13 @@
 Usage::
 
     python main.py predict PATH... [--model DIR] [--json OUT|-] [--csv OUT] [--resume]
-                           [--export-dir DIR] [--formats png,pdf,dcm] [--gradcam]
+                           [--export-dir DIR] [--formats png,pdf,dcm,sr,gsps] [--gradcam]
                            [--method gradcam|gradcam++] [--batch-size N]
                            [--keep-identifiers] [--pseudonymous-names] [--overwrite]
 
 Each PATH is a file or a folder; folders are searched recursively for PNG, JPEG and
 DICOM files (by suffix, or by content for files without one), hidden files and folders
-skipped, and so are our own outputs (``*.cxr.png|pdf|dcm|csv|json``), so an export folder
+skipped, and so are our own outputs (``*.cxr.png|pdf|dcm|sr.dcm|gsps.dcm|csv|json``), so an export folder
 inside the input folder is not predicted again. A folder that cannot be read is reported
 (on standard error and as a failed entry), never skipped silently; symbolic links to
 folders are not followed. Without ``--json`` and ``--csv`` the JSON goes to standard output.
@@ -21,9 +21,12 @@ exits with 130. ``--resume`` reads back what is in them and predicts only the fi
 there yet (files that failed are tried again).
 
 Exports (``--export-dir``) go through :func:`inference.export.export_files`: named
-``<name>.cxr.png``, ``.cxr.pdf``, ``.cxr.dcm``, keeping the folder structure below each
-PATH folder; with ``--gradcam`` they carry the heat map. An existing export of ours is
-replaced only with ``--overwrite``; an input file or a file this application did not write
+``<name>.cxr.png``, ``.cxr.pdf``, ``.cxr.dcm`` (the default formats), and on request
+``.cxr.sr.dcm`` (DICOM Structured Report of the AI result) and ``.cxr.gsps.dcm`` (presentation
+state with the AI result as text and, with ``--gradcam``, the heat peak circled), keeping the
+folder structure below each PATH folder; with ``--gradcam`` they carry the heat map. SR and
+GSPS refer to the input DICOM, so PNG/JPEG inputs get none (a note on standard error says so).
+An existing export of ours is replaced only with ``--overwrite``; an input file or a file this application did not write
 is never replaced. With ``--pseudonymous-names`` the exports are named ``anon-<12 hex>``
 (a salted hash of the input path, the same on every run of this installation), in one
 folder, the JSON/CSV ``file`` holds that name and ``exports`` the names relative to DIR.
@@ -115,7 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--formats",
         metavar="LIST",
-        help="export formats, comma-separated: png,pdf,dcm (default: all three; needs --export-dir)",
+        help="export formats, comma-separated: png,pdf,dcm,sr,gsps (default: png,pdf,dcm; needs --export-dir; "
+        "sr and gsps for DICOM inputs only)",
     )
     p.add_argument("--gradcam", action="store_true", help="compute Grad-CAM (JSON peak, heat map in exports)")
     p.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam", help="heat-map method")
@@ -334,10 +338,10 @@ def run_predict(args: argparse.Namespace) -> int:
 def _run_predict(args: argparse.Namespace) -> int:
     if args.formats and not args.export_dir:
         return _fail("--formats needs --export-dir")
-    from inference.export.many import FORMATS, parse_formats
+    from inference.export.many import DEFAULT_FORMATS, parse_formats
 
     try:
-        formats = parse_formats(args.formats) if args.formats else list(FORMATS)
+        formats = parse_formats(args.formats) if args.formats else list(DEFAULT_FORMATS)
     except ValueError as exc:
         return _fail(str(exc))
     outputs = [("--json", args.json), ("--csv", args.csv)]
@@ -386,7 +390,14 @@ def _predict_all(
 ) -> int:
     from tqdm import tqdm
 
-    from inference.export import ExportItem, ExportOptions, ProtectedFiles, export_files, result_record
+    from inference.export import (
+        ExportItem,
+        ExportOptions,
+        ProtectedFiles,
+        dicom_object_refusal,
+        export_files,
+        result_record,
+    )
     from inference.export.privacy import printable, pseudonym
     from inference.export.tables import records_to_csv
     from inference.predictor import FileResult
@@ -448,6 +459,8 @@ def _predict_all(
     for path, message in problems:  # reported as failed entries, not skipped silently
         emit(result_record(FileResult(path, False, message), model, predictor.device, file_label=label(path)))
 
+    noted: list[bool] = []  # the note on SR/GSPS for PNG/JPEG inputs is printed once
+
     def export_one(result) -> tuple[list[str], str]:
         """Export one predicted file through the one export path: (files written as shown, problem or "")."""
         file = Path(result.file)
@@ -462,10 +475,22 @@ def _predict_all(
         except OSError as exc:
             return [], f"export failed: cannot create {out}: {exc.strerror or exc}"
         item = ExportItem(file, result.image, result.prediction, result.explanation)
+        # An SR or GSPS refers to the input DICOM: a PNG/JPEG has none, so it gets the other formats.
+        item_formats = [f for f in formats if not dicom_object_refusal(result.image, f)]
+        if len(item_formats) < len(formats) and not noted:
+            noted.append(True)
+            dropped = ",".join(f for f in formats if f not in item_formats)
+            # (no file name: with --pseudonymous-names it may be the patient's)
+            print(
+                f"predict: note: {dropped} written for DICOM inputs only; PNG/JPEG inputs get the others",
+                file=sys.stderr,
+            )
+        if not item_formats:
+            return [], ""
         report = export_files(
             [item],
             out,
-            formats,
+            item_formats,
             options,
             predictor.info,
             protected=protected,

@@ -151,7 +151,7 @@ def test_lung_warning_is_burned_into_the_annotated_image(png_case):
     import dataclasses
 
     image, prediction, explanation = png_case
-    plain = render_annotated(image, prediction, explanation)
+    plain = render_annotated(image, dataclasses.replace(prediction, lung_warning=None), explanation)
     warned = dataclasses.replace(prediction, lung_warning="no plausible lung fields were found")
     assert "Warning: no plausible lung fields" in result_lines(warned, explanation)[3]
     with_warning = render_annotated(image, warned, explanation)

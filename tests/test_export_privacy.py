@@ -27,6 +27,7 @@ from PIL import Image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import main  # noqa: E402
+from inference.annotations import Annotation  # noqa: E402
 from inference.export import (  # noqa: E402
     ExportItem,
     ExportOptions,
@@ -36,6 +37,7 @@ from inference.export import (  # noqa: E402
 )
 from inference.export.privacy import age_text, csv_unsafe, pseudonymous_uid  # noqa: E402
 from inference.loading import load_image  # noqa: E402
+from inference.verdict import Verdict  # noqa: E402
 from tests.dicom_factory import make_dicom  # noqa: E402
 from tests.tiny_bundle import make_tiny_bundle  # noqa: E402
 
@@ -160,7 +162,10 @@ def dicom_text(path: Path) -> str:
     assert not any(elem.tag.is_private for elem in ds.iterall()), "private tags in the export"
     values = [f"{elem.keyword}={elem.value}" for elem in ds.iterall() if elem.keyword != "PixelData"]
     values += [f"{elem.keyword}={elem.value}" for elem in ds.file_meta]
-    return "\n".join(values) + "\n" + path.read_bytes().decode("latin-1")
+    text = "\n".join(values) + "\n" + path.read_bytes().decode("latin-1")
+    # UIDs under 2.25 are random or salted (an SR holds dozens): their digits could contain a
+    # planted number by chance. A leaked source UID keeps its own root, so it is still found.
+    return re.sub(r"2\.25\.[0-9]+", "2.25.<uid>", text)
 
 
 def all_output_text(files: list[Path]) -> dict[Path, str]:
@@ -193,22 +198,34 @@ def test_identifiers_off_with_pseudonymous_names_leaves_nothing(tmp_path, predic
     out = tmp_path / "out"
     out.mkdir()
     options = ExportOptions(pseudonymous_names=True, salt=SALT)
+    marks = (Annotation("distance", ((5, 5), (40, 5))), Annotation("arrow", ((10, 60), (30, 40)), "see"))
+    verdict = Verdict().with_class("Pneumonia", prediction.label, reader="Ada Lovelace")
     report = export_files(
-        [ExportItem(source, image, prediction, explanation)],
+        [ExportItem(source, image, prediction, explanation, annotations=marks, verdict=verdict)],
         out,
-        ["png", "pdf", "dcm"],
+        ["png", "pdf", "dcm", "sr", "gsps"],
         options,
         predictor.info,
         tables=["csv", "json"],
     )
-    assert not report.errors and len(report.written) == 5
+    assert not report.errors and len(report.written) == 7
     texts = all_output_text(report.written)
     assert leaks(texts, FORBIDDEN + [FILE_STEM, str(tmp_path)]) == []
     names = sorted(p.name for p in report.written)
-    assert all(re.fullmatch(r"(anon-[0-9a-f]{12}|results)\.cxr\.(png|pdf|dcm|csv|json)", n) for n in names), names
+    pattern = r"(anon-[0-9a-f]{12}|results)\.cxr\.(png|pdf|dcm|sr\.dcm|gsps\.dcm|csv|json)"
+    assert all(re.fullmatch(pattern, n) for n in names), names
+    # SR, GSPS and Secondary Capture name one pseudonymous study and the same pseudonymous film.
+    study = pseudonymous_uid(PLANTED["StudyInstanceUID"], SALT)
+    film = pseudonymous_uid(PLANTED["SOPInstanceUID"], SALT)
+    sr, pr = (pydicom.dcmread(next(p for p in report.written if p.name.endswith(f".{k}.dcm"))) for k in ("sr", "gsps"))
+    assert sr.StudyInstanceUID == pr.StudyInstanceUID == study
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == film
+    assert pr.ReferencedSeriesSequence[0].ReferencedImageSequence[0].ReferencedSOPInstanceUID == film
+    assert sr.PatientIdentityRemoved == pr.PatientIdentityRemoved == "YES" and "PatientAge" not in sr
     pdf = next(t for p, t in texts.items() if p.suffix == ".pdf")
     assert "anon-" in pdf and "90+ years" in pdf  # the File line is the pseudonym; the age is capped
-    ds = pydicom.dcmread(next(p for p in report.written if p.suffix == ".dcm"))
+    ds = pydicom.dcmread(next(p for p in report.written if p.name.endswith(".cxr.dcm")))
     assert ds.PatientIdentityRemoved == "YES" and "PatientAge" not in ds
     assert ds.StudyInstanceUID == pseudonymous_uid(PLANTED["StudyInstanceUID"], SALT)
     assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == pseudonymous_uid(PLANTED["SOPInstanceUID"], SALT)
@@ -246,14 +263,16 @@ def test_identifiers_kept_when_asked(tmp_path, predictor):
     report = export_files(
         [ExportItem(source, image, prediction, explanation)],
         out,
-        ["pdf", "dcm"],
+        ["pdf", "dcm", "sr", "gsps"],
         ExportOptions(keep_identifiers=True, salt=SALT),
         tables=["json"],
     )
     texts = all_output_text(report.written)
-    by_suffix = {p.suffix: t for p, t in texts.items()}
-    for word in (NAME_FAMILY, "PIDZ98765", "ACCZ4242", "77001", "19990311"):
-        assert word in by_suffix[".dcm"], word
+    by_suffix = {"".join(p.suffixes[-2:]) if ".cxr" not in p.suffixes[-2:] else p.suffix: t for p, t in texts.items()}
+    for kind in (".dcm", ".sr.dcm", ".gsps.dcm"):  # the capture, the report and the presentation state
+        for word in (NAME_FAMILY, "PIDZ98765", "ACCZ4242", "77001", "19990311"):
+            assert word in by_suffix[kind], (kind, word)
+        assert "PRIVZSECRET" not in by_suffix[kind]
     for word in (NAME_FAMILY, "1999-03-11", "92 years"):
         assert word in by_suffix[".pdf"], word
     assert "PIDZ98765" in by_suffix[".json"]

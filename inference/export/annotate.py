@@ -8,6 +8,7 @@ reads the same on a 224 px thumbnail (enlarged to :data:`MIN_WIDTH`) and on a 30
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,15 +16,17 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from inference.annotations import Annotation
 from inference.display import window_image
-from inference.export.facts import result_lines
+from inference.export.facts import caption
+from inference.export.marks import burn_marks, measured
 from inference.export.options import DISCLAIMER, ExportOptions
 from inference.image import XRayImage
 from inference.overlay import blend, colormap_lut, to_rgb
 from inference.predictor import Explanation, Prediction
 from inference.sizing import MAX_DERIVED_PIXELS, bounded_scale
 
-__all__ = ["MIN_WIDTH", "display_gray", "overlay_rgb", "render_annotated"]
+__all__ = ["MIN_WIDTH", "display_gray", "overlay_rgb", "picture_scale", "render_annotated"]
 
 # Narrower images are enlarged to this width: below it the caption cannot be both complete and legible.
 MIN_WIDTH = 768
@@ -33,6 +36,7 @@ MAX_PICTURE_PIXELS = MAX_DERIVED_PIXELS * 2 // 3
 _MAX_BASE_FONT = 100  # px; caps the caption strip's height on very wide films
 _WHITE = (255, 255, 255)
 _GRAY = (190, 190, 190)
+_MUTED = (120, 120, 120)  # probabilities of an abstained result, shown only on request
 _AMBER = (255, 191, 0)
 _BANNER = (0, 0, 0)
 
@@ -70,39 +74,70 @@ def _fitting_font(text: str, size: int, max_width: float, bold: bool = False):
     return font
 
 
+def _wrapped(text: str, font, max_width: float) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``max_width`` (a word longer than that stays whole)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and font.getlength(lines[-1] + " " + word) <= max_width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def picture_scale(height: int, width: int) -> float:
+    """How much the export enlarges (narrow films) or reduces (huge ones) the picture."""
+    return bounded_scale(height, width, MIN_WIDTH / width if width < MIN_WIDTH else 1.0, max_pixels=MAX_PICTURE_PIXELS)
+
+
 def render_annotated(
     image: XRayImage,
     prediction: Prediction,
     explanation: Explanation | None = None,
     options: ExportOptions | None = None,
+    annotations: Sequence[Annotation] = (),
 ) -> np.ndarray:
-    """The annotated export image as ``(H, W, 3)`` uint8 RGB."""
+    """The annotated export image as ``(H, W, 3)`` uint8 RGB.
+
+    The picture is the screen's (window, invert, heat map blended by :func:`inference.overlay.blend`)
+    with the reader's ``annotations`` and their measured values burned in at the picture's scale
+    (:func:`inference.export.marks.burn_marks`); the caption underneath says the AI result, or
+    "No AI result" with the reason in full when the model abstained.
+    """
     options = options or ExportOptions()
     picture = overlay_rgb(image, explanation, options)
     h, w = picture.shape[:2]
-    scale = bounded_scale(h, w, MIN_WIDTH / w if w < MIN_WIDTH else 1.0, max_pixels=MAX_PICTURE_PIXELS)
+    scale = picture_scale(h, w)
     if scale != 1.0:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         interpolation = cv2.INTER_LINEAR if scale > 1.0 else cv2.INTER_AREA
         picture = cv2.resize(picture, size, interpolation=interpolation)
+    if annotations:
+        sx, sy = picture.shape[1] / w, picture.shape[0] / h
+        picture = burn_marks(picture, measured(image, annotations), (sx, sy))
     h, picture_w = picture.shape[:2]
     # A picture still narrower than the caption needs (an extreme shape) is centred on black.
     w = max(picture_w, MIN_WIDTH)
 
-    lines = result_lines(prediction, explanation)
     show_scale = explanation is not None and options.include_heatmap
     base = min(_MAX_BASE_FONT, max(12, round(w / 42)))
     pad = round(base * 0.8)
     scale_w = round(w * 0.16) if show_scale else 0
     text_w = w - 2 * pad - (scale_w + pad if show_scale else 0)
-    styled = [
-        (lines[0], _fitting_font(lines[0], round(base * 1.3), text_w, bold=True), _WHITE),
-        (lines[1], _fitting_font(lines[1], base, text_w), _WHITE),
-        (lines[2], _fitting_font(lines[2], round(base * 0.85), text_w), _GRAY),
-    ]
-    # A "no plausible lungs" warning says the result may be meaningless: it must travel with
-    # the picture, not only with the PDF and the metadata.
-    styled += [(line, _fitting_font(line, round(base * 0.85), text_w), _AMBER) for line in lines[3:]]
+    styled = []
+    for role, text in caption(prediction, explanation, options.show_abstained_probabilities):
+        if role == "title":  # one line, as large as fits
+            styled.append((text, _fitting_font(text, round(base * 1.3), text_w, bold=True), _WHITE))
+            continue
+        # The reason for "No AI result" and a "no plausible lungs" warning say the result may be
+        # meaningless: they travel with the picture in full, wrapped, never cut or shrunk away.
+        size, colour = {
+            "probabilities": (base, _WHITE),
+            "muted": (round(base * 0.85), _MUTED),
+            "model": (round(base * 0.85), _GRAY),
+        }.get(role, (round(base * 0.85), _AMBER))
+        font = _font(size)
+        styled += [(line, font, colour) for line in _wrapped(text, font, text_w)]
     styled.append((DISCLAIMER.upper(), _fitting_font(DISCLAIMER.upper(), base, text_w, bold=True), _AMBER))
     heights = [font.getbbox("Ag")[3] for _, font, _ in styled]
     gap = round(base * 0.45)

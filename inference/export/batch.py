@@ -24,18 +24,23 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from inference.annotations import Annotation
 from inference.bundle import BundleInfo
 from inference.export.dicom_sc import write_dicom_sc
 from inference.export.files import ExportError
 from inference.export.many import FORMATS, TABLE_FORMATS, parse_formats
-from inference.export.marker import OUTPUT_INFIX, SOFTWARE, has_our_marker, is_our_name
+from inference.export.marker import MARKER_COLUMN, OUTPUT_INFIX, SOFTWARE, has_our_marker, is_our_name
+from inference.export.marks import measured
 from inference.export.options import ExportOptions
+from inference.export.pacs import write_gsps, write_sr
 from inference.export.pdf import write_pdf
 from inference.export.png import write_png
 from inference.export.privacy import printable, pseudonym
-from inference.export.tables import result_record, write_csv, write_json
+from inference.export.reference import dicom_object_refusal
+from inference.export.tables import result_record, verdict_record, write_csv, write_json
 from inference.image import Window, XRayImage
 from inference.predictor import Explanation, FileResult, Prediction
+from inference.verdict import Verdict
 
 __all__ = [
     "OUTPUT_INFIX",
@@ -66,6 +71,9 @@ def export_stem(source: str | os.PathLike[str]) -> str:
     """
     name = Path(source).name
     stem = name[: -len(Path(name).suffix)] if Path(name).suffix else name
+    for own in (".sr", ".gsps"):  # scan.cxr.sr.dcm
+        if stem.lower().endswith(OUTPUT_INFIX + own):
+            stem = stem[: -len(own)]
     if stem.lower().endswith(OUTPUT_INFIX):
         stem = stem[: -len(OUTPUT_INFIX)]
     stem = printable(stem)
@@ -74,15 +82,17 @@ def export_stem(source: str | os.PathLike[str]) -> str:
 
 
 def export_name(source: str | os.PathLike[str], fmt: str) -> str:
-    """``scan.dcm``, ``"dcm"`` -> ``scan.cxr.dcm``; a table: ``export_name("results", "csv")`` -> ``results.cxr.csv``.
+    """``scan.dcm``, ``"dcm"`` -> ``scan.cxr.dcm``; ``"sr"`` -> ``scan.cxr.sr.dcm``; ``"gsps"`` ->
+    ``scan.cxr.gsps.dcm``; a table: ``export_name("results", "csv")`` -> ``results.cxr.csv``.
 
     Raises ValueError for an unknown format.
     """
     fmt = fmt.lower().lstrip(".")
     fmt = "dcm" if fmt == "dicom" else fmt
-    if fmt not in FORMATS and fmt not in TABLE_FORMATS:
+    suffix = FORMATS.get(fmt) or TABLE_FORMATS.get(fmt)
+    if suffix is None:
         raise ValueError(f"unknown export format {fmt!r}")
-    return f"{export_stem(source)}{OUTPUT_INFIX}.{fmt}"
+    return f"{export_stem(source)}{OUTPUT_INFIX}{suffix}"
 
 
 def _numbered(path: Path, n: int) -> Path:
@@ -150,9 +160,14 @@ class ExportItem:
     window: Window | None = None  # the on-screen window when "as displayed" is chosen
     invert: bool = False
     class_index: int | None = None  # class to explain (None: the predicted one)
+    # The reader's work on the film (its sidecar, inference.sidecar): burned into PNG/PDF/SC,
+    # listed in the PDF and the tables, and carried by the SR and GSPS.
+    annotations: tuple[Annotation, ...] = ()
+    verdict: Verdict | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source", Path(self.source))  # a str is accepted too
+        object.__setattr__(self, "annotations", tuple(self.annotations))
 
 
 @dataclass(frozen=True)
@@ -241,7 +256,9 @@ def plan_exports(
             n += 1
         for fmt, path in zip(image_formats, paths):
             used.add(_key(path))
-            plan.append(PlannedTarget(index, fmt, path, *_classify(path, protected, sources)))
+            refusal = dicom_object_refusal(item.image, fmt)  # an SR/GSPS of a PNG: nothing to refer to
+            status = ("refused", refusal) if refusal else _classify(path, protected, sources)
+            plan.append(PlannedTarget(index, fmt, path, *status))
     for fmt in dict.fromkeys(table_formats):
         path = unused(out / export_name(table_name, fmt))
         used.add(_key(path))
@@ -293,7 +310,7 @@ def export_files(
     table_name: str = TABLE_NAME,
     reserved: set[str] | None = None,
 ) -> ExportReport:
-    """Write ``formats`` (png/pdf/dcm) of every item into ``out_dir``, then the ``tables`` (csv/json).
+    """Write ``formats`` (png/pdf/dcm/sr/gsps) of every item into ``out_dir``, then the ``tables`` (csv/json).
 
     One function for one file and for many. ``cancelled()`` is checked before each item (and
     before the tables, which are not written after a cancel); ``progress(done, total)`` is
@@ -302,7 +319,8 @@ def export_files(
     source path or over a file this application did not write, whatever ``on_existing`` says:
     "refuse" skips every existing target, "replace-ours" replaces only files that
     :func:`written_by_us`, "keep-both" writes beside any existing file (``name (2).cxr.png``).
-    ``options.overwrite`` is ignored here: ``on_existing`` decides.
+    ``options.overwrite`` is ignored here: ``on_existing`` decides. An SR or GSPS of a PNG/JPEG
+    (no DICOM to refer to) is refused in the plan and skipped with the reason.
     """
     if on_existing not in ON_EXISTING:
         raise ValueError(f"on_existing must be one of {', '.join(ON_EXISTING)}, not {on_existing!r}")
@@ -345,6 +363,10 @@ def export_files(
             if item.window is not None or item.invert:
                 item_options = replace(options, window=item.window, invert=item.invert)
             for target in by_item.get(index, []):
+                refusal = dicom_object_refusal(item.image, target.fmt)
+                if refusal:  # never written, not even beside ("keep-both")
+                    report.skipped.append((target.path, refusal))
+                    continue
                 path, may_replace, why = _resolve(target, on_existing, protected, sources, used)
                 if path is None:
                     report.skipped.append((target.path, why))
@@ -380,9 +402,10 @@ def export_files(
             item.image,
             explanation,
         )
-        records.append(
-            result_record(result, keep_identifiers=options.keep_identifiers, exports=shown, file_label=label)
-        )
+        record = result_record(result, keep_identifiers=options.keep_identifiers, exports=shown, file_label=label)
+        record.update(verdict_record(item.verdict, measured(item.image, item.annotations)))
+        record[MARKER_COLUMN] = record.pop(MARKER_COLUMN)  # the marker stays the last key
+        records.append(record)
         if progress is not None:
             progress(index + 1, total)
 
@@ -441,11 +464,16 @@ def _write(
     options: ExportOptions,
     model_info: BundleInfo | None,
 ) -> Path:
+    marks = item.annotations
     if fmt == "png":
-        return write_png(path, item.image, prediction, explanation, options)
+        return write_png(path, item.image, prediction, explanation, options, marks)
     if fmt == "pdf":
-        return write_pdf(path, item.image, prediction, explanation, options, model_info)
-    return write_dicom_sc(path, item.image, prediction, explanation, options)
+        return write_pdf(path, item.image, prediction, explanation, options, model_info, marks, item.verdict)
+    if fmt == "sr":
+        return write_sr(path, item.image, prediction, options, marks, item.verdict)
+    if fmt == "gsps":
+        return write_gsps(path, item.image, prediction, explanation, options, marks, item.verdict)
+    return write_dicom_sc(path, item.image, prediction, explanation, options, marks)
 
 
 def _message(exc: BaseException) -> str:

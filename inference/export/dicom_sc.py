@@ -18,17 +18,20 @@ Identity Removed / De-identification Method say so.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence as SequenceOf
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from inference.annotations import Annotation
 from inference.export.annotate import render_annotated
 from inference.export.facts import identifiers, result_lines
 from inference.export.files import atomic_write
 from inference.export.marker import SOFTWARE
 from inference.export.options import DISCLAIMER, ExportOptions
 from inference.export.privacy import age_years, pseudonymous_uid
+from inference.export.reference import DEIDENTIFICATION_METHOD, mark_deidentified, source_tag
 from inference.image import XRayImage
 from inference.loading import import_pydicom
 from inference.predictor import Explanation, Prediction
@@ -39,7 +42,7 @@ from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.sequence import Sequence  # noqa: E402
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
-__all__ = ["SECONDARY_CAPTURE", "SERIES_DESCRIPTION", "secondary_capture", "write_dicom_sc"]
+__all__ = ["DEIDENTIFICATION_METHOD", "SECONDARY_CAPTURE", "SERIES_DESCRIPTION", "secondary_capture", "write_dicom_sc"]
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
 SERIES_DESCRIPTION = "AI result (derived), research use only"
@@ -48,14 +51,6 @@ SERIES_NUMBER = 9901  # high, so that the capture sorts after the acquired serie
 _STUDY_KEYWORDS = ("StudyID", "StudyDate", "StudyTime", "AccessionNumber", "StudyDescription")
 # Type 2 study attributes: present and empty when identifiers are off (PS3.15 action Z).
 _STUDY_TYPE2 = ("StudyID", "StudyDate", "StudyTime", "AccessionNumber")
-DEIDENTIFICATION_METHOD = "PS3.15 Basic Profile, Retain Patient Characteristics"
-
-
-def _source_tag(image: XRayImage, keyword: str) -> str:
-    for _tag, kw, _vr, value in image.meta.tags:
-        if kw == keyword:
-            return value
-    return ""
 
 
 def secondary_capture(
@@ -107,24 +102,14 @@ def secondary_capture(
     if age and (keep or (years is not None and years <= 89)):
         ds.PatientAge = age
 
-    # Study: the source's (pseudonymous UID without identifiers), or a new one for a PNG/JPEG.
+    # Study: the source's (pseudonymous UID without identifiers: the one the SR and GSPS of this
+    # film name too, see inference.export.reference), or a new one for a PNG/JPEG.
     source_study = study.get("StudyInstanceUID", "")
     ds.StudyInstanceUID = uid(source_study) if source_study else generate_uid()
     for keyword in _STUDY_KEYWORDS if keep else _STUDY_TYPE2:
         setattr(ds, keyword, study.get(keyword, "") if keep else "")
     ds.ReferringPhysicianName = study.get("ReferringPhysicianName", "") if keep else ""
-    if not keep:
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = DEIDENTIFICATION_METHOD
-        codes = []
-        for value, meaning in (
-            ("113100", "Basic Application Confidentiality Profile"),
-            ("113108", "Retain Patient Characteristics Option"),
-        ):
-            code = Dataset()
-            code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, "DCM", meaning
-            codes.append(code)
-        ds.DeidentificationMethodCodeSequence = Sequence(codes)
+    mark_deidentified(ds, options)
 
     # Series and equipment: a new series made by this workstation.
     ds.Modality = (study.get("Modality") or image.meta.modality or "OT") if from_dicom else "OT"
@@ -144,9 +129,11 @@ def secondary_capture(
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.BurnedInAnnotation = "YES"
     ds.DerivationDescription = f"{SERIES_DESCRIPTION}: AI classification with heat map overlay"[:1024]
-    ds.ImageComments = ("; ".join(result_lines(prediction, explanation)) + f". {DISCLAIMER}.")[:10240]
-    source_uid = _source_tag(image, "SOPInstanceUID") if from_dicom else ""
-    source_class = _source_tag(image, "SOPClassUID") if from_dicom else ""
+    ds.ImageComments = (
+        "; ".join(result_lines(prediction, explanation, options.show_abstained_probabilities)) + f". {DISCLAIMER}."
+    )[:10240]
+    source_uid = source_tag(image, "SOPInstanceUID") if from_dicom else ""
+    source_class = source_tag(image, "SOPClassUID") if from_dicom else ""
     if source_uid and source_class:
         ref = Dataset()
         ref.ReferencedSOPClassUID = source_class
@@ -171,9 +158,10 @@ def write_dicom_sc(
     prediction: Prediction,
     explanation: Explanation | None = None,
     options: ExportOptions | None = None,
+    annotations: SequenceOf[Annotation] = (),
 ) -> Path:
-    """The annotated image as a DICOM Secondary Capture file (written atomically)."""
+    """The annotated image (reader's marks burned in) as a DICOM Secondary Capture file (written atomically)."""
     options = options or ExportOptions()
-    rgb = render_annotated(image, prediction, explanation, options)
+    rgb = render_annotated(image, prediction, explanation, options, annotations)
     ds = secondary_capture(rgb, image, prediction, explanation, options)
     return atomic_write(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True), options.overwrite)

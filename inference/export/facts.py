@@ -10,9 +10,9 @@ from pathlib import Path
 
 from inference.export.privacy import age_text, printable
 from inference.image import XRayImage
-from inference.predictor import Explanation, Prediction
+from inference.predictor import NO_AI_RESULT, Explanation, Prediction
 
-__all__ = ["IDENTIFIER_KEYWORDS", "input_facts", "identifiers", "result_lines", "format_probability"]
+__all__ = ["IDENTIFIER_KEYWORDS", "caption", "input_facts", "identifiers", "result_lines", "format_probability"]
 
 IDENTIFIER_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate")
 _IDENTIFIER_LABELS = {"PatientName": "Patient name", "PatientID": "Patient ID", "PatientBirthDate": "Birth date"}
@@ -72,20 +72,39 @@ def input_facts(
     return [(k, v) for k, v in facts if v]
 
 
-def result_lines(prediction: Prediction, explanation: Explanation | None) -> list[str]:
-    """The result in a few short lines: top class, all probabilities, model and heat map."""
-    lines = [f"AI result: {prediction.label} ({format_probability(prediction.confidence)})"]
-    lines.append("   ".join(f"{name} {format_probability(p)}" for name, p in prediction.probabilities.items()))
+def caption(
+    prediction: Prediction, explanation: Explanation | None, show_abstained_probabilities: bool = False
+) -> list[tuple[str, str]]:
+    """The result as (role, text) lines; roles: "title", "reason", "probabilities", "muted", "model", "warning".
+
+    When the model abstained the title is "No AI result" and the reason follows in full; the
+    probabilities are left out unless asked for, and then they are "muted" (shown greyed).
+    """
+    probabilities = "   ".join(f"{name} {format_probability(p)}" for name, p in prediction.probabilities.items())
+    if prediction.abstained:
+        lines = [("title", f"AI result: {NO_AI_RESULT}"), ("reason", f"Reason: {prediction.abstain_reason}")]
+        if show_abstained_probabilities:
+            lines.append(("muted", f"Not used for a result: {probabilities}"))
+    else:
+        lines = [("title", f"AI result: {prediction.label} ({format_probability(prediction.confidence)})")]
+        lines.append(("probabilities", probabilities))
     model = f"Model {prediction.model_name} {prediction.model_version}"
     if explanation is not None:
         method = "Grad-CAM++" if explanation.method == "gradcam++" else "Grad-CAM"
         model += f"   |   {method} for {explanation.class_name}"
         if explanation.lung_heat_fraction is not None:
             model += f", {100 * explanation.lung_heat_fraction:.0f}% of heat in the lungs"
-    lines.append(model)
+    lines.append(("model", model))
     if prediction.lung_warning:
-        lines.append(f"Warning: {prediction.lung_warning}")
+        lines.append(("warning", f"Warning: {prediction.lung_warning}"))
     return lines
+
+
+def result_lines(
+    prediction: Prediction, explanation: Explanation | None, show_abstained_probabilities: bool = False
+) -> list[str]:
+    """The result in a few short lines: top class (or "No AI result" and why), probabilities, model, heat map."""
+    return [text for _role, text in caption(prediction, explanation, show_abstained_probabilities)]
 
 
 def _person_name(value: str) -> str:

@@ -20,13 +20,13 @@ __all__ = ["SOFTWARE", "OUTPUT_INFIX", "MARKER_COLUMN", "is_our_name", "has_our_
 SOFTWARE = "CXR Viewer"
 OUTPUT_INFIX = ".cxr"  # every file we write is <stem>.cxr.<ext>
 MARKER_COLUMN = "software"  # CSV column and JSON record key holding SOFTWARE
-_OUR_NAME = re.compile(r"^.+\.cxr\.(png|pdf|dcm|csv|json)$", re.IGNORECASE)
+_OUR_NAME = re.compile(r"^.+\.cxr\.(png|pdf|dcm|sr\.dcm|gsps\.dcm|csv|json)$", re.IGNORECASE)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_JSON_BYTES = 256 * 1024 * 1024
 
 
 def is_our_name(path: str | os.PathLike[str]) -> bool:
-    """True for ``<stem>.cxr.<ext>`` (including ``name (2).cxr.png``)."""
+    """True for ``<stem>.cxr.<ext>`` (including ``name (2).cxr.png`` and ``name.cxr.sr.dcm``)."""
     return bool(_OUR_NAME.match(Path(path).name))
 
 

@@ -30,6 +30,9 @@ class ExportOptions:
     # The reader's current display; None means the image's initial window, as the model saw it.
     window: Window | None = None
     invert: bool = False
+    # When the model abstained ("No AI result"), its probabilities are left out of every export
+    # unless asked for; then they are shown greyed, as "not used for a result".
+    show_abstained_probabilities: bool = False
 
     def effective_salt(self) -> str:
         if self.salt:

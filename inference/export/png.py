@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from inference.annotations import Annotation
 from inference.export.annotate import render_annotated
 from inference.export.facts import result_lines
 from inference.export.files import atomic_write
@@ -44,13 +46,18 @@ def write_png(
     prediction: Prediction,
     explanation: Explanation | None = None,
     options: ExportOptions | None = None,
+    annotations: Sequence[Annotation] = (),
 ) -> Path:
-    """The annotated image (see :func:`inference.export.annotate.render_annotated`) as a PNG file."""
+    """The annotated image (see :func:`inference.export.annotate.render_annotated`) as a PNG file.
+
+    Its ``Description`` text chunk holds the result as text ("No AI result" and the reason when
+    the model abstained), so a program can read what the picture says.
+    """
     options = options or ExportOptions()
-    rgb = render_annotated(image, prediction, explanation, options)
+    rgb = render_annotated(image, prediction, explanation, options, annotations)
     text = {
         "Software": SOFTWARE,  # the marker that says this file may be replaced by a later export
         "Disclaimer": DISCLAIMER,
-        "Description": "\n".join(result_lines(prediction, explanation)),
+        "Description": "\n".join(result_lines(prediction, explanation, options.show_abstained_probabilities)),
     }
     return save_rgb_png(path, rgb, text, options.overwrite)

@@ -6,8 +6,9 @@ caller built them: the source's own header when identifiers are kept, its pseudo
 otherwise, so that SR, GSPS and Secondary Capture of one film always name one study) as a new
 series. Content, each in its own measurement group so a PACS lists them apart:
 
-* "AI result": the finding the model gave (or "No AI result"), then one group per class with its
-  probability, each carrying the algorithm identification (model name and version);
+* "AI result": the finding the model gave (or "No AI result", its reason as a comment), then
+  one group per class with its probability, each carrying the algorithm identification (model
+  name and version);
 * "Reader verdict": the reader's class and agreement with the AI; the impression as text; the
   reader is the person observer of the document;
 * one planar ROI group per measurement (distance, angle, Cobb angle, ROI statistics, CTR) with
@@ -34,7 +35,15 @@ from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.sr.codedict import codes  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
-__all__ = ["AiFinding", "CODES", "LOCAL_SCHEME", "class_code", "local_coding_scheme", "structured_report"]
+__all__ = [
+    "AiFinding",
+    "CODES",
+    "LOCAL_SCHEME",
+    "class_code",
+    "local_coding_scheme",
+    "person_name",
+    "structured_report",
+]
 
 LOCAL_SCHEME = "99CXRV"  # private coding scheme for concepts no standard vocabulary has
 SR_SERIES_NUMBER = 9902
@@ -203,9 +212,7 @@ def structured_report(
     if verdict is not None and verdict.reader:
         person = hd.sr.ObserverContext(
             observer_type=codes.DCM.Person,
-            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
-                name=_person_name(verdict.reader)
-            ),
+            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=person_name(verdict.reader)),
         )
     device = None
     if ai is not None:
@@ -220,6 +227,14 @@ def structured_report(
         procedure_reported=CODES["plain chest x-ray"],
         imaging_measurements=groups,
     )
+    if ai is not None and ai.label is None and ai.abstain_reason:
+        report[0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=codes.DCM.Comment,
+                value=f"No AI result: {ai.abstain_reason}"[:4000],
+                relationship_type="CONTAINS",
+            )
+        )
     if verdict is not None and verdict.impression:
         report[0].ContentSequence.append(
             hd.sr.TextContentItem(
@@ -252,7 +267,7 @@ def local_coding_scheme() -> Dataset:
     return item
 
 
-def _person_name(text: str) -> str:
+def person_name(text: str) -> str:
     """A DICOM person name (``Family^Given``) from what the reader typed in the settings."""
     text = " ".join(text.replace("^", " ").split())[:60]
     if not text:

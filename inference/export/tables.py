@@ -15,13 +15,23 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from inference.annotations import Annotation, Measurement
 from inference.export.facts import identifiers
 from inference.export.files import atomic_write
 from inference.export.marker import MARKER_COLUMN, SOFTWARE
 from inference.export.privacy import csv_safe, printable
 from inference.predictor import FileResult
+from inference.verdict import Verdict
 
-__all__ = ["result_record", "flatten_record", "records_to_csv", "rows_to_csv", "write_json", "write_csv"]
+__all__ = [
+    "flatten_record",
+    "records_to_csv",
+    "result_record",
+    "rows_to_csv",
+    "verdict_record",
+    "write_csv",
+    "write_json",
+]
 
 
 def _number(value: float, digits: int = 6) -> float | None:
@@ -88,6 +98,42 @@ def result_record(
     return record
 
 
+def verdict_record(
+    verdict: Verdict | None, marks: Sequence[tuple[Annotation, Measurement | None]] = ()
+) -> dict[str, Any]:
+    """The reader's part of a record, merged into :func:`result_record`'s by the export.
+
+    ``verdict``: ``{"reader_class", "agreement", "impression", "reader", "time"}`` (absent when
+    the film is unread); ``measurements``: one entry per measuring annotation with its kind,
+    label, text as shown, values, units and points (image pixel coordinates); absent when none.
+    """
+    out: dict[str, Any] = {}
+    if verdict is not None:
+        out["verdict"] = {
+            "reader_class": verdict.reader_class,
+            "agreement": verdict.agreement,
+            "impression": verdict.impression or None,
+            "reader": verdict.reader or None,
+            "time": verdict.time or None,
+        }
+    measured = [
+        {
+            "id": a.id,
+            "kind": a.kind,
+            "label": m.label,
+            "text": m.text(),
+            "values": {k: _number(v, 4) for k, v in m.values.items()},
+            "units": dict(m.units),
+            "points": [[x, y] for x, y in a.points],
+        }
+        for a, m in marks
+        if m is not None
+    ]
+    if measured:
+        out["measurements"] = measured
+    return out
+
+
 def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {k: record.get(k) for k in ("file", "ok", "error", "label")}
     for name, p in (record.get("probabilities") or {}).items():
@@ -106,6 +152,12 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
         row["lung_heat_fraction"] = gradcam.get("lung_heat_fraction")
     for key, value in (record.get("patient") or {}).items():
         row[key] = value
+    verdict = record.get("verdict")
+    if verdict:
+        row.update({k: verdict.get(k) for k in ("reader_class", "agreement", "impression", "reader")})
+        row["read_time"] = verdict.get("time")
+    if record.get("measurements"):
+        row["measurements"] = "; ".join(f"{m['label']} {m['text']}" for m in record["measurements"])
     if "exports" in record:
         row["exports"] = ";".join(record["exports"])
     return row
