@@ -152,7 +152,9 @@ def test_window_evicts_pixels_and_reloads_them_transparently(make_window, qtbot,
     folder = tmp_path / "films"
     folder.mkdir()
     for i in range(8):
-        cv2.imwrite(str(folder / f"film{i}.png"), (np.arange(64 * 64).reshape(64, 64) % 50 + 20 * i + 10).astype(np.uint16))
+        cv2.imwrite(
+            str(folder / f"film{i}.png"), (np.arange(64 * 64).reshape(64, 64) % 50 + 20 * i + 10).astype(np.uint16)
+        )
     window = make_window()
     window.opener.cache.capacity = 2
     with qtbot.waitSignal(window.open_finished, timeout=20000):
