@@ -67,6 +67,8 @@ class Prediction:
     # shows "No AI result" with this sentence instead of ``label``, which is kept for the record.
     # Several reasons are joined with a space (each is a full sentence). See Predictor._abstain_reason.
     abstain_reason: str | None = None
+    # Which gates closed, in order: "scope" (the file's header or pixels), "lungs", "ood".
+    abstain_gates: tuple[str, ...] = ()
     # The smallest Mahalanobis distance of the model's features to a training class (None
     # without an OOD scorer in the bundle); above the bundle's threshold the model abstains.
     ood_distance: float | None = None
@@ -418,22 +420,26 @@ class Predictor:
 
     def _abstain_reason(
         self, lungs: LungResult | None, scope: Iterable[str], features: np.ndarray | None
-    ) -> tuple[str | None, float | None]:
-        """The gate (issue 13): why no class should be shown for this film, and its OOD distance.
+    ) -> tuple[str | None, tuple[str, ...], float | None]:
+        """The gate (issue 13): why no class should be shown for this film, which gates closed,
+        and its OOD distance.
 
         Out of scope by the file's header or pixels (:func:`inference.scope.scope_reasons`), no
         plausible lung fields (with a lung model), or features farther from every training class
         than the bundle's threshold (with an OOD scorer). Several reasons are joined.
         """
         reasons = list(scope)
+        gates = ["scope"] if reasons else []
         if lungs is not None and not lungs.plausible:
             reasons.append(lungs.warning or "No plausible lung fields found: this may not be a frontal chest X-ray.")
+            gates.append("lungs")
         distance = None
         if self.ood is not None and features is not None:
             distance = float(self.ood.distances(features)[0])
             if distance > self.ood.threshold:
                 reasons.append(ood_reason(distance, self.ood.threshold))
-        return (" ".join(reasons) if reasons else None), distance
+                gates.append("ood")
+        return (" ".join(reasons) if reasons else None), tuple(gates), distance
 
     def _prediction(
         self,
@@ -446,7 +452,7 @@ class Predictor:
         # Every shown, exported or evaluated score passes here: the one place calibration applies,
         # and the one place the abstain gate decides.
         probs = apply_temperature(np.asarray(probs, dtype=np.float32), self.temperature)
-        reason, distance = self._abstain_reason(lungs, scope, features)
+        reason, gates, distance = self._abstain_reason(lungs, scope, features)
         index = int(np.argmax(probs))
         names = self.info.class_names
         return Prediction(
@@ -460,6 +466,7 @@ class Predictor:
             geometry=geometry,
             lung_warning=lungs.warning if lungs is not None else None,
             abstain_reason=reason,
+            abstain_gates=gates,
             ood_distance=distance,
         )
 

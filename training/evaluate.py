@@ -481,23 +481,6 @@ def coverage_line(result: dict[str, Any]) -> str:
     )
 
 
-def abstain_gate(reason: str) -> list[str]:
-    """Which gates of :meth:`inference.predictor.Predictor._abstain_reason` an abstain sentence names."""
-    from inference.lungs import NO_LUNGS_WARNING
-
-    gates = []
-    rest = reason
-    if NO_LUNGS_WARNING in rest:
-        gates.append("lungs")
-    if "outside what the model was trained on" in rest:
-        gates.append("ood")
-    for marker in (NO_LUNGS_WARNING, "The image lies outside what the model was trained on"):
-        rest = rest.split(marker)[0]
-    if rest.strip():
-        gates.insert(0, "scope")
-    return gates
-
-
 def _json_safe(value: Any) -> Any:
     """NaN and infinities become null; NumPy scalars become Python numbers."""
     if isinstance(value, dict):
@@ -600,7 +583,7 @@ def evaluate_bundle(
     # abstain gate (which reads the original file's header and pixels, so no decoded cache).
     progress.on_stage("evaluating", f"{len(usable)} images")
     by_path = {str(s.path): s for s in usable}
-    kept, probs_list, reasons, skipped = [], [], [], list(ds.skipped)
+    kept, probs_list, closed, skipped = [], [], [], list(ds.skipped)
     for r in predictor.predict_paths([str(s.path) for s in usable], batch_size=batch_size):
         check_cancel(cancel)
         if not r.ok or r.prediction is None:
@@ -608,14 +591,14 @@ def evaluate_bundle(
             continue
         kept.append(by_path[r.file])
         probs_list.append(r.prediction.probs)
-        reasons.append(r.prediction.abstain_reason)
+        closed.append(r.prediction.abstain_gates if r.prediction.abstained else None)
     if not kept:
         raise EvaluationError(f"None of the images in {data} could be read.")
     probs = np.stack(probs_list)
     y = np.asarray([known[s.label] for s in kept], dtype=np.int64)
-    covered = np.asarray([r is None for r in reasons])
+    covered = np.asarray([r is None for r in closed])
     result = compute_metrics(y[covered], probs[covered], info.class_names)
-    result.update(_coverage(y, probs, covered, reasons, info.class_names))
+    result.update(_coverage(y, probs, covered, closed, info.class_names))
     sources = [s.source for s in kept]
     if len({s for s in sources if s}) > 1:
         groups = np.asarray([s or "(unknown)" for s in sources])
@@ -623,8 +606,8 @@ def evaluate_bundle(
         for g in sorted(set(groups.tolist())):  # each source's metrics on its covered images, and its coverage
             mine, cov = groups == g, covered & (groups == g)
             by_source[g] = compute_metrics(y[cov], probs[cov], info.class_names)
-            kept_reasons = [reasons[i] for i in np.flatnonzero(mine)]
-            by_source[g].update(_coverage(y[mine], probs[mine], covered[mine], kept_reasons, info.class_names))
+            kept_closed = [closed[i] for i in np.flatnonzero(mine)]
+            by_source[g].update(_coverage(y[mine], probs[mine], covered[mine], kept_closed, info.class_names))
             del by_source[g]["all_images"]
         result["by_source"] = by_source
         worst = worst_group(result["by_source"])
@@ -651,14 +634,18 @@ def evaluate_bundle(
 
 
 def _coverage(
-    y: np.ndarray, probs: np.ndarray, covered: np.ndarray, reasons: Sequence[str | None], class_names: Sequence[str]
+    y: np.ndarray,
+    probs: np.ndarray,
+    covered: np.ndarray,
+    closed: Sequence[tuple[str, ...] | None],
+    class_names: Sequence[str],
 ) -> dict[str, Any]:
-    """Coverage, the abstained count per true class and per gate, and the metrics of every image."""
+    """Coverage, the abstained count per true class and per gate (``closed``: the gates that
+    closed for each film, None when it got a result), and the metrics of every image."""
     n, n_covered = len(y), int(covered.sum())
     gates: Counter[str] = Counter({"scope": 0, "lungs": 0, "ood": 0})
-    for reason in reasons:
-        if reason is not None:
-            gates.update(abstain_gate(reason))
+    for names in closed:
+        gates.update(names or ())
     everything = compute_metrics(y, probs, class_names)
     return {
         "coverage": n_covered / n if n else None,
