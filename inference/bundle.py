@@ -69,6 +69,9 @@ class BundleInfo:
     # Optional temperature scaling (inference.calibration): {"temperature": T, "fitted_on": ...,
     # "ece_before": ..., "ece_after": ...}. None: probabilities as the network gives them.
     calibration: dict[str, Any] | None = None
+    # Optional out-of-distribution scorer (inference.ood): {"file": "ood.npz", "quantile": 0.99,
+    # "threshold": ..., "validation_abstain_rate": ...}. None: no OOD gate (older models).
+    ood: dict[str, Any] | None = None
 
     @property
     def input_size(self) -> int:
@@ -100,6 +103,7 @@ class BundleInfo:
             "keras_version": self.keras_version,
             "tensorflow_version": self.tensorflow_version,
             **({"calibration": self.calibration} if self.calibration else {}),
+            **({"ood": self.ood} if self.ood else {}),
         }
 
     @classmethod
@@ -133,6 +137,7 @@ class BundleInfo:
                 raise BundleError(
                     f"{where} has an invalid calibration (temperature must be a number from 0.001 to 1000)."
                 ) from None
+        ood = _ood_from(data, where)
         return cls(
             name=mf.text(data, "name", where, required=True, max_len=100, pattern=mf.NAME_RE),
             version=mf.text(data, "version", where, required=True, max_len=40, pattern=mf.VERSION_RE),
@@ -147,7 +152,31 @@ class BundleInfo:
             tensorflow_version=mf.text(data, "tensorflow_version", where, max_len=40),
             description=mf.text(data, "description", where, max_len=2000),
             calibration=calibration,
+            ood=ood,
         )
+
+
+def _ood_from(data: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """The optional ``ood`` block: the scorer's file name (always ``ood.npz``), its quantile,
+    threshold and the share of validation images it turned away."""
+    from inference.ood import OOD_FILE
+
+    ood = mf.mapping(data, "ood", where) or None
+    if ood is None:
+        return None
+    try:
+        if ood.get("file") != OOD_FILE:
+            raise BundleError("file")
+        mf.number(ood, "quantile", where, 0.5, 1.0, open_high=True)
+        mf.number(ood, "threshold", where, 0.0, 1e12, open_low=True)
+        if ood.get("validation_abstain_rate") is not None:
+            mf.number(ood, "validation_abstain_rate", where, 0.0, 1.0)
+    except BundleError:
+        raise BundleError(
+            f"{where} has an invalid ood block (file must be {OOD_FILE!r}, quantile from 0.5 to 1, "
+            "threshold a positive number, validation_abstain_rate from 0 to 1)."
+        ) from None
+    return ood
 
 
 def is_bundle(path: str | os.PathLike[str]) -> bool:

@@ -43,7 +43,10 @@ JSON output: a list with one object per file, in the order the files were found:
       "ok": true,                        # false: the file could not be read, predicted or exported
       "error": null,                     # why, when ok is false (written for the person reading it)
       "label": "Normal",                 # the predicted class; null when the file could not be read
-      "class_index": 1,                  # its position in the model's class list
+                                         # or the model abstained
+      "class_index": 1,                  # its position in the model's class list (null likewise)
+      "abstained": false,                # true: "No AI result", the film is out of the model's scope
+      "abstain_reason": null,            # why, in full sentences (inference.predictor gate)
       "probabilities": {"COVID-19": 0.021, "Normal": 0.951, "Pneumonia": 0.028},  # model's class order
       "model": {"name": "cxr-default", "version": "1.0.0"},
       "device": "CPU",                   # or "GPU (...)"
@@ -59,7 +62,7 @@ JSON output: a list with one object per file, in the order the files were found:
     }
 
 The CSV has one row per file with the same content flattened: ``file, ok, error, label,
-p_<class>..., model_name, model_version, device, image_*, gradcam_*, exports, software``;
+abstained, abstain_reason, p_<class>..., model_name, model_version, device, image_*, gradcam_*, exports, software``;
 a text cell starting with ``= + - @``, tab or CR gets a leading apostrophe (no formulas).
 Patient name, ID and birth date appear nowhere unless ``--keep-identifiers`` is given
 (the README's privacy section says what each output keeps).

@@ -12,10 +12,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["OOD_FILE", "FeatureGaussians", "fit_feature_gaussians", "load_feature_gaussians"]
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+
+__all__ = [
+    "OOD_FILE",
+    "FeatureGaussians",
+    "fit_feature_gaussians",
+    "load_feature_gaussians",
+    "feature_layer",
+    "with_features",
+    "ood_reason",
+]
 
 OOD_FILE = "ood.npz"
 _SHRINKAGE = 0.1  # of the correlations, towards the diagonal: a stable inverse with few films per feature
@@ -99,3 +111,43 @@ def load_feature_gaussians(folder: str | os.PathLike[str]) -> FeatureGaussians |
     if means.ndim != 2 or precision.shape != (d, d) or not np.isfinite(threshold) or threshold <= 0:
         raise ValueError(f"{path.name} is damaged (shapes {means.shape} and {precision.shape})")
     return FeatureGaussians(means, precision, threshold, quantile)
+
+
+def feature_layer(model: keras.Model) -> keras.layers.Layer | None:
+    """The classifier's final Dense layer (``logits`` in every architecture built here, else the
+    last Dense): its input is the penultimate feature vector the scorer reads. None: no such layer."""
+    import keras
+
+    try:
+        return model.get_layer("logits")
+    except ValueError:
+        dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+        return dense[-1] if dense else None
+
+
+def with_features(model: keras.Model) -> keras.Model | None:
+    """The same network with a second output: the input of its final Dense layer, ``(N, D)``.
+
+    One forward pass then gives the probabilities and the features (no weights are copied).
+    None when the network has no single flat feature vector before a final Dense layer.
+    """
+    import keras
+
+    layer = feature_layer(model)
+    if layer is None:
+        return None
+    try:
+        features = layer.input
+    except (AttributeError, ValueError):  # a layer used twice has no single input
+        return None
+    if len(features.shape) != 2:
+        return None
+    return keras.Model(model.inputs[0], [model.outputs[0], features], name=f"{model.name}_with_features")
+
+
+def ood_reason(distance: float, threshold: float) -> str:
+    """The sentence a reader sees when the scorer turns a film away."""
+    return (
+        "The image lies outside what the model was trained on "
+        f"(feature distance {distance:.1f}, above its limit {threshold:.1f}); its answer would not be reliable."
+    )

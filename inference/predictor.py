@@ -31,7 +31,9 @@ from inference.bundle import BundleError, load_bundle
 from inference.calibration import apply_temperature, temperature_of
 from inference.gradcam import METHODS, CamEngine, upsample
 from inference.image import ImageLoadError, XRayImage
+from inference.ood import FeatureGaussians, load_feature_gaussians, ood_reason, with_features
 from inference.preprocess import Geometry, preprocess
+from inference.scope import scope_reasons
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -64,7 +66,13 @@ class Prediction:
     lung_warning: str | None = None
     # Set when the film is out of the model's scope (issue 13): every display and export then
     # shows "No AI result" with this sentence instead of ``label``, which is kept for the record.
+    # Several reasons are joined with a space (each is a full sentence). See Predictor._abstain_reason.
     abstain_reason: str | None = None
+    # Which gates closed, in order: "scope" (the file's header or pixels), "lungs", "ood".
+    abstain_gates: tuple[str, ...] = ()
+    # The smallest Mahalanobis distance of the model's features to a training class (None
+    # without an OOD scorer in the bundle); above the bundle's threshold the model abstains.
+    ood_distance: float | None = None
 
     @property
     def confidence(self) -> float:
@@ -149,6 +157,8 @@ class Predictor:
         self.model: keras.Model
         self.model, self.info = load_bundle(self.bundle_dir)
         self.temperature = temperature_of(self.info.calibration)  # 1.0: the bundle is not calibrated
+        # The out-of-distribution scorer fitted with the model (None for older bundles: no OOD gate).
+        self.ood: FeatureGaussians | None = self._load_ood()
         self.device = describe_device()
         self.lungs = self._resolve_lungs(lungs)
         layer = self.model.get_layer(self.info.gradcam_layer)
@@ -158,10 +168,24 @@ class Predictor:
                 f"(shape {tuple(layer.output.shape)})."
             )
         spec = tf.TensorSpec((None, self.info.input_size, self.info.input_size, self.info.channels), tf.float32)
-        model = self.model
+        # With a scorer, one pass gives the probabilities and the penultimate features.
+        model = self.model if self.ood is None else with_features(self.model)
+        if model is None:
+            raise BundleError(f"{self.bundle_dir} has an OOD scorer, but its network has no final Dense layer.")
+        if self.ood is not None and int(model.outputs[1].shape[-1]) != self.ood.n_features:
+            raise BundleError(
+                f"The OOD scorer of {self.bundle_dir} expects {self.ood.n_features} features; "
+                f"the network gives {int(model.outputs[1].shape[-1])}."
+            )
         self._forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
         self._cam: CamEngine | None = None
         self._cam_lock = threading.Lock()
+
+    def _load_ood(self) -> FeatureGaussians | None:
+        try:
+            return load_feature_gaussians(self.bundle_dir)
+        except (OSError, ValueError, KeyError) as exc:
+            raise BundleError(f"The OOD scorer of {self.bundle_dir} cannot be read ({exc}).") from None
 
     def _resolve_lungs(self, lungs: LungSegmenter | str | None) -> LungSegmenter | None:
         from inference.lungs import LungModelError, shared_segmenter
@@ -203,17 +227,18 @@ class Predictor:
     # -- single images and batches -----------------------------------------------------------
     def prepare(self, image: XRayImage) -> tuple[np.ndarray, Geometry]:
         """The model input of ``image`` and its geometry (the one shared preprocessing)."""
-        x, geometry, _ = self._prepare(image, explain=False)
+        x, geometry, _, _ = self._prepare(image, explain=False)
         return x, geometry
 
     def _needs_lungs(self, explain: bool) -> bool:
-        return self.lungs is not None and (self.info.preprocessing.crop == "lungs" or explain)
+        # Every prediction is gated on plausible lung fields when a lung model is there (issue 13).
+        return self.lungs is not None
 
-    def _prepare(self, image: XRayImage, explain: bool) -> tuple[np.ndarray, Geometry, LungResult | None]:
-        """The model input, its geometry and, when a crop or an explanation needs them, the lungs."""
+    def _prepare(self, image: XRayImage, explain: bool) -> tuple[np.ndarray, Geometry, LungResult | None, list[str]]:
+        """The model input, its geometry, the lungs (with a lung model) and the scope reasons."""
         lungs = self.lungs.segment(image, self.info.preprocessing.crop_margin) if self._needs_lungs(explain) else None
         x, geometry = self._model_input(image, lungs)
-        return x, geometry, lungs
+        return x, geometry, lungs, scope_reasons(image)
 
     def _model_input(self, image: XRayImage, lungs: LungResult | None) -> tuple[np.ndarray, Geometry]:
         config = self.info.preprocessing
@@ -227,8 +252,11 @@ class Predictor:
         prepared = [self._prepare(im, explain=False) for im in images]
         if not prepared:
             return []
-        probs = self.forward(np.stack([x for x, _, _ in prepared]))
-        return [self._prediction(p, geom, lungs) for p, (_, geom, lungs) in zip(probs, prepared)]
+        probs, features = self._scores(np.stack([x for x, _, _, _ in prepared]))
+        return [
+            self._prediction(probs[i], geom, lungs, scope, _row(features, i))
+            for i, (_, geom, lungs, scope) in enumerate(prepared)
+        ]
 
     def explain(self, image: XRayImage, class_index: int | None = None, method: str = "gradcam") -> Explanation:
         """Grad-CAM of ``class_index`` (default: the predicted class) on ``image``."""
@@ -238,9 +266,13 @@ class Predictor:
         self, image: XRayImage, class_index: int | None = None, method: str = "gradcam"
     ) -> tuple[Prediction, Explanation]:
         """Prediction and Grad-CAM from one forward and one backward pass."""
-        x, geom, lungs = self._prepare(image, explain=True)
+        x, geom, lungs, scope = self._prepare(image, explain=True)
         probs, chosen, cams = self.cam.run(x[np.newaxis], class_index, method)
-        return self._prediction(probs[0], geom, lungs), self._explanation(cams[0], int(chosen[0]), geom, method, lungs)
+        features = self._features(x[np.newaxis])
+        return (
+            self._prediction(probs[0], geom, lungs, scope, _row(features, 0)),
+            self._explanation(cams[0], int(chosen[0]), geom, method, lungs),
+        )
 
     # -- many files --------------------------------------------------------------------------
     def predict_paths(
@@ -308,15 +340,16 @@ class Predictor:
         except Exception as exc:  # the loader promises ImageLoadError only; never let a slip stop a batch
             return _Prepared(path, error=f"{Path(path).name} cannot be read ({type(exc).__name__}: {exc})")
         try:
+            scope = scope_reasons(image)
             if self._needs_lungs(explain):
                 # The lungs are segmented for the whole chunk at once (one batched pass of the
                 # lung network, see _segment_chunk); this thread only prepares its input.
-                return _Prepared(path, image=image, lung_input=self.lungs.network_input(image))
+                return _Prepared(path, image=image, lung_input=self.lungs.network_input(image), scope=scope)
             x, geom = self._model_input(image, None)
         except Exception as exc:
             return _Prepared(path, error=f"{Path(path).name} cannot be prepared for the model ({exc})")
         # Without lungs to segment or images to return, the full-size pixels are not needed any more.
-        return _Prepared(path, image=image if keep_image else None, x=x, geometry=geom)
+        return _Prepared(path, image=image if keep_image else None, x=x, geometry=geom, scope=scope)
 
     def _segment_chunk(self, chunk: list[_Prepared]) -> None:
         """Segment the lungs of the chunk's files in one pass, then make their model inputs."""
@@ -346,15 +379,19 @@ class Predictor:
             batch = np.stack([item.x for item in ready])
             if explain:
                 probs, chosen, cams = self.cam.run(batch, None, method)
+                features = self._features(batch)
                 for i, item in enumerate(ready):
                     predictions[id(item)] = (
-                        self._prediction(probs[i], item.geometry, item.lungs),
+                        self._prediction(probs[i], item.geometry, item.lungs, item.scope, _row(features, i)),
                         self._explanation(cams[i], int(chosen[i]), item.geometry, method, item.lungs),
                     )
             else:
-                probs = self.forward(batch)
+                probs, features = self._scores(batch)
                 for i, item in enumerate(ready):
-                    predictions[id(item)] = (self._prediction(probs[i], item.geometry, item.lungs), None)
+                    predictions[id(item)] = (
+                        self._prediction(probs[i], item.geometry, item.lungs, item.scope, _row(features, i)),
+                        None,
+                    )
         results = []
         for item in chunk:
             if item.error is not None:
@@ -369,11 +406,54 @@ class Predictor:
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """The network's probabilities ``(N, K)`` of prepared model inputs ``(N, S, S, C)`` (see
         :meth:`prepare`), before the bundle's calibration (:meth:`_prediction` applies it)."""
-        return np.asarray(self._forward(np.asarray(batch, dtype=np.float32)), dtype=np.float32)
+        return self._scores(batch)[0]
 
-    def _prediction(self, probs: np.ndarray, geometry: Geometry, lungs: LungResult | None = None) -> Prediction:
-        # Every shown, exported or evaluated score passes here: the one place calibration applies.
+    def _scores(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities ``(N, K)`` and, with an OOD scorer, the penultimate features ``(N, D)``."""
+        out = self._forward(np.asarray(batch, dtype=np.float32))
+        if self.ood is None:
+            return np.asarray(out, dtype=np.float32), None
+        return np.asarray(out[0], dtype=np.float32), np.asarray(out[1], dtype=np.float32)
+
+    def _features(self, batch: np.ndarray) -> np.ndarray | None:
+        """The penultimate features of ``batch`` (None without an OOD scorer: nothing is computed)."""
+        return None if self.ood is None else self._scores(batch)[1]
+
+    def _abstain_reason(
+        self, lungs: LungResult | None, scope: Iterable[str], features: np.ndarray | None
+    ) -> tuple[str | None, tuple[str, ...], float | None]:
+        """The gate (issue 13): why no class should be shown for this film, which gates closed,
+        and its OOD distance.
+
+        Out of scope by the file's header or pixels (:func:`inference.scope.scope_reasons`), no
+        plausible lung fields (with a lung model), or features farther from every training class
+        than the bundle's threshold (with an OOD scorer). Several reasons are joined.
+        """
+        reasons = list(scope)
+        gates = ["scope"] if reasons else []
+        if lungs is not None and not lungs.plausible:
+            reasons.append(lungs.warning or "No plausible lung fields found: this may not be a frontal chest X-ray.")
+            gates.append("lungs")
+        distance = None
+        if self.ood is not None and features is not None:
+            distance = float(self.ood.distances(features)[0])
+            if distance > self.ood.threshold:
+                reasons.append(ood_reason(distance, self.ood.threshold))
+                gates.append("ood")
+        return (" ".join(reasons) if reasons else None), tuple(gates), distance
+
+    def _prediction(
+        self,
+        probs: np.ndarray,
+        geometry: Geometry,
+        lungs: LungResult | None = None,
+        scope: Iterable[str] = (),
+        features: np.ndarray | None = None,
+    ) -> Prediction:
+        # Every shown, exported or evaluated score passes here: the one place calibration applies,
+        # and the one place the abstain gate decides.
         probs = apply_temperature(np.asarray(probs, dtype=np.float32), self.temperature)
+        reason, gates, distance = self._abstain_reason(lungs, scope, features)
         index = int(np.argmax(probs))
         names = self.info.class_names
         return Prediction(
@@ -386,6 +466,9 @@ class Predictor:
             device=self.device,
             geometry=geometry,
             lung_warning=lungs.warning if lungs is not None else None,
+            abstain_reason=reason,
+            abstain_gates=gates,
+            ood_distance=distance,
         )
 
     def _explanation(
@@ -411,6 +494,10 @@ class Predictor:
         )
 
 
+def _row(features: np.ndarray | None, i: int) -> np.ndarray | None:
+    return None if features is None else features[i : i + 1]
+
+
 @dataclass
 class _Prepared:
     """A decoded, preprocessed file waiting for the model (or the reason it could not be)."""
@@ -421,6 +508,7 @@ class _Prepared:
     geometry: Geometry | None = None
     lungs: LungResult | None = None
     lung_input: tuple[np.ndarray, Geometry] | None = None  # waiting for the chunk's lung pass
+    scope: list[str] = field(default_factory=list)  # inference.scope reasons read from the file
     error: str | None = None
     counted: int = 0  # bytes charged to the decode-ahead budget when decoding finished
 

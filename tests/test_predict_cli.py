@@ -47,6 +47,18 @@ def private_home(tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_VIEWER_HOME", str(tmp_path / "home"))
 
 
+@pytest.fixture(autouse=True)
+def no_lung_model(monkeypatch):
+    """Noise images are no chest films: without a lung model the lung gate stays open, so these
+    tests see the command's mechanics (tests/test_abstain.py tests the gate itself)."""
+    import inference.lungs
+
+    def missing():
+        raise inference.lungs.LungModelError("no lung model in this test")
+
+    monkeypatch.setattr(inference.lungs, "shared_segmenter", missing)
+
+
 def run(*args: str) -> int:
     return main.main(["predict", *args])
 

@@ -8,8 +8,11 @@ finds its minimum; no optimiser library is needed. Applying it is
 
     python main.py calibrate MODEL_DIR DATA --out NEW_MODEL_DIR [--split val] [--class-map ...]
 
-writes a NEW bundle (the same network, ``calibration`` added to ``model.json``); the
-original is never modified.
+writes a NEW bundle (the same network, ``calibration`` added to ``model.json``, and the
+out-of-distribution scorer ``ood.npz`` with its ``ood`` record, see :mod:`training.ood_fit`);
+the original is never modified. ``--model-split`` recreates the train/validation split the
+model was trained with: the temperature and the OOD threshold are then fitted on its validation
+images, the OOD class means on its training images.
 """
 
 from __future__ import annotations
@@ -143,6 +146,8 @@ def calibrate_bundle(
     cache_dir: Path | str | None = None,
     progress: TrainingProgress | None = None,
     cancel: threading.Event | None = None,
+    model_split: bool = False,
+    version: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Fit a temperature for the bundle at ``model_dir`` on the labelled images of ``data``
     (only its ``split`` when given) and write the calibrated copy to ``out_dir``, which must
@@ -168,8 +173,16 @@ def calibrate_bundle(
         raise CalibrationError(str(exc)) from None
     progress.on_stage("scanning", str(data))
     ds = discover(data, class_map, csv_kind=csv_kind, min_classes=1, min_per_class=1)
-    samples = [s for s in ds.samples if split is None or s.split == split]
     known = {c: i for i, c in enumerate(info.class_names)}
+    if model_split:
+        from training.ood_fit import recreate_split
+
+        try:
+            recreate_split(ds.samples, info.training)  # sets each sample's split as training did
+        except ValueError as exc:
+            raise CalibrationError(f"The model's split cannot be recreated on {data}: {exc}") from None
+        split = "val"
+    samples = [s for s in ds.samples if split is None or s.split == split]
     usable = [s for s in samples if s.label in known]
     if len(usable) < MIN_IMAGES:
         where = f"{data}" + (f" (split {split})" if split else "")
@@ -177,24 +190,94 @@ def calibrate_bundle(
             f"{where} has {len(usable)} images of the model's classes ({', '.join(info.class_names)}); "
             f"calibration needs at least {MIN_IMAGES}. Use --class-map to rename classes."
         )
-    x, kept, _ = load_arrays(usable, info.preprocessing, cache_dir, progress, cancel)
+    # With the model's split, every image is decoded at once (one cache entry for the whole set,
+    # as training made it); the training images give the OOD class means.
+    every = [s for s in ds.samples if s.label in known] if model_split else usable
+    x_all, kept_all, _ = load_arrays(every, info.preprocessing, cache_dir, progress, cancel)
+    kept = [s for s in kept_all if s.split == split] if model_split else kept_all
     if len(kept) < MIN_IMAGES:
         raise CalibrationError(f"only {len(kept)} of the images in {data} could be read.")
-    progress.on_stage("calibrating", f"{len(kept)} images")
-    logits = model_logits(model, x, info.preprocessing, batch_size)
+    progress.on_stage("calibrating", f"{len(kept_all)} images")
+    logits_all, features_all = _cached_logits_and_features(
+        model, src / MODEL_FILE, x_all, [str(s.path) for s in kept_all], info.preprocessing, batch_size, cache_dir
+    )
+    del x_all
+    rows = np.asarray([i for i, s in enumerate(kept_all) if s.split == split], np.int64) if model_split else None
+    logits = logits_all[rows] if rows is not None else logits_all
     labels = np.asarray([known[s.label] for s in kept], np.int64)
-    fitted_on = f"{data}" + (f" split {split}" if split else "") + f" ({len(kept)} images)"
+    fitted_on = f"{data}" + (" (the model's own validation split)" if model_split else "")
+    fitted_on += f" split {split}" if split and not model_split else ""
+    fitted_on += f" ({len(kept)} images)"
     record = calibration_record(logits, labels, fitted_on)
     info.calibration = record
+    if version:
+        info.version = version
     extra: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="cxr-calibrate-") as tmp:
+        if features_all is not None:
+            scorer, info.ood = _fit_scorer(features_all, kept_all, known, rows, fitted_on, model_split)
+            extra["ood.npz"] = scorer.save(tmp)
         # Keep the original's report and any other files beside the network.
         for path in src.rglob("*"):
             rel = path.relative_to(src)
-            if path.is_file() and str(rel) not in (MODEL_FILE, INFO_FILE):
+            if path.is_file() and str(rel) not in (MODEL_FILE, INFO_FILE, "ood.npz"):
                 copy = Path(tmp) / rel
                 copy.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, copy)
                 extra[rel.as_posix()] = copy
         written = write_bundle(model, info, out, extra_files=extra)
     return written, record
+
+
+def _cached_logits_and_features(
+    model: keras.Model,
+    model_file: Path,
+    x: np.ndarray,
+    paths: list[str],
+    config: PreprocessConfig,
+    batch_size: int,
+    cache_dir: Path | str | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits and penultimate features of ``x`` (kept in ``cache_dir`` for the same network and files)."""
+    from training.ood_fit import features_cache_path, logits_and_features
+
+    cache = features_cache_path(cache_dir, model_file, paths) if cache_dir is not None else None
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as data:
+            if len(data["logits"]) == len(paths):
+                return data["logits"], (data["features"] if data["features"].size else None)
+    logits, features = logits_and_features(model, x, config, batch_size)
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            feats = features if features is not None else np.zeros((0,), np.float32)
+            np.savez(cache, logits=logits, features=feats, paths=np.asarray(paths))
+        except OSError:
+            pass  # the cache only saves time
+    return logits, features
+
+
+def _fit_scorer(
+    features: np.ndarray,
+    kept: list[Any],
+    known: dict[str, int],
+    val_rows: np.ndarray | None,
+    fitted_on: str,
+    model_split: bool,
+) -> tuple[Any, dict[str, Any]]:
+    """Class means on the model's training images (with its split), else on a random half of
+    the given images with the threshold from the other half (never fitted and thresholded on
+    the same images, which would make the threshold too tight)."""
+    from training.ood_fit import fit_ood
+
+    labels = np.asarray([known[s.label] for s in kept], np.int64)
+    if model_split:
+        train_rows = np.asarray([i for i, s in enumerate(kept) if s.split == "train"], np.int64)
+        if len(train_rows) < 2:
+            raise CalibrationError("the model's split has no training images to fit the OOD scorer on.")
+        assert val_rows is not None
+        return fit_ood(features[train_rows], labels[train_rows], features[val_rows], fitted_on)
+    order = np.random.default_rng(0).permutation(len(kept))
+    half = len(order) // 2
+    a, b = order[:half], order[half:]
+    return fit_ood(features[a], labels[a], features[b], f"{fitted_on}: class means on one half, threshold on the other")

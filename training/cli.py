@@ -192,6 +192,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", required=True, metavar="NEW_DIR", help="folder for the calibrated copy (must not exist)")
     c.add_argument("--class-map", metavar="MAP", help="rename classes to the model's: 'Viral Pneumonia=Pneumonia'")
     c.add_argument("--split", choices=("train", "val", "test"), help="only this declared split of DATA")
+    c.add_argument(
+        "--model-split",
+        action="store_true",
+        help="recreate the train/validation split MODEL_DIR was trained with (its model.json: fractions, seed): fit "
+        "the temperature and the OOD threshold on its validation images, the OOD class means on its training images",
+    )
+    c.add_argument("--version", metavar="X.Y.Z", help="version of the calibrated copy (default: the original's)")
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--cache-dir", metavar="DIR", help="keep decoded images here to start later runs faster")
     c.set_defaults(func=run_calibrate)
@@ -429,6 +436,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    from inference.bundle import read_bundle_info
     from training.calibration import calibrate_bundle
     from training.datasets import parse_class_map
     from training.progress import ConsoleProgress, TrainingCancelled
@@ -445,6 +453,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
                 cache_dir=args.cache_dir,
                 progress=ConsoleProgress(),
                 cancel=cancel,
+                model_split=args.model_split,
+                version=args.version,
             )
     except (TrainingCancelled, KeyboardInterrupt):
         print("Calibration cancelled; nothing was written.", file=sys.stderr)
@@ -456,4 +466,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
         f"(fitted on {record['fitted_on']}); NLL {record['nll_before']:.3f} -> {record['nll_after']:.3f}, "
         f"ECE {record['ece_before']:.3f} -> {record['ece_after']:.3f} on those images."
     )
+    ood = read_bundle_info(out).ood
+    if ood:
+        print(
+            f"Out-of-distribution scorer: threshold {ood['threshold']:.2f} (the {ood['quantile']:.0%} quantile); "
+            f"it turns away {ood['validation_abstain_rate']:.1%} of the {ood['n_val']} threshold images."
+        )
+    else:
+        print("No out-of-distribution scorer: the network has no final Dense layer to read features from.")
     return 0

@@ -20,12 +20,18 @@ bundle, once per split) has this schema::
                            "matrix": [[24, 1, 1], [0, 20, 0], [0, 2, 18]]},  # rows: true, columns: predicted
       "ece": 0.04,                           # expected calibration error, 15 equal-width bins
       "n_images": 66,
-      # added by evaluate():
+      # added by evaluate(): every metric above is on the covered images (those the model did
+      # not abstain on, issue 13); these say how many that is and what was left out
+      "coverage": 0.97,                      # share of the readable images with an AI result
+      "n_total": 68, "n_covered": 66, "n_abstained": 2,
+      "abstained_per_class": {"COVID-19": 1, "Normal": 1, "Pneumonia": 0},   # by true class
+      "abstained_by_gate": {"scope": 0, "lungs": 1, "ood": 1},   # a film may count under several
+      "all_images": {"accuracy": 0.96, "correct": 65, "n_images": 68, "ece": 0.04},  # abstentions included
       "model": {"path": ..., "name": ..., "version": ..., "architecture": ...},
       "data": "path/to/DATA",
       "excluded": {"Tuberculosis": 3},       # images of classes the model does not know
       "skipped": [["path", "reason"], ...],  # unreadable or unsupported files
-      "by_source": {"hospital A": {...same metric keys...}, ...},  # only when sources are known
+      "by_source": {"hospital A": {...same metric keys, with coverage...}, ...},  # when sources are known
       "worst_source": {"source": "hospital B", "accuracy": 0.71}     # the lowest accuracy among them
     }
 
@@ -364,6 +370,8 @@ def _fmt(v: Any) -> str:
 def metrics_markdown(metrics: dict[str, Any], heading: str = "") -> str:
     """One split's metrics as a Markdown section."""
     lines = [f"## {heading}", ""] if heading else []
+    if "coverage" in metrics:
+        lines += [coverage_line(metrics) + "  "]
     lines += [
         f"Images: {metrics['n_images']}  ",
         f"{accuracy_line(metrics)[0].upper()}{accuracy_line(metrics)[1:]}  ",
@@ -386,22 +394,25 @@ def metrics_markdown(metrics: dict[str, Any], heading: str = "") -> str:
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
     by_source = metrics.get("by_source")
     if by_source:
+        covers = int(all("n_covered" in m for m in by_source.values()))
         lines += [
             "",
             "Per source:",
             "",
             "| source | images | accuracy | balanced accuracy | macro-F1 | "
             + " | ".join(f"recall {n}" for n in names)
+            + (" | AI result (coverage)" if covers else "")
             + " |",
-            "|---" * (4 + len(names)) + "|",
+            "|---" * (5 + len(names) + covers) + "|",
         ]
         for src, m in by_source.items():
             recalls = " | ".join(
                 _fmt(m["per_class"][n]["recall"]) if m["per_class"][n]["support"] else "–" for n in names
             )
+            cover = f" | {m['n_covered']}/{m['n_total']}" if covers else ""
             lines.append(
                 f"| {src} | {m['n_images']} | {_fmt(m['accuracy'])} | {_fmt(m.get('balanced_accuracy'))} | "
-                f"{_fmt(m['macro_f1'])} | {recalls} |"
+                f"{_fmt(m['macro_f1'])} | {recalls}{cover} |"
             )
         worst = metrics.get("worst_source") or {}
         if worst:
@@ -455,6 +466,21 @@ def write_report(
     return paths
 
 
+def coverage_line(result: dict[str, Any]) -> str:
+    """The coverage sentence: "AI result on 66/68 images (coverage 97.1%); no AI result on 2 (...)"."""
+    line = (
+        f"AI result on {result['n_covered']}/{result['n_total']} images "
+        f"(coverage {100 * (result['coverage'] or 0):.1f}%); no AI result on {result['n_abstained']}"
+    )
+    per_class = ", ".join(f"{c} {n}" for c, n in result.get("abstained_per_class", {}).items() if n)
+    gates = ", ".join(f"{g} {n}" for g, n in result.get("abstained_by_gate", {}).items() if n)
+    return (
+        line
+        + (f" (true class: {per_class}; gate: {gates})" if per_class else "")
+        + "; the metrics are on the covered images"
+    )
+
+
 def _json_safe(value: Any) -> Any:
     """NaN and infinities become null; NumPy scalars become Python numbers."""
     if isinstance(value, dict):
@@ -486,6 +512,7 @@ def evaluate_bundle(
     cancel: threading.Event | None = None,
     report_dir: Path | str | None = None,
     group_by_folder: bool = False,
+    lungs: Any = "auto",
 ) -> dict[str, Any]:
     """Evaluate the bundle at ``model_dir`` on the labelled images in ``data``.
 
@@ -496,11 +523,15 @@ def evaluate_bundle(
     Every metric is also reported per source (``by_source``, with ``worst_source``) when the
     data names sources: a CSV ``source`` column, or ``group_by_folder`` for
     ``DATA/<source>/<Class>/...``.
+
+    Each file goes through :class:`inference.predictor.Predictor` (``lungs`` as it takes them),
+    so the abstain gate decides as in the app: the metrics are on the covered images, and
+    ``coverage`` with the abstained counts says what was left out. ``cache_dir`` is accepted for
+    older callers and not used (the gate reads every original file).
     """
-    from inference.bundle import load_bundle
-    from inference.calibration import apply_temperature, temperature_of
+    from inference.predictor import Predictor
     from training.datasets import discover
-    from training.pipeline import load_arrays, predict_arrays
+    from training.progress import check_cancel
 
     progress = progress or NullProgress()
     progress.on_stage("scanning", str(data))
@@ -525,7 +556,8 @@ def evaluate_bundle(
         if not samples:
             raise EvaluationError(f"{data} has no images in a {split!r} split.")
     progress.on_stage("loading model", str(model_dir))
-    model, info = load_bundle(model_dir)
+    predictor = Predictor(model_dir, lungs=lungs)
+    info = predictor.info
     known = {c: i for i, c in enumerate(info.class_names)}
     lower = {c.lower(): c for c in info.class_names}
     usable, excluded = [], Counter()
@@ -547,20 +579,37 @@ def evaluate_bundle(
             f"None of the classes in {data} ({', '.join(ds.classes)}) is one of the model's classes "
             f"({', '.join(info.class_names)}); use --class-map OLD=NEW to match them."
         )
-    x, kept, skipped = load_arrays(usable, info.preprocessing, cache_dir=cache_dir, progress=progress, cancel=cancel)
-    skipped = list(ds.skipped) + list(skipped)
+    # Through the predictor, as the app sees each file: its preprocessing, calibration and the
+    # abstain gate (which reads the original file's header and pixels, so no decoded cache).
+    progress.on_stage("evaluating", f"{len(usable)} images")
+    by_path = {str(s.path): s for s in usable}
+    kept, probs_list, closed, skipped = [], [], [], list(ds.skipped)
+    for r in predictor.predict_paths([str(s.path) for s in usable], batch_size=batch_size):
+        check_cancel(cancel)
+        if not r.ok or r.prediction is None:
+            skipped.append((r.file, r.error))
+            continue
+        kept.append(by_path[r.file])
+        probs_list.append(r.prediction.probs)
+        closed.append(r.prediction.abstain_gates if r.prediction.abstained else None)
     if not kept:
         raise EvaluationError(f"None of the images in {data} could be read.")
-    progress.on_stage("evaluating", f"{len(kept)} images")
-    # The bundle's calibration, as the app shows the scores (inference.calibration).
-    probs = apply_temperature(
-        predict_arrays(model, x, info.preprocessing, batch_size=batch_size), temperature_of(info.calibration)
-    )
+    probs = np.stack(probs_list)
     y = np.asarray([known[s.label] for s in kept], dtype=np.int64)
-    result = compute_metrics(y, probs, info.class_names)
+    covered = np.asarray([r is None for r in closed])
+    result = compute_metrics(y[covered], probs[covered], info.class_names)
+    result.update(_coverage(y, probs, covered, closed, info.class_names))
     sources = [s.source for s in kept]
     if len({s for s in sources if s}) > 1:
-        result["by_source"] = metrics_by_group(y, probs, [s or "(unknown)" for s in sources], info.class_names)
+        groups = np.asarray([s or "(unknown)" for s in sources])
+        by_source = {}
+        for g in sorted(set(groups.tolist())):  # each source's metrics on its covered images, and its coverage
+            mine, cov = groups == g, covered & (groups == g)
+            by_source[g] = compute_metrics(y[cov], probs[cov], info.class_names)
+            kept_closed = [closed[i] for i in np.flatnonzero(mine)]
+            by_source[g].update(_coverage(y[mine], probs[mine], covered[mine], kept_closed, info.class_names))
+            del by_source[g]["all_images"]
+        result["by_source"] = by_source
         worst = worst_group(result["by_source"])
         if worst:
             result["worst_source"] = {"source": worst[0], "accuracy": worst[1]}
@@ -579,6 +628,31 @@ def evaluate_bundle(
             result,
             report_dir,
             title=f"Evaluation of {info.display_name} on {data}",
-            predictions={"evaluation": (y, probs)},
+            predictions={"evaluation": (y[covered], probs[covered])},
         )
     return result
+
+
+def _coverage(
+    y: np.ndarray,
+    probs: np.ndarray,
+    covered: np.ndarray,
+    closed: Sequence[tuple[str, ...] | None],
+    class_names: Sequence[str],
+) -> dict[str, Any]:
+    """Coverage, the abstained count per true class and per gate (``closed``: the gates that
+    closed for each film, None when it got a result), and the metrics of every image."""
+    n, n_covered = len(y), int(covered.sum())
+    gates: Counter[str] = Counter({"scope": 0, "lungs": 0, "ood": 0})
+    for names in closed:
+        gates.update(names or ())
+    everything = compute_metrics(y, probs, class_names)
+    return {
+        "coverage": n_covered / n if n else None,
+        "n_total": int(n),
+        "n_covered": n_covered,
+        "n_abstained": int(n - n_covered),
+        "abstained_per_class": {c: int(np.sum((y == i) & ~covered)) for i, c in enumerate(class_names)},
+        "abstained_by_gate": dict(gates),
+        "all_images": {k: everything[k] for k in ("accuracy", "correct", "n_images", "ece")},
+    }

@@ -42,6 +42,7 @@ from inference.model_folder import (
     check_preprocessing,
     clean_stale_temp_folders,
 )
+from inference.ood import OOD_FILE, FeatureGaussians
 from training.architectures import ARCHITECTURES, MIN_INPUT_SIZE, build_model
 from training.datasets import discover
 from training.distributed import (
@@ -79,6 +80,9 @@ __all__ = [
     "check_output_folder",
     "fit_callbacks",
 ]
+
+# Fewer training or validation images than this fit no meaningful out-of-distribution scorer.
+MIN_OOD_IMAGES = 10
 
 
 class TrainingError(Exception):
@@ -276,6 +280,8 @@ def train(
     progress.on_stage("evaluating")
     calibration = _calibrate(model, arrays, plan, config, progress) if config.calibrate else None
     temperature = temperature_of(calibration)
+    # The out-of-distribution scorer, fitted beside the temperature (inference.ood, issue 13).
+    scorer, ood = _fit_ood(model, arrays, plan, config, progress) if config.calibrate else (None, None)
     metrics: dict[str, Any] = {}
     predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in ("val", "test"):
@@ -333,6 +339,7 @@ def train(
         },
         metrics=metrics,
         calibration=calibration,
+        ood=ood,
     )
     with tempfile.TemporaryDirectory(prefix="cxr-train-report-") as tmp:
         notes = [
@@ -361,6 +368,8 @@ def train(
             ("split_a", "path_a", "split_b", "path_b", "distance"),
             [(d["split_a"], d["path_a"], d["split_b"], d["path_b"], d["distance"]) for d in duplicates],
         )
+        if scorer is not None:  # inside the one atomic save: a half-written bundle never has it
+            extra[OOD_FILE] = scorer.save(tmp)
         check_cancel(cancel)
         chief = task is None or task.is_chief
         bundle = write_bundle(model, info, out_dir, extra_files=extra, overwrite=replace_ok) if chief else out_dir
@@ -642,6 +651,35 @@ def _calibrate(
         f"ECE {record['ece_before']:.3f} -> {record['ece_after']:.3f} there."
     )
     return record
+
+
+def _fit_ood(
+    model: Any,
+    arrays: dict[str, tuple[np.ndarray, np.ndarray, list[Sample]]],
+    plan: InitPlan,
+    config: TrainConfig,
+    progress: TrainingProgress,
+) -> tuple[FeatureGaussians | None, dict[str, Any] | None]:
+    """Class means on the training features, threshold on the validation ones (None without a
+    validation split or a final Dense layer: the model then has no OOD gate)."""
+    from training.ood_fit import fit_ood, logits_and_features
+
+    (xt, yt, _), (xv, _, _) = arrays["train"], arrays["val"]
+    if len(xv) < MIN_OOD_IMAGES or len(xt) < MIN_OOD_IMAGES:
+        return None, None
+    _, train_features = logits_and_features(model, xt, plan.preprocessing, config.batch_size)
+    if train_features is None:
+        progress.on_message("No out-of-distribution scorer: the network has no final Dense layer.")
+        return None, None
+    _, val_features = logits_and_features(model, xv, plan.preprocessing, config.batch_size)
+    scorer, record = fit_ood(
+        train_features, yt, val_features, f"training split ({len(xt)} images), threshold on validation ({len(xv)})"
+    )
+    progress.on_message(
+        f"Out-of-distribution scorer: threshold {record['threshold']:.2f}; it turns away "
+        f"{record['validation_abstain_rate']:.1%} of the validation images."
+    )
+    return scorer, record
 
 
 def _fit(

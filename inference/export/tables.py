@@ -62,8 +62,12 @@ def result_record(
         "file": printable(file_label if file_label is not None else result.file),
         "ok": bool(result.ok),
         "error": printable(error) if error else None,
-        "label": p.label if p else None,
-        "class_index": p.class_index if p else None,
+        # An abstained prediction has no class (issue 13): label null, the reason beside it;
+        # the probabilities stay in the record for whoever asks for them.
+        "label": p.label if p and not p.abstained else None,
+        "class_index": p.class_index if p and not p.abstained else None,
+        "abstained": p.abstained if p else None,
+        "abstain_reason": p.abstain_reason if p else None,
         "probabilities": {k: _number(v) for k, v in p.probabilities.items()} if p else None,
         "model": {"name": p.model_name, "version": p.model_version}
         if p
@@ -135,7 +139,7 @@ def verdict_record(
 
 
 def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {k: record.get(k) for k in ("file", "ok", "error", "label")}
+    row: dict[str, Any] = {k: record.get(k) for k in ("file", "ok", "error", "label", "abstained", "abstain_reason")}
     for name, p in (record.get("probabilities") or {}).items():
         row[f"p_{name}"] = p
     model = record.get("model") or {}
