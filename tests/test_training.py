@@ -314,6 +314,8 @@ def test_cli_fine_tunes_a_bundle_on_a_small_folder(trained, tmp_path: Path, caps
     assert rc == 0, captured.err
     assert "Fine-tuning" in captured.err and "Model written to" in captured.out
     assert "epoch 1/1: loss " in captured.err and "val_accuracy" in captured.err  # plain lines when not a terminal
+    # Two validation images: the figure comes with its count, its interval and a warning (issue 17).
+    assert "val: accuracy" in captured.out and "/2, 95% CI" in captured.out and "Only 2 images" in captured.out
     info = read_bundle_info(out)
     assert info.class_names == ["COVID-19", "Normal"] and info.input_size == SIZE
     assert "reused" in info.training["init"]

@@ -331,6 +331,7 @@ def run_train(args: argparse.Namespace) -> int:
     except _expected_errors() as exc:
         return _error(str(exc), _error_code(exc))
     from training.distributed import read_tf_config
+    from training.evaluate import accuracy_line
 
     task = read_tf_config()
     if task is not None and not task.is_chief:
@@ -338,7 +339,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     print(f"Model written to {result.bundle_dir} ({result.epochs_run} epochs, {result.seconds:.0f} s).")
     for split, m in result.metrics.items():
-        print(f"{split}: accuracy {m['accuracy']:.3f}, macro-F1 {(m['macro_f1'] or 0):.3f} ({m['n_images']} images)")
+        print(f"{split}: {accuracy_line(m)}; macro-F1 {(m['macro_f1'] or 0):.3f}")
     print(f"Report: {result.bundle_dir / 'report' / 'report.md'}")
     return 0
 

@@ -57,7 +57,7 @@ from training.distributed import (
     stamp_backup_dir,
 )
 from training.duplicates import find_near_duplicates
-from training.evaluate import compute_metrics, metrics_by_group, worst_group, write_report
+from training.evaluate import accuracy_line, compute_metrics, metrics_by_group, worst_group, write_report
 from training.init import InitPlan, init_from_bundle, resolve_init
 from training.pipeline import (
     AugmentConfig,
@@ -299,9 +299,7 @@ def train(
                 m["worst_source"] = {"source": worst[0], "accuracy": worst[1]}
         metrics[name] = m
         predictions[name] = (y, probs)
-        progress.on_message(
-            f"{name}: accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1'] or 0:.3f} on {m['n_images']} images"
-        )
+        progress.on_message(f"{name}: {accuracy_line(m)}; macro-F1 {m['macro_f1'] or 0:.3f}")
 
     check_cancel(cancel)
     progress.on_stage("saving", str(out_dir))
