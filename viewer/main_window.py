@@ -170,6 +170,10 @@ class MainWindow(QMainWindow):
             session, self.overlay_panel, self.actions_by_id["overlay"], self.canvas
         )
         self.results_presenter = ResultsPresenter(session, self.results)
+        self.results.set_show_abstained_probabilities(self.settings.show_abstained_probabilities)
+        self.results.show_probabilities_changed.connect(
+            lambda show: setattr(self.settings, "show_abstained_probabilities", show)
+        )
         self.thumbnails_presenter = ThumbnailsPresenter(session, self.thumbnails)
         self.status_presenter = StatusPresenter(
             session, self.canvas, self.statusBar(), self.scheduler.pending, DISCLAIMER

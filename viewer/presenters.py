@@ -98,7 +98,10 @@ class ThumbnailsPresenter:
             return
         if doc.prediction is not None:
             p = doc.prediction
-            self.view.set_badge(doc.doc_id, f"{p.label} {badge_percent(p.confidence)}", p.label)
+            if p.abstained:  # neutral: no class colour for a film the model gave no result for
+                self.view.set_badge(doc.doc_id, p.shown_label)
+            else:
+                self.view.set_badge(doc.doc_id, f"{p.label} {badge_percent(p.confidence)}", p.label)
         elif doc.error:
             self.view.set_badge(doc.doc_id, "failed")
         elif self.session.model.state == FAILED:
@@ -168,6 +171,7 @@ class OverlayPresenter:
         self.panel = panel
         self.action = action
         self.canvas = canvas
+        self._action_tip = action.toolTip()
         # user input -> session
         panel.visibility_changed.connect(session.set_overlay_visible)
         action.toggled.connect(session.set_overlay_visible)
@@ -181,8 +185,22 @@ class OverlayPresenter:
         ev.overlay_heat_changed.connect(lambda _heat: self._show_heat())
         ev.model_changed.connect(self._model)
         ev.current_changed.connect(lambda _doc: self._status())
+        ev.current_changed.connect(lambda _doc: self.update_available())
         ev.result_changed.connect(self._result)
         self.sync()
+        self.update_available()
+
+    NO_RESULT_TIP = "No AI result for this image: there is no class for a heat map to explain."
+
+    def update_available(self) -> None:
+        """The overlay is not offered for a film the model abstained on (issue 13), and says why."""
+        doc = self.session.current
+        abstained = doc is not None and doc.prediction is not None and doc.prediction.abstained
+        tip = self.NO_RESULT_TIP if abstained else ""
+        self.panel.show_box.setEnabled(not abstained)
+        self.panel.show_box.setToolTip(tip)
+        self.action.setEnabled(not abstained)
+        self.action.setToolTip(tip or self._action_tip)
 
     def sync(self) -> None:
         o = self.session.overlay
@@ -212,6 +230,7 @@ class OverlayPresenter:
 
     def _result(self, doc: ImageDocument) -> None:
         if doc is self.session.current:
+            self.update_available()
             names = self.session.class_names
             if names:
                 self.panel.set_predicted(names, None if doc.prediction is None else doc.prediction.class_index)
@@ -245,6 +264,8 @@ class OverlayPresenter:
             text = "No model: no Grad-CAM"
         elif session.current.prediction is None:
             text = "Waiting for the prediction…"
+        elif session.current.prediction.abstained:
+            text = self.NO_RESULT_TIP
         else:
             text = "Computing Grad-CAM…"
         self.panel.status.setText(text)
@@ -386,7 +407,9 @@ class StatusPresenter:
         bottom_left = [f"C {window.center:.5g}  W {window.width:.5g}", f"Zoom {canvas.zoom() * 100:.0f}%"]
         bottom_left += [", ".join(view)] if view else []
         top_right: list[str] = []
-        if doc.prediction is not None:
+        if doc.prediction is not None and doc.prediction.abstained:
+            top_right.append(f"AI: {doc.prediction.shown_label}")
+        elif doc.prediction is not None:
             top_right.append(f"AI: {doc.prediction.label} {percent(doc.prediction.confidence)}")
             heat = self.session.overlay_heat
             if self.session.overlay.visible and heat is not None and heat.doc_id == doc.doc_id:

@@ -283,6 +283,10 @@ class Session:
         return self._heat
 
     def _set_heat(self, heat: OverlayHeat | None) -> None:
+        if heat is not None:
+            doc = self._docs.get(heat.doc_id)
+            if doc is not None and doc.prediction is not None and doc.prediction.abstained:
+                heat = None  # issue 13: no heat map is offered as evidence for a film with no AI result
         if heat is self._heat:
             return
         self._heat = heat
