@@ -316,7 +316,8 @@ class MainWindow(QMainWindow):
             self.messages_dock.raise_()
         elif ok == 0:
             self.session.message(f"No supported images in {', '.join(paths)}", "warning")
-        self.statusBar().showMessage(open_summary(ok, bad, errors), 15000)
+        duplicates = self.opener.last_duplicates
+        self.statusBar().showMessage(open_summary(ok, bad, errors, duplicates), 15000)
         emit(self.open_finished, ok, bad)
 
     # ------------------------------------------------------------------------------------------
