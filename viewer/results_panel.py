@@ -198,7 +198,9 @@ class ResultsPanel(QWidget):
         if warning:
             self._set_lungs(f"⚠ {warning}", warn=True)
         elif fraction is not None:
-            method = "Grad-CAM++" if explanation.method == "gradcam++" else "Grad-CAM"
+            from viewer.overlay_panel import method_title
+
+            method = method_title(explanation.method)
             self._set_lungs(f"{100 * fraction:.0f}% of the {method} heat lies inside the lung fields")
         else:
             self._set_lungs("")
