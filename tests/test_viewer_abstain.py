@@ -67,7 +67,8 @@ def test_results_panel_says_no_ai_result_with_the_whole_reason(qtbot):
 def test_window_shows_no_ai_result_badge_label_and_no_overlay(make_window, qtbot, image_files):
     from viewer.settings import ViewerSettings
 
-    window = make_window(factory=lambda path: AbstainingPredictor(path))
+    made = []
+    window = make_window(factory=lambda path: made.append(AbstainingPredictor(path)) or made[-1])
     with qtbot.waitSignal(window.open_finished, timeout=10000):
         window.open_paths([str(image_files["bright"])])
     qtbot.waitUntil(lambda: all(d.prediction is not None for d in window.session.documents()), timeout=10000)
@@ -85,6 +86,7 @@ def test_window_shows_no_ai_result_badge_label_and_no_overlay(make_window, qtbot
     window.session.set_overlay_visible(True)
     qtbot.wait(300)
     assert window.session.overlay_heat is None and not window.canvas.has_overlay()
+    assert not any(call.startswith("predict_and_explain") for call in made[0].calls)  # not even computed
     # "Show probabilities anyway" is remembered.
     window.results.show_probs_box.setChecked(True)
     assert ViewerSettings().show_abstained_probabilities is True

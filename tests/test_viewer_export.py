@@ -248,4 +248,9 @@ def test_the_films_marks_from_its_sidecar_go_into_the_export(export_window, tmp_
     assert [m.points for m in marked[0].annotations] == [mark.points]
     assert marked[1].annotations == () and marked[2].annotations == ()
     assert len(messages) == 1
+    # The identities the loader computed are used as they are (no second hash of the file).
+    keys = [d.key for d in docs]
+    assert keys[0] == film_key(chest.meta, chest.path) and all(keys)
+    again, _ = attach_marks(items, store, keys=["", "", keys[0]])
+    assert [m.points for m in again[2].annotations] == [mark.points]  # bright.png given chest's key
     assert messages[0].startswith("dark.png: The saved annotations of this film could not be read")

@@ -104,6 +104,7 @@ class ExportRequest:
         self.protected = protected
         self.method = method
         self.messages: list[str] = []  # sidecars that could not be read (filled by the job)
+        self.keys: list[str] = []  # the films' identities where the loader computed them
 
 
 def build_items(
@@ -131,19 +132,23 @@ def build_items(
     return items
 
 
-def attach_marks(items: Sequence[Any], store: Any = None) -> tuple[list[Any], list[str]]:
+def attach_marks(
+    items: Sequence[Any], store: Any = None, keys: Sequence[str] | None = None
+) -> tuple[list[Any], list[str]]:
     """The items with each film's annotations and verdict from its sidecar, and what could not be read.
 
-    Runs in the inference thread: a film without a SOP Instance UID is identified by the hash of
-    its file (:func:`inference.sidecar.film_key`).
+    ``keys`` are the films' identities when known (``ImageDocument.key``, from the loader);
+    otherwise :func:`inference.sidecar.film_key` computes them here, in the inference thread
+    (a film without a SOP Instance UID is identified by the hash of its file).
     """
     from inference.sidecar import SidecarError, SidecarStore, film_key
 
     store = store if store is not None else SidecarStore()
     out, messages = [], []
-    for item in items:
+    for i, item in enumerate(items):
+        known = keys[i] if keys is not None and i < len(keys) else ""
         try:
-            sidecar = store.load(film_key(item.image.meta, item.source))
+            sidecar = store.load(known or film_key(item.image.meta, item.source))
         except SidecarError as exc:
             messages.append(f"{item.source.name}: {exc}")
         except OSError as exc:  # the film itself could not be read for its hash
@@ -179,7 +184,7 @@ def run_export(request: ExportRequest, on_existing: str, ctx: JobContext) -> Any
     """The export job (inference thread): :func:`inference.export.export_files`, with progress and cancel."""
     from inference.export import export_files
 
-    request.items, messages = attach_marks(request.items)
+    request.items, messages = attach_marks(request.items, keys=request.keys)
     request.messages.extend(messages)
 
     def progress(done: int, total: int) -> None:
@@ -416,6 +421,7 @@ class ExportDialog(QDialog):
             if on_existing == "cancel":
                 self.status.setText("Export cancelled: nothing was written.")
                 return False
+        request.keys = [doc.key for doc in docs]
         self._request_messages = request.messages  # the job fills it before it returns
         self.handle = self.controller.submit(lambda ctx: run_export(request, on_existing, ctx), kind="export")
         self.handle.progress.connect(self._progress)
