@@ -197,3 +197,60 @@ def test_same_named_images_get_distinct_files(export_window, tmp_path):
     plan = plan_exports(items, tmp_path, ["png", "pdf"], ["csv"])
     targets = [t.path.name for t in plan]
     assert targets == ["chest.cxr.png", "chest.cxr.pdf", "chest (2).cxr.png", "chest (2).cxr.pdf", "results.cxr.csv"]
+
+
+def test_formats_come_from_inference_export_with_sr_and_gsps(export_window, tmp_path):
+    from inference.export import FORMAT_TITLES, FORMATS, TABLE_FORMATS
+
+    dialog = make_dialog(export_window, tmp_path / "out", [])
+    assert list(dialog.format_boxes) == [*FORMATS, *TABLE_FORMATS]
+    assert {"sr", "gsps"} <= set(dialog.format_boxes)
+    for key, box in dialog.format_boxes.items():
+        assert box.text().startswith(FORMAT_TITLES[key])
+
+
+def test_sr_of_a_png_film_is_refused_with_the_sentence_on_screen(export_window, qtbot, tmp_path):
+    from inference.export import dicom_object_refusal
+
+    window = export_window
+    window.session.step(1)  # dark.png
+    doc = window.session.current
+    assert doc.meta.format != "DICOM"
+    out = tmp_path / "out"
+    dialog = make_dialog(window, out, ["sr"])
+    why = dicom_object_refusal(doc.image, "sr")
+    assert why and dialog.refusal_label.text() == why and not dialog.refusal_label.isHidden()
+    assert not dialog.start_export()  # nothing else to write: the sentence says why
+    assert why in dialog.status.text() and not out.exists()
+    dialog.format_boxes["png"].setChecked(True)
+    written = export(qtbot, dialog)
+    assert [p.name for p in written] == ["dark.cxr.png"] and dialog.asked == []  # not asked about the SR
+    dialog.format_boxes["sr"].setChecked(False)
+    assert dialog.refusal_label.isHidden()
+
+
+def test_the_films_marks_from_its_sidecar_go_into_the_export(export_window, tmp_path):
+    from inference.annotations import Annotation
+    from inference.sidecar import Sidecar, SidecarStore, film_key
+    from viewer.export_dialog import attach_marks
+
+    window = export_window
+    docs = window.session.documents()
+    chest, dark, bright = docs
+    store = SidecarStore()
+    mark = Annotation("distance", ((1.0, 2.0), (30.0, 40.0)))
+    store.save(Sidecar(film_key(chest.meta, chest.path), annotations=[mark]))
+    broken = store.path_for(film_key(dark.meta, dark.path))
+    broken.write_text("{not json", encoding="utf-8")
+    items = build_items(docs, window.session, True, window.controller.load_image)
+    assert all(item.annotations == () for item in items)
+    marked, messages = attach_marks(items, store)
+    assert [m.points for m in marked[0].annotations] == [mark.points]
+    assert marked[1].annotations == () and marked[2].annotations == ()
+    assert len(messages) == 1
+    # The identities the loader computed are used as they are (no second hash of the file).
+    keys = [d.key for d in docs]
+    assert keys[0] == film_key(chest.meta, chest.path) and all(keys)
+    again, _ = attach_marks(items, store, keys=["", "", keys[0]])
+    assert [m.points for m in again[2].annotations] == [mark.points]  # bright.png given chest's key
+    assert messages[0].startswith("dark.png: The saved annotations of this film could not be read")

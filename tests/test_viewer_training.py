@@ -106,3 +106,15 @@ def test_cancel_writes_nothing(dialog, qtbot, data_folder, monkeypatch):
     after = sorted(user_models_dir().glob("*")) if user_models_dir().exists() else []
     assert after == before
     assert dialog.start_button.isEnabled() and not dialog.activate_button.isEnabled()
+
+
+def test_a_new_run_clears_the_last_runs_epoch_line(dialog, qtbot, data_folder, monkeypatch):
+    from viewer.training_dialog import QtTrainingProgress
+
+    set_tiny(dialog, data_folder, qtbot)
+    dialog.live_label.setText("Epoch 2, batch 4: loss 0.1234, accuracy 0.9000")  # the previous run's last line
+    monkeypatch.setattr(QtTrainingProgress, "on_train_begin", lambda self, epochs, steps: dialog._cancel.set())
+    with qtbot.waitSignal(dialog.training_finished, timeout=180000):
+        assert dialog.start()
+        assert dialog.live_label.text() == ""
+    assert "Epoch 2, batch 4" not in dialog.live_label.text()

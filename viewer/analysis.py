@@ -134,6 +134,8 @@ class AnalysisScheduler:
         doc = session.current
         if doc is None or not session.overlay.visible or session.model.state == FAILED:
             return
+        if getattr(doc.prediction, "abstained", False):
+            return  # no AI result: no heat map to offer as evidence of a class (issue 13)
         target = session.overlay_target(doc)
         heat = session.overlay_heat
         if target is not None and heat is not None and heat.doc_id == doc.doc_id and heat.target == target:

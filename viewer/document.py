@@ -40,6 +40,7 @@ class ImageDocument:
     prediction: Any = None  # inference.predictor.Prediction
     error: str = ""  # why the prediction failed, for the results panel
     explanations: dict[tuple[int, str], Any] = field(default_factory=dict)  # (class, method) -> Explanation
+    key: str = ""  # the film's identity (inference.sidecar.film_key): one document per film
     presets: list | None = None  # viewer.presets.WindowPreset, computed on first use
 
     @property

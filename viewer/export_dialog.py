@@ -10,6 +10,15 @@ keep patient identifiers (off by default), and what to do about targets that alr
 * "Keep both" writes beside any existing file (``name (2).cxr.png``);
 * "Replace" is offered only for files this app wrote itself.
 
+The formats and their titles come from :mod:`inference.export` (``FORMATS``, ``TABLE_FORMATS``,
+``FORMAT_TITLES``, ``DEFAULT_FORMATS``): the dialog lists what the exporters can write. A DICOM
+structured report or presentation state refers to a DICOM image in a PACS; for a PNG/JPEG film
+the plan refuses it (:func:`inference.export.dicom_object_refusal`) and the dialog shows the
+sentence at once, and after the export among what was not written.
+
+Each film's marks and verdict (its sidecar, :mod:`inference.sidecar`) go into the export; a
+sidecar that cannot be read is reported and the film is exported without it.
+
 The export is one cancellable job on the analysis controller (it may need predictions or
 Grad-CAM maps not computed yet); it reports progress after each image, and an image whose
 pixels were evicted from memory is read again from its file just before it is written.
@@ -18,6 +27,7 @@ pixels were evicted from memory is read again from its file just before it is wr
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,24 +60,13 @@ from viewer.settings import ViewerSettings
 __all__ = [
     "ExportDialog",
     "ExportRequest",
-    "FORMAT_LABELS",
     "ReloadingImage",
+    "attach_marks",
     "build_items",
     "conflict_choices",
+    "format_refusals",
     "run_export",
 ]
-
-# Per-image formats and the tables, with their labels (inference.export knows them all).
-FORMAT_LABELS = {
-    "png": "Annotated PNG",
-    "pdf": "PDF report",
-    "dcm": "DICOM Secondary Capture",
-    "csv": "CSV table of results",
-    "json": "JSON table of results",
-}
-IMAGE_FORMATS = ("png", "pdf", "dcm")
-TABLE_FORMATS = ("csv", "json")
-DEFAULT_FORMATS = ("png", "pdf", "csv")
 
 
 class ReloadingImage(XRayImage):
@@ -104,6 +103,8 @@ class ExportRequest:
         self.options = options
         self.protected = protected
         self.method = method
+        self.messages: list[str] = []  # sidecars that could not be read (filled by the job)
+        self.keys: list[str] = []  # the films' identities where the loader computed them
 
 
 def build_items(
@@ -131,9 +132,60 @@ def build_items(
     return items
 
 
+def attach_marks(
+    items: Sequence[Any], store: Any = None, keys: Sequence[str] | None = None
+) -> tuple[list[Any], list[str]]:
+    """The items with each film's annotations and verdict from its sidecar, and what could not be read.
+
+    ``keys`` are the films' identities when known (``ImageDocument.key``, from the loader);
+    otherwise :func:`inference.sidecar.film_key` computes them here, in the inference thread
+    (a film without a SOP Instance UID is identified by the hash of its file).
+    """
+    from inference.sidecar import SidecarError, SidecarStore, film_key
+
+    store = store if store is not None else SidecarStore()
+    out, messages = [], []
+    for i, item in enumerate(items):
+        known = keys[i] if keys is not None and i < len(keys) else ""
+        try:
+            sidecar = store.load(known or film_key(item.image.meta, item.source))
+        except SidecarError as exc:
+            messages.append(f"{item.source.name}: {exc}")
+        except OSError as exc:  # the film itself could not be read for its hash
+            messages.append(f"{item.source.name}: its annotations could not be looked up ({exc.strerror or exc})")
+        else:
+            if sidecar.annotations or sidecar.verdict is not None:
+                item = dataclasses.replace(item, annotations=tuple(sidecar.annotations), verdict=sidecar.verdict)
+        out.append(item)
+    return out, messages
+
+
+def format_refusals(docs: Sequence[ImageDocument], formats: Sequence[str]) -> list[str]:
+    """Why some chosen formats cannot be written for some of ``docs`` (SR/GSPS of a PNG: one sentence each)."""
+    from inference.export import dicom_object_refusal
+
+    reasons: list[str] = []
+    for fmt in formats:
+        for doc in docs:
+            why = dicom_object_refusal(doc.image if doc.image is not None else _MetaOnly(doc), fmt)
+            if why:
+                reasons.append(why)
+    return reasons
+
+
+class _MetaOnly:
+    """What :func:`inference.export.dicom_object_refusal` reads of an image: its metadata."""
+
+    def __init__(self, doc: ImageDocument) -> None:
+        self.meta = doc.meta
+
+
 def run_export(request: ExportRequest, on_existing: str, ctx: JobContext) -> Any:
     """The export job (inference thread): :func:`inference.export.export_files`, with progress and cancel."""
     from inference.export import export_files
+
+    request.items, messages = attach_marks(request.items, keys=request.keys)
+    request.messages.extend(messages)
 
     def progress(done: int, total: int) -> None:
         image = request.items[done - 1].image
@@ -179,6 +231,7 @@ class ExportDialog(QDialog):
         self.settings = settings
         self.handle: JobHandle | None = None
         self.report: Any = None
+        self._request_messages: list[str] = []
         self.written: list[Path] = []
         self.setWindowTitle("Export")
         self.setMinimumWidth(520)
@@ -194,16 +247,27 @@ class ExportDialog(QDialog):
         scope_layout.addWidget(self.all_radio)
         layout.addWidget(scope)
 
+        from inference.export import DEFAULT_FORMATS, FORMAT_TITLES, FORMATS, TABLE_FORMATS
+
         formats = QGroupBox("Formats")
         formats_layout = QVBoxLayout(formats)
         chosen = settings.export_formats or list(DEFAULT_FORMATS)
         self.format_boxes: dict[str, QCheckBox] = {}
-        for key, label in FORMAT_LABELS.items():
-            box = QCheckBox(f"{label}  (*.cxr.{key})")
+        self._image_formats, self._table_formats = tuple(FORMATS), tuple(TABLE_FORMATS)
+        for key, suffix in {**FORMATS, **TABLE_FORMATS}.items():
+            box = QCheckBox(f"{FORMAT_TITLES.get(key, key)}  (*.cxr{suffix})")
             box.setChecked(key in chosen)
+            box.toggled.connect(lambda _on: self.update_refusals())
             formats_layout.addWidget(box)
             self.format_boxes[key] = box
+        # Why a chosen format will not be written for the chosen images (SR/GSPS of a PNG).
+        self.refusal_label = QLabel("")
+        self.refusal_label.setWordWrap(True)
+        self.refusal_label.setStyleSheet("color: #f0b429;")
+        self.refusal_label.hide()
+        formats_layout.addWidget(self.refusal_label)
         layout.addWidget(formats)
+        self.current_radio.toggled.connect(lambda _on: self.update_refusals())
 
         content = QGroupBox("Content")
         content_layout = QVBoxLayout(content)
@@ -245,6 +309,17 @@ class ExportDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
         layout.addWidget(self.buttons)
 
+        self.update_refusals()
+
+    def update_refusals(self) -> None:
+        """Say now which chosen formats the chosen images cannot have, and why (the plan refuses them)."""
+        reasons = format_refusals(self.selected_docs(), self.selected_formats())
+        unique = list(dict.fromkeys(reasons))
+        more = len(unique) - 2
+        text = "\n".join(unique[:2]) + (f"\n(and {more} more like this)" if more > 0 else "")
+        self.refusal_label.setText(text)
+        self.refusal_label.setVisible(bool(unique))
+
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export to folder", self.folder_edit.text())
         if folder:
@@ -268,6 +343,8 @@ class ExportDialog(QDialog):
             colormap=overlay.colormap,
             opacity=overlay.opacity,
             include_heatmap=self.heatmap_box.isChecked(),
+            # The reader's "Show probabilities anyway" for a film with no AI result applies to exports too.
+            show_abstained_probabilities=self.settings.show_abstained_probabilities,
         )
 
     def ask_existing(self, conflicts: list[Any]) -> str:
@@ -312,6 +389,11 @@ class ExportDialog(QDialog):
         if self.session.model.state != READY and any(d.prediction is None for d in docs):
             self.status.setText("No AI result yet: the model is not loaded.")
             return False
+        refusals = format_refusals(docs, formats)
+        cannot = set(refusals)
+        if len(refusals) == len(docs) * len(formats):  # every chosen file refused: nothing to write
+            self.status.setText("Nothing to write: " + " ".join(dict.fromkeys(refusals)))
+            return False
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -322,21 +404,25 @@ class ExportDialog(QDialog):
         request = ExportRequest(
             build_items(docs, self.session, self.display_box.isChecked(), self.controller.load_image),
             folder,
-            [f for f in formats if f in IMAGE_FORMATS],
-            [f for f in formats if f in TABLE_FORMATS],
+            [f for f in formats if f in self._image_formats],
+            [f for f in formats if f in self._table_formats],
             self.options(),
             self.session.source_paths(),
             self.session.overlay.method,
         )
         plan = plan_exports(request.items, folder, request.formats, request.tables, request.protected,
                             options=request.options)  # fmt: skip
-        conflicts = [t for t in plan if t.status != "free"]
+        # A format the film cannot have (SR/GSPS of a PNG) is not a conflict to ask about: the
+        # sentence is on screen already and the export reports it among what was not written.
+        conflicts = [t for t in plan if t.status != "free" and t.reason not in cannot]
         on_existing = "refuse"
         if conflicts:
             on_existing = self.ask_existing(conflicts)
             if on_existing == "cancel":
                 self.status.setText("Export cancelled: nothing was written.")
                 return False
+        request.keys = [doc.key for doc in docs]
+        self._request_messages = request.messages  # the job fills it before it returns
         self.handle = self.controller.submit(lambda ctx: run_export(request, on_existing, ctx), kind="export")
         self.handle.progress.connect(self._progress)
         self.handle.returned.connect(self._done)
@@ -378,6 +464,8 @@ class ExportDialog(QDialog):
         if report.cancelled:
             text += " (stopped before the end)"
         problems = [f"{Path(p).name}: {why}" for p, why in report.skipped + report.errors]
+        for line in self._request_messages:
+            self.session.message(f"Export: {line}", "warning")
         if problems:
             text += f"; {len(problems)} not written (see Messages)"
             for line in problems:

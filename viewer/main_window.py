@@ -170,6 +170,10 @@ class MainWindow(QMainWindow):
             session, self.overlay_panel, self.actions_by_id["overlay"], self.canvas
         )
         self.results_presenter = ResultsPresenter(session, self.results)
+        self.results.set_show_abstained_probabilities(self.settings.show_abstained_probabilities)
+        self.results.show_probabilities_changed.connect(
+            lambda show: setattr(self.settings, "show_abstained_probabilities", show)
+        )
         self.thumbnails_presenter = ThumbnailsPresenter(session, self.thumbnails)
         self.status_presenter = StatusPresenter(
             session, self.canvas, self.statusBar(), self.scheduler.pending, DISCLAIMER
@@ -312,7 +316,8 @@ class MainWindow(QMainWindow):
             self.messages_dock.raise_()
         elif ok == 0:
             self.session.message(f"No supported images in {', '.join(paths)}", "warning")
-        self.statusBar().showMessage(open_summary(ok, bad, errors), 15000)
+        duplicates = self.opener.last_duplicates
+        self.statusBar().showMessage(open_summary(ok, bad, errors, duplicates), 15000)
         emit(self.open_finished, ok, bad)
 
     # ------------------------------------------------------------------------------------------

@@ -11,11 +11,16 @@
   until there is room. Each film is thus decoded once, predicted from memory, then evicted,
   instead of three hundred decoded films either filling the memory or being decoded twice
   (small films all fit: 300 JPEGs of 224 px are 15 MB).
+* Each request (a drop, File > Open) shows its first film as soon as it is loaded, and one film
+  is one document: a film opened again, by the same or another path (same SOP Instance UID or
+  content hash, :func:`inference.sidecar.film_key`), is not added twice; the existing one is
+  shown and the summary says "already open".
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,14 @@ NEIGHBOURS = 1  # films on each side of the current one whose pixels are kept
 AWAITING_BYTES = 160 * 1024 * 1024  # decoded films waiting for their prediction (8 of 3000 px, 16-bit)
 
 
+@dataclass
+class _Request:
+    paths: list[str]
+    errors: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)  # names of films that were open already
+    shown: bool = False  # its first film is on screen
+
+
 class DocumentOpener(QObject):
     """Owns the loader thread and the pixel cache; adds what it opens to the session."""
 
@@ -49,9 +62,13 @@ class DocumentOpener(QObject):
         self.loader.failed.connect(self._on_failed)
         self.loader.batch_finished.connect(self._on_batch_finished)
         self._next_request = 1
-        self._requests: dict[int, tuple[list[str], list[str]]] = {}  # id -> (paths asked, error messages)
+        self._requests: dict[int, _Request] = {}
         self._batch: list[ImageDocument] = []
         self._batch_paths: dict[str, ImageDocument] = {}  # real path -> document not yet in the session
+        self._batch_keys: dict[str, ImageDocument] = {}  # film identity -> document not yet in the session
+        self.last_paths: list[str] = []
+        self.last_errors: list[str] = []
+        self.last_duplicates: list[str] = []
         self._reloading: set[str] = set()
         self._flush_timer = QTimer(self)
         self._flush_timer.setSingleShot(True)
@@ -80,7 +97,7 @@ class DocumentOpener(QObject):
         """Open files and folders (searched recursively); returns the request id."""
         request = self._next_request
         self._next_request += 1
-        self._requests[request] = (list(paths), [])
+        self._requests[request] = _Request(list(paths))
         self.loader.load_paths(request, list(paths))
         return request
 
@@ -93,10 +110,24 @@ class DocumentOpener(QObject):
             return
         session = self.session
         real = os.path.realpath(path)
-        existing = session.find_by_path(path) or self._batch_paths.get(real)
-        if existing is not None:  # opened twice: show the one we have
+        key = getattr(prep, "key", "")
+        existing = (
+            session.find_by_path(path)
+            or self._batch_paths.get(real)
+            or session.find_by_key(key)
+            or self._batch_keys.get(key)
+        )
+        entry = self._requests.get(request)
+        first = entry is not None and not entry.shown
+        if entry is not None:
+            entry.shown = True
+        if existing is not None:  # opened twice (maybe by another path): show the one we have
             self.loader.release(int(image.pixels.nbytes))
-            if session.current is None:
+            if entry is not None:
+                entry.duplicates.append(Path(path).name)
+            if first or session.current is None:
+                if existing in self._batch:
+                    self.flush()
                 session.set_current(existing.doc_id)
             return
         doc = ImageDocument(
@@ -107,6 +138,7 @@ class DocumentOpener(QObject):
             thumbnail=prep.thumbnail,
             window=prep.window,
             default_window=prep.window,
+            key=key,
         )
         if session.model.state != FAILED:
             self._awaiting[doc.doc_id] = int(image.pixels.nbytes)  # its pixels stay until it is predicted
@@ -117,8 +149,11 @@ class DocumentOpener(QObject):
             session.message(f"{doc.name}: {warning}", "warning")
         self._batch.append(doc)
         self._batch_paths[real] = doc
-        if session.current is None:
-            self.flush()  # the first image shows at once
+        if key:
+            self._batch_keys[key] = doc
+        if session.current is None or first:
+            self.flush()  # the first image of a request shows at once
+            session.set_current(doc.doc_id)
         elif not self._flush_timer.isActive():
             self._flush_timer.start()
 
@@ -127,6 +162,7 @@ class DocumentOpener(QObject):
         self._flush_timer.stop()
         batch, self._batch = self._batch, []
         self._batch_paths.clear()
+        self._batch_keys.clear()
         if batch:
             self.session.add_documents(batch)
             self.cache.trim(pinned=self._pinned())
@@ -138,14 +174,15 @@ class DocumentOpener(QObject):
             return
         entry = self._requests.get(request)
         if entry is not None:
-            entry[1].append(message)
+            entry.errors.append(message)
         self.session.message(message, "error")
 
     def _on_batch_finished(self, request: int, ok: int, bad: int) -> None:
         self.flush()
-        paths, errors = self._requests.pop(request, ([], []))
-        self.last_errors = errors
-        self.last_paths = paths
+        entry = self._requests.pop(request, None) or _Request([])
+        self.last_errors = entry.errors
+        self.last_paths = entry.paths
+        self.last_duplicates = entry.duplicates
         emit(self.open_finished, ok, bad)
 
     # -- pixels of evicted documents -----------------------------------------------------------------
@@ -197,8 +234,15 @@ class DocumentOpener(QObject):
         self.session.pixels_loaded(doc)
 
 
-def open_summary(ok: int, bad: int, errors: list[str]) -> str:
-    """The status bar's line after a drop or File > Open."""
+def open_summary(ok: int, bad: int, errors: list[str], duplicates: list[str] | None = None) -> str:
+    """The status bar's line after a drop or File > Open (``ok`` counts the films already open too)."""
+    duplicates = duplicates or []
+    if duplicates:
+        new = ok - len(duplicates)
+        again = f"{duplicates[0]} is already open" if len(duplicates) == 1 else f"{len(duplicates)} already open"
+        if new == 0 and not bad:
+            return again + (" (shown)" if len(duplicates) == 1 else "")
+        return f"{open_summary(new, bad, errors)}; {again}"
     images = f"Opened {ok} image{'s' if ok != 1 else ''}"
     if bad == 1 and errors:
         return f"{images}; {errors[0]}"

@@ -21,9 +21,14 @@ from PySide6.QtWidgets import (
 
 from viewer.qt_compat import emit
 
-__all__ = ["ColourBar", "OverlayPanel", "METHOD_LABELS"]
+__all__ = ["ColourBar", "OverlayPanel", "METHOD_LABELS", "method_title"]
 
 METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+
+
+def method_title(method: str) -> str:
+    """What every label calls a heat-map method ("Grad-CAM++" while Grad-CAM++ is chosen)."""
+    return METHOD_LABELS.get(method, method)
 
 
 class ColourBar(QWidget):

@@ -8,6 +8,7 @@ session, never from the combo box.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from PySide6.QtWidgets import QLabel, QStatusBar
 
 from viewer.canvas import ImageCanvas, PixelInfo
 from viewer.document import ImageDocument
-from viewer.overlay_panel import OverlayPanel
+from viewer.overlay_panel import OverlayPanel, method_title
 from viewer.results_panel import ResultsPanel
 from viewer.session import FAILED, LOADING, READY, ModelStatus, OverlayHeat, OverlaySettings, Session
 from viewer.tags_panel import TagsPanel
@@ -30,8 +31,35 @@ __all__ = [
     "ResultsPresenter",
     "ThumbnailsPresenter",
     "badge_percent",
+    "describe_orientation",
     "percent",
 ]
+
+_FLIP_H = ((-1, 0), (0, 1))
+_FLIP_V = ((1, 0), (0, -1))
+
+
+def _rotation_of(matrix: tuple) -> int:
+    """Degrees clockwise of a rotation matrix of the canvas (``ImageCanvas.orientation``)."""
+    (a, _b), (c, _d) = matrix
+    return round(math.degrees(math.atan2(c, a))) % 360
+
+
+def describe_orientation(matrix: tuple) -> str:
+    """The view's orientation in words: a flip is "flipped vertically", never "rotated 180°, mirrored"."""
+    matrix = tuple(tuple(int(v) for v in row) for row in matrix)
+    if matrix == _FLIP_H:
+        return "flipped horizontally"
+    if matrix == _FLIP_V:
+        return "flipped vertically"
+    (a, b), (c, d) = matrix
+    if a * d - b * c > 0:
+        angle = _rotation_of(matrix)
+        return f"rotated {angle}°" if angle else ""
+    # A flip then a quarter turn: the horizontal flip first, then the rotation (M = R . F).
+    (fa, fb), (fc, fd) = _FLIP_H
+    rotation = ((a * fa + b * fc, a * fb + b * fd), (c * fa + d * fc, c * fb + d * fd))
+    return f"flipped horizontally, rotated {_rotation_of(rotation)}°"
 
 
 def percent(p: float) -> str:
@@ -98,7 +126,10 @@ class ThumbnailsPresenter:
             return
         if doc.prediction is not None:
             p = doc.prediction
-            self.view.set_badge(doc.doc_id, f"{p.label} {badge_percent(p.confidence)}", p.label)
+            if p.abstained:  # neutral: no class colour for a film the model gave no result for
+                self.view.set_badge(doc.doc_id, p.shown_label)
+            else:
+                self.view.set_badge(doc.doc_id, f"{p.label} {badge_percent(p.confidence)}", p.label)
         elif doc.error:
             self.view.set_badge(doc.doc_id, "failed")
         elif self.session.model.state == FAILED:
@@ -168,6 +199,7 @@ class OverlayPresenter:
         self.panel = panel
         self.action = action
         self.canvas = canvas
+        self._action_tip = action.toolTip()
         # user input -> session
         panel.visibility_changed.connect(session.set_overlay_visible)
         action.toggled.connect(session.set_overlay_visible)
@@ -181,8 +213,22 @@ class OverlayPresenter:
         ev.overlay_heat_changed.connect(lambda _heat: self._show_heat())
         ev.model_changed.connect(self._model)
         ev.current_changed.connect(lambda _doc: self._status())
+        ev.current_changed.connect(lambda _doc: self.update_available())
         ev.result_changed.connect(self._result)
         self.sync()
+        self.update_available()
+
+    NO_RESULT_TIP = "No AI result for this image: there is no class for a heat map to explain."
+
+    def update_available(self) -> None:
+        """The overlay is not offered for a film the model abstained on (issue 13), and says why."""
+        doc = self.session.current
+        abstained = doc is not None and doc.prediction is not None and doc.prediction.abstained
+        tip = self.NO_RESULT_TIP if abstained else ""
+        self.panel.show_box.setEnabled(not abstained)
+        self.panel.show_box.setToolTip(tip)
+        self.action.setEnabled(not abstained)
+        self.action.setToolTip(tip or self._action_tip)
 
     def sync(self) -> None:
         o = self.session.overlay
@@ -212,6 +258,7 @@ class OverlayPresenter:
 
     def _result(self, doc: ImageDocument) -> None:
         if doc is self.session.current:
+            self.update_available()
             names = self.session.class_names
             if names:
                 self.panel.set_predicted(names, None if doc.prediction is None else doc.prediction.class_index)
@@ -232,7 +279,7 @@ class OverlayPresenter:
         heat = session.overlay_heat
         if heat is not None:
             e = heat.explanation
-            method = "Grad-CAM++" if e.method == "gradcam++" else "Grad-CAM"
+            method = method_title(e.method)
             empty = getattr(e, "is_empty", False)
             text = (
                 f"{e.class_name}: the gradients vanished, no evidence to show"
@@ -242,11 +289,13 @@ class OverlayPresenter:
         elif not session.overlay.visible or session.current is None:
             text = ""
         elif session.model.state == FAILED:
-            text = "No model: no Grad-CAM"
+            text = f"No model: no {method_title(session.overlay.method)}"
         elif session.current.prediction is None:
             text = "Waiting for the prediction…"
+        elif session.current.prediction.abstained:
+            text = self.NO_RESULT_TIP
         else:
-            text = "Computing Grad-CAM…"
+            text = f"Computing {method_title(session.overlay.method)}…"
         self.panel.status.setText(text)
 
     def update_colour_bar(self) -> None:
@@ -381,15 +430,17 @@ class StatusPresenter:
             return
         self.wl_label.setText(f"C {window.center:.6g} / W {window.width:.6g}")
         self.zoom_label.setText(f"Zoom {canvas.zoom() * 100:.0f}%")
-        view = [f"rotated {canvas.rotation()}°"] if canvas.rotation() else []
-        view += ["mirrored"] * canvas.is_mirrored() + ["inverted"] * canvas.inverted()
+        orientation = describe_orientation(canvas.orientation())
+        view = ([orientation] if orientation else []) + ["inverted"] * canvas.inverted()
         bottom_left = [f"C {window.center:.5g}  W {window.width:.5g}", f"Zoom {canvas.zoom() * 100:.0f}%"]
         bottom_left += [", ".join(view)] if view else []
         top_right: list[str] = []
-        if doc.prediction is not None:
+        if doc.prediction is not None and doc.prediction.abstained:
+            top_right.append(f"AI: {doc.prediction.shown_label}")
+        elif doc.prediction is not None:
             top_right.append(f"AI: {doc.prediction.label} {percent(doc.prediction.confidence)}")
             heat = self.session.overlay_heat
             if self.session.overlay.visible and heat is not None and heat.doc_id == doc.doc_id:
-                top_right.append(f"Grad-CAM: {heat.explanation.class_name}")
+                top_right.append(f"{method_title(heat.explanation.method)}: {heat.explanation.class_name}")
         corners = {"top_left": [doc.name, doc.description], "top_right": top_right}
         canvas.set_annotations({**corners, "bottom_left": bottom_left, "bottom_right": ["Research use only"]})

@@ -99,6 +99,7 @@ class DisplayPrep:
     renderer: Renderer
     window: Window  # the initial window (DICOM header or automatic)
     thumbnail: np.ndarray  # uint8 gray, longest side THUMBNAIL_SIDE, shown the right way round
+    key: str = ""  # the film's identity (inference.sidecar.film_key), set by the loader for a new film
 
 
 def prepare_display(image: XRayImage, thumbnail_side: int = THUMBNAIL_SIDE) -> DisplayPrep:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter
-from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
+from viewer.qt_compat import emit
 from viewer.theme import MUTED, class_colour
 
 __all__ = ["DISCLAIMER", "ProbabilityBars", "ResultsPanel"]
@@ -78,7 +79,14 @@ class ProbabilityBars(QWidget):
 
 
 class ResultsPanel(QWidget):
-    """What the model says about the current image, with who said it and the disclaimer."""
+    """What the model says about the current image, with who said it and the disclaimer.
+
+    When the model abstained (issue 13) the headline is "No AI result" with the reason in full
+    (wrapped, never cut); the probabilities stay hidden unless the reader ticks "Show
+    probabilities anyway", and are then drawn muted, with no class in its colour.
+    """
+
+    show_probabilities_changed = Signal(bool)  # the "Show probabilities anyway" box (remembered)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -95,6 +103,12 @@ class ResultsPanel(QWidget):
         self.detail.setObjectName("muted")
         self.detail.setWordWrap(True)
         self.bars = ProbabilityBars()
+        self.show_probs_box = QCheckBox("Show probabilities anyway")
+        self.show_probs_box.setToolTip(
+            "The model gave no result for this image; its probabilities are not evidence of a class."
+        )
+        self.show_probs_box.hide()
+        self.show_probs_box.toggled.connect(self._on_show_probabilities)
         # Lung check (issue 7): how much of the Grad-CAM heat lies on the lungs, or a warning
         # when the lung model finds no plausible lung fields on this image.
         self.lungs_label = QLabel("")
@@ -110,6 +124,7 @@ class ResultsPanel(QWidget):
         self.disclaimer.setWordWrap(True)
         layout.addWidget(self.headline)
         layout.addWidget(self.detail)
+        layout.addWidget(self.show_probs_box)
         layout.addWidget(self.bars)
         layout.addWidget(self.lungs_label)
         layout.addWidget(self.model_label)
@@ -117,6 +132,7 @@ class ResultsPanel(QWidget):
         layout.addStretch(1)
         self._class_names: list[str] = []
         self._warning: str | None = None
+        self._prediction = None
 
     def set_model(self, text: str) -> None:
         self.model_label.setText(text)
@@ -131,11 +147,40 @@ class ResultsPanel(QWidget):
         self.headline.setStyleSheet(f"color: {MUTED};")
         self.detail.setText(detail)
         self.bars.set_values(self._class_names, None)
+        self.bars.show()
+        self.show_probs_box.hide()
+        self._prediction = None
         self._set_lungs("")
 
+    def set_show_abstained_probabilities(self, show: bool) -> None:
+        """The remembered choice (no signal: the caller already knows it)."""
+        self.show_probs_box.blockSignals(True)
+        self.show_probs_box.setChecked(bool(show))
+        self.show_probs_box.blockSignals(False)
+        if self._prediction is not None:
+            self.show_prediction(self._prediction)
+
+    def _on_show_probabilities(self, show: bool) -> None:
+        if self._prediction is not None:
+            self.show_prediction(self._prediction)
+        emit(self.show_probabilities_changed, bool(show))
+
     def show_prediction(self, prediction) -> None:
+        self._prediction = prediction
         names = list(prediction.probabilities.keys())
         probs = [prediction.probabilities[n] for n in names]
+        abstained = bool(getattr(prediction, "abstained", False))
+        self.show_probs_box.setVisible(abstained)
+        if abstained:
+            self.headline.setText(prediction.shown_label)
+            self.headline.setStyleSheet(f"color: {MUTED};")
+            self.detail.setText(str(prediction.abstain_reason))
+            self.bars.set_values(names, probs, None)  # muted: no class drawn as the answer
+            self.bars.setVisible(self.show_probs_box.isChecked())
+            self._warning = prediction.lung_warning
+            self._set_lungs(f"⚠ {self._warning}" if self._warning else "", warn=bool(self._warning))
+            return
+        self.bars.show()
         top = names.index(prediction.label) if prediction.label in names else None
         self.headline.setText(prediction.label)
         self.headline.setStyleSheet(f"color: {class_colour(prediction.label)};")
@@ -153,7 +198,9 @@ class ResultsPanel(QWidget):
         if warning:
             self._set_lungs(f"⚠ {warning}", warn=True)
         elif fraction is not None:
-            method = "Grad-CAM++" if explanation.method == "gradcam++" else "Grad-CAM"
+            from viewer.overlay_panel import method_title
+
+            method = method_title(explanation.method)
             self._set_lungs(f"{100 * fraction:.0f}% of the {method} heat lies inside the lung fields")
         else:
             self._set_lungs("")

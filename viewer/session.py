@@ -87,6 +87,7 @@ class Session:
         self._docs: dict[int, ImageDocument] = {}
         self._order: list[int] = []
         self._by_path: dict[str, int] = {}  # real path -> doc id
+        self._by_key: dict[str, int] = {}  # film identity (SOP Instance UID or content hash) -> doc id
         self._current: int | None = None
         self._next_id = 1
         self._model = ModelStatus()
@@ -115,6 +116,10 @@ class Session:
     def find_by_path(self, path: str | os.PathLike[str]) -> ImageDocument | None:
         return self.document(self._by_path.get(os.path.realpath(path)))
 
+    def find_by_key(self, key: str) -> ImageDocument | None:
+        """The open document of the film with identity ``key`` (``ImageDocument.key``), if any."""
+        return self.document(self._by_key.get(key)) if key else None
+
     def source_paths(self) -> list[str]:
         """Every opened file: exports must never write over one of them."""
         return [str(d.path) for d in self.documents()]
@@ -128,6 +133,8 @@ class Session:
             self._docs[doc.doc_id] = doc
             self._order.append(doc.doc_id)
             self._by_path[os.path.realpath(doc.path)] = doc.doc_id
+            if doc.key:
+                self._by_key.setdefault(doc.key, doc.doc_id)
             self._next_id = max(self._next_id, doc.doc_id + 1)
             added.append(doc)
         if added:
@@ -143,6 +150,8 @@ class Session:
         index = self._order.index(doc_id)
         self._order.remove(doc_id)
         self._by_path.pop(os.path.realpath(doc.path), None)
+        if self._by_key.get(doc.key) == doc_id:
+            del self._by_key[doc.key]
         if self._heat is not None and self._heat.doc_id == doc_id:
             self._set_heat(None)
         self.events.document_removed.notify(doc)
@@ -283,6 +292,10 @@ class Session:
         return self._heat
 
     def _set_heat(self, heat: OverlayHeat | None) -> None:
+        if heat is not None:
+            doc = self._docs.get(heat.doc_id)
+            if doc is not None and getattr(doc.prediction, "abstained", False):
+                heat = None  # issue 13: no heat map is offered as evidence for a film with no AI result
         if heat is self._heat:
             return
         self._heat = heat

@@ -102,6 +102,15 @@ class ViewerSettings:
         self._qs.setValue("overlay/visible", bool(value))
 
     @property
+    def show_abstained_probabilities(self) -> bool:
+        """ "Show probabilities anyway" for a film the model gave no result for (off by default)."""
+        return self._get("results/show_abstained_probabilities", False, bool)
+
+    @show_abstained_probabilities.setter
+    def show_abstained_probabilities(self, value: bool) -> None:
+        self._qs.setValue("results/show_abstained_probabilities", bool(value))
+
+    @property
     def active_model(self) -> str:
         """Folder of the model to load at start; empty means the bundled model."""
         return self._get("models/active", "", str)

@@ -4,18 +4,43 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QListView, QListWidget, QListWidgetItem, QWidget
 
 from viewer.canvas import gray_to_pixmap
 from viewer.qt_compat import emit
 from viewer.theme import class_colour
 
-__all__ = ["ThumbnailList", "badge_pixmap"]
+__all__ = ["ThumbnailList", "badge_pixmap", "badge_text", "fit_badge"]
 
 ICON = 132
 DOC_ROLE = Qt.ItemDataRole.UserRole + 1
 BADGE_ROLE = Qt.ItemDataRole.UserRole + 2
+
+
+def fit_badge(text: str, metrics: QFontMetrics, width: int) -> str:
+    """``text`` within ``width`` pixels; when it is too wide the class is shortened, never the number:
+    "Pneumonia >99%" becomes "Pneum… >99%", not "Pneumonia >9…"."""
+    if metrics.horizontalAdvance(text) <= width:
+        return text
+    head, _, tail = text.rpartition(" ")
+    if not head or not any(ch.isdigit() for ch in tail):
+        return metrics.elidedText(text, Qt.TextElideMode.ElideRight, width)
+    room = width - metrics.horizontalAdvance(" " + tail)
+    return f"{metrics.elidedText(head, Qt.TextElideMode.ElideRight, max(room, 0))} {tail}".strip()
+
+
+def _badge_font(base: QFont) -> QFont:
+    font = QFont(base)
+    font.setBold(True)
+    font.setPixelSize(12)
+    return font
+
+
+def badge_text(badge: str, side: int = ICON) -> str:
+    """The text a badge of ``side`` px shows for ``badge`` (what :func:`badge_pixmap` draws)."""
+    metrics = QFontMetrics(_badge_font(QFont()))
+    return fit_badge(badge, metrics, int(min(side - 8, metrics.horizontalAdvance(badge) + 14) - 10))
 
 
 def badge_pixmap(gray: np.ndarray, badge: str = "", colour: str = "#5f6b79", side: int = ICON) -> QPixmap:
@@ -30,10 +55,7 @@ def badge_pixmap(gray: np.ndarray, badge: str = "", colour: str = "#5f6b79", sid
     )
     painter.drawPixmap((side - thumb.width()) // 2, (side - thumb.height()) // 2, thumb)
     if badge:
-        font = QFont(painter.font())
-        font.setBold(True)
-        font.setPixelSize(12)
-        painter.setFont(font)
+        painter.setFont(_badge_font(painter.font()))
         metrics = painter.fontMetrics()
         w = min(side - 8, metrics.horizontalAdvance(badge) + 14)
         rect = QRectF(4, side - 24, w, 20)
@@ -41,7 +63,7 @@ def badge_pixmap(gray: np.ndarray, badge: str = "", colour: str = "#5f6b79", sid
         painter.setBrush(QColor(colour))
         painter.drawRoundedRect(rect, 6, 6)
         painter.setPen(QColor("#0b0f14"))
-        text = metrics.elidedText(badge, Qt.TextElideMode.ElideRight, int(w - 10))
+        text = fit_badge(badge, metrics, int(w - 10))
         painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
     painter.end()
     return tile

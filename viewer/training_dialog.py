@@ -348,6 +348,7 @@ class TrainingDialog(QDialog):
         self.accuracy_plot.clear()
         self.log_view.clear()
         self.report_view.clear()
+        self.live_label.setText("")  # the last run's "Epoch n, batch m" line is not this run's
         for bar in (self.epoch_bar, self.batch_bar):
             bar.setRange(0, 1)
             bar.setValue(0)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -168,6 +169,17 @@ class ByteBudget:
 # Image loading
 
 
+def film_identity(image: XRayImage, path: str) -> str:
+    """The film's identity (SOP Instance UID, else the hash of its file: the same film opened by
+    two paths is one film); "" when the file cannot be read again for its hash."""
+    from inference.sidecar import film_key
+
+    try:
+        return film_key(image.meta, path)
+    except OSError:
+        return ""
+
+
 class ImageLoader(ThreadedWorker):
     """Loads files (expanding folders) and reports each one; one bad file never stops the rest.
 
@@ -274,8 +286,10 @@ class ImageLoader(ThreadedWorker):
         except Exception as exc:  # the loader promises ImageLoadError only; never let a bug kill the thread
             log.exception("unexpected error loading %s", path)
             emit(self.failed, request_id, path, f"Cannot open {Path(path).name}: {exc}")
-        if ok and request_id != self.RELOAD and not self._wait_for_room(int(image.pixels.nbytes)):
-            return True  # stopping
+        if ok and request_id != self.RELOAD:
+            prep = dataclasses.replace(prep, key=film_identity(image, path))
+            if not self._wait_for_room(int(image.pixels.nbytes)):
+                return True  # stopping
         if ok:
             emit(self.loaded, request_id, path, image, prep)
         self._count(request_id, ok)
