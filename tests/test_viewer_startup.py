@@ -48,3 +48,33 @@ def test_startup_time_flag_prints_the_first_paint_and_exits_when_asked(tmp_path)
     )
     assert out.returncode == 0, out.stderr
     assert re.search(r"^startup: first paint after \d+\.\d\d s$", out.stdout, re.MULTILINE), out.stdout
+
+
+def test_sigterm_and_ctrl_c_close_the_viewer_cleanly(tmp_path):
+    """The viewer ends cleanly on SIGTERM and Ctrl+C (issue 17): exit code 0, no traceback."""
+    import signal
+    import time
+
+    env = dict(
+        os.environ,
+        QT_QPA_PLATFORM="offscreen",
+        CXR_VIEWER_SETTINGS=str(tmp_path / "s.ini"),
+        CXR_VIEWER_HOME=str(tmp_path / "home"),
+    )
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        proc = subprocess.Popen(
+            [sys.executable, "main.py", "--startup-time"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert "startup: first paint" in proc.stdout.readline()
+        time.sleep(0.5)
+        proc.send_signal(signum)
+        started = time.monotonic()
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, (signum, err[-2000:])
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err
+        assert time.monotonic() - started < 30

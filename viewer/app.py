@@ -63,4 +63,26 @@ def run_viewer(files: list[str], model_dir: str | None, startup_time: bool) -> i
     if files:
         window.open_paths(files)  # queued until the window has painted
     window.show()
+    _close_on_signals(window)
     return int(app.exec())
+
+
+def _close_on_signals(window) -> None:
+    """Ctrl+C in the terminal and SIGTERM (logout, ``kill``) close the window the normal way:
+    jobs are cancelled, the inference thread gets its timeout, and the exit code is 0.
+
+    Python runs signal handlers only between bytecodes, so a short timer gives the interpreter
+    a turn while Qt's event loop waits in C++.
+    """
+    import signal
+
+    from PySide6.QtCore import QTimer
+
+    def close(_signum, _frame) -> None:
+        window.close()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, close)
+    ticker = QTimer(window)
+    ticker.timeout.connect(lambda: None)
+    ticker.start(200)
