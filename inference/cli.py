@@ -77,8 +77,10 @@ import csv
 import errno
 import json
 import os
+import signal
 import stat
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -331,11 +333,27 @@ def _check_output(target: str | None, overwrite: bool, resume: bool) -> str | No
 
 def run_predict(args: argparse.Namespace) -> int:
     """Run ``predict``; returns the exit status (0 all well, 1 some file failed, 2 usage/model error, 130 Ctrl+C)."""
+    previous = _terminate_as_interrupt()
     try:
         return _run_predict(args)
     except KeyboardInterrupt:
         print("\npredict: interrupted before any file was predicted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt():
+    """SIGTERM (a logout, ``kill``, a batch scheduler's time limit) ends predict as Ctrl+C does:
+    the finished results are saved. Returns the previous handler (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(_signum, _frame) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _run_predict(args: argparse.Namespace) -> int:

@@ -292,3 +292,25 @@ def test_resume_with_pseudonymous_names(tmp_path, model_dir, monkeypatch, capsys
     records = json.loads(out.read_text(encoding="utf-8"))
     assert len(records) == 3 and len({r["file"] for r in records}) == 3
     assert all(r["file"].startswith("anon-") and "img" not in json.dumps(r) for r in records)
+
+
+def test_sigterm_saves_what_is_done_and_exits_130(tmp_path, model_dir, monkeypatch, capsys):
+    import os
+    import signal
+
+    _pngs(tmp_path / "in", 5)
+    out = tmp_path / "r.json"
+    original = Predictor.predict_paths
+
+    def terminated_after_two(self, *args, **kwargs):
+        for i, result in enumerate(original(self, *args, **kwargs)):
+            if i == 2:
+                os.kill(os.getpid(), signal.SIGTERM)  # as a logout or a scheduler's time limit would
+            yield result
+
+    monkeypatch.setattr(Predictor, "predict_paths", terminated_after_two)
+    before = signal.getsignal(signal.SIGTERM)
+    assert run(str(tmp_path / "in"), "--model", str(model_dir), "--json", str(out), "--batch-size", "2") == 130
+    assert "Traceback" not in capsys.readouterr().err
+    assert len(json.loads(out.read_text(encoding="utf-8"))) >= 2
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is predict's only while it runs
