@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
-from PySide6.QtGui import QMouseEvent
+from PySide6.QtGui import QImage, QMouseEvent
 from PySide6.QtWidgets import QApplication
 
 from inference.display import apply_window, window_image
@@ -299,3 +299,27 @@ def test_overlay_fades_where_the_model_did_not_look(canvas):
     canvas.set_image(deep_image())
     canvas.set_overlay(rgba)
     assert canvas.overlay_item.pixmap().hasAlphaChannel()
+
+
+def _shown_mean(canvas) -> float:
+    shown = canvas.image_item.pixmap().toImage().convertToFormat(QImage.Format.Format_Grayscale8)
+    data = np.frombuffer(shown.constBits(), np.uint8, shown.sizeInBytes()).reshape(shown.height(), -1)
+    return float(data[:, : shown.width()].mean())
+
+
+@pytest.mark.parametrize(
+    ("photometric", "user_invert"), [("MONOCHROME2", False), ("MONOCHROME1", False), ("MONOCHROME2", True)]
+)
+def test_window_drag_does_the_same_visible_thing_on_every_film(canvas, qtbot, photometric, user_invert):
+    """Issue 14: dragging down darkens and up brightens the screen, whatever the photometric or the invert."""
+    pixels = np.tile(np.linspace(0, 4095, 400).astype(np.uint16), (300, 1))
+    canvas.set_image(xray_from_array(pixels, bits_stored=12, photometric=photometric), invert=user_invert)
+    canvas.set_window(Window(center=2048, width=4096))
+    vp = canvas.viewport()
+    c = vp.rect().center()
+    before = _shown_mean(canvas)
+    drag(qtbot, vp, c, c + QPoint(0, 100))
+    darker = _shown_mean(canvas)
+    assert darker < before - 10
+    drag(qtbot, vp, c, c + QPoint(0, -200))
+    assert _shown_mean(canvas) > before + 10

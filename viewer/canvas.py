@@ -446,7 +446,10 @@ class ImageCanvas(QGraphicsView):
             step_delta = pos - self._drag_last
             if step_delta.x() or step_delta.y():
                 width = max(self._window.width + step_delta.x() * step, self._min_width())
-                center = self._window.center + step_delta.y() * step
+                # Down always darkens what is on screen: on a display shown inverted (MONOCHROME1,
+                # or the user's invert) a darker picture means a lower centre, not a higher one.
+                sign = -1.0 if self._display_invert() else 1.0
+                center = self._window.center + sign * step_delta.y() * step
                 self._window = Window(center=center, width=width, source="user")
                 self._render(preview=True)
                 emit(self.window_changed, self._window)

@@ -47,7 +47,7 @@ SHORTCUTS: tuple[Shortcut, ...] = (
 )
 
 MOUSE: tuple[tuple[str, str], ...] = (
-    ("Left drag", "Window/level: right = wider window (less contrast), up = brighter (lower centre)"),
+    ("Left drag", "Window/level: right = wider window (less contrast), up = brighter, down = darker"),
     ("Ctrl + left drag", "Window/level in fine steps (one tenth)"),
     ("Middle drag", "Pan"),
     ("Right drag", "Zoom: up = in, down = out, around the point where the drag started"),
@@ -58,8 +58,9 @@ MOUSE: tuple[tuple[str, str], ...] = (
 
 WINDOW_LEVEL_HELP = (
     "Left drag sets the window. Horizontal movement changes the width: to the right the window widens "
-    "(less contrast), to the left it narrows (more contrast). Vertical movement changes the centre: up "
-    "lowers the centre (the image gets brighter), down raises it (darker). Hold Ctrl for fine steps. The "
+    "(less contrast), to the left it narrows (more contrast). Vertical movement changes the brightness: up "
+    "makes the image brighter, down darker, on every film (on MONOCHROME1 films and inverted views this "
+    "moves the centre the other way, since high values are shown dark there). Hold Ctrl for fine steps. The "
     "centre and width are shown in the status bar in stored pixel values. Keys 1-9 are presets, 0 returns "
     "to the default window. Radiographs have no absolute scale like Hounsfield units, so the presets other "
     "than the file's own window are defined from percentiles of each image's pixel values."
