@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPixmap, QTransform, QWheelEvent
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QMouseEvent, QPainter, QPixmap, QTransform, QWheelEvent
 from PySide6.QtWidgets import QFrame, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QMenu, QWidget
 
 from inference.image import Window, XRayImage
+from inference.orientation import edge_markers, patient_orientation
 from viewer.qt_compat import emit
 from viewer.render import Renderer, downsample
 
@@ -138,6 +139,8 @@ class ImageCanvas(QGraphicsView):
         self._drag_moved = False
         self._previewing = False
         self._annotations: dict[str, list[str]] = {}
+        self._corner_text_visible = True
+        self._patient_orientation: tuple[str, str] | None = None
         self.placeholder = "Drop chest X-rays or folders here, or press Ctrl+O"
 
     # -- items, for callers and tests --------------------------------------------------------
@@ -173,6 +176,7 @@ class ImageCanvas(QGraphicsView):
         self.clear_overlay()
         if image is None:
             self._renderer = None
+            self._patient_orientation = None
             self._window = None
             self._image_item.setPixmap(QPixmap())
             self._scene.setSceneRect(QRectF(-1000, -1000, 2000, 2000))
@@ -182,6 +186,7 @@ class ImageCanvas(QGraphicsView):
         from inference.display import initial_window  # cheap; keeps the canvas usable alone
 
         self._renderer = renderer if renderer is not None else Renderer(image.pixels)
+        self._patient_orientation = patient_orientation(image.meta)
         base = default_window or initial_window(image)
         self._window = window or base
         self._base_width = max(abs(base.width), 1e-3)
@@ -378,6 +383,56 @@ class ImageCanvas(QGraphicsView):
         self._annotations = {k: list(v) for k, v in corners.items()}
         self.viewport().update()
 
+    def set_corner_text_visible(self, visible: bool) -> None:
+        """Show or hide all the corner text (the orientation markers stay: they are never misleading)."""
+        self._corner_text_visible = bool(visible)
+        self.viewport().update()
+
+    def corner_text_visible(self) -> bool:
+        return self._corner_text_visible
+
+    def annotations(self) -> dict[str, list[str]]:
+        """The corner text as set (shown only while :meth:`corner_text_visible`)."""
+        return {k: list(v) for k, v in self._annotations.items()}
+
+    def orientation_markers(self) -> dict[str, str]:
+        """Patient-direction letters at the ``left``/``right``/``top``/``bottom`` viewport edges for the
+        current rotation and flips; empty when the file does not state its Patient Orientation."""
+        if self._image is None:
+            return {}
+        return edge_markers(self._patient_orientation, self._orientation)
+
+    def marker_positions(self, metrics: QFontMetrics | None = None) -> dict[str, tuple[str, QPointF]]:
+        """Where each orientation marker is drawn (text baseline origin, viewport pixels): centred on
+        its edge, independent of zoom and pan."""
+        metrics = metrics or QFontMetrics(self._marker_font())
+        vp = self.viewport().rect()
+        pad = 8
+        out: dict[str, tuple[str, QPointF]] = {}
+        for edge, text in self.orientation_markers().items():
+            w, ascent = metrics.horizontalAdvance(text), metrics.ascent()
+            cx, cy = vp.center().x() - w / 2.0, vp.center().y() + ascent / 2.0
+            point = {
+                "left": QPointF(vp.left() + pad, cy),
+                "right": QPointF(vp.right() - pad - w, cy),
+                "top": QPointF(cx, vp.top() + pad + ascent),
+                "bottom": QPointF(cx, vp.bottom() - pad - metrics.descent()),
+            }[edge]
+            out[edge] = (text, point)
+        return out
+
+    def _marker_font(self) -> QFont:
+        font = QFont(self.font())
+        font.setPointSizeF(max(font.pointSizeF(), 8.0) * 1.4)
+        font.setBold(True)
+        return font
+
+    def _draw_shadowed(self, painter: QPainter, point: QPointF, text: str) -> None:
+        painter.setPen(QColor(0, 0, 0, 200))  # a shadow keeps text readable on bright bone
+        painter.drawText(QPointF(point.x() + 1, point.y() + 1), text)
+        painter.setPen(QColor("#e6edf5"))
+        painter.drawText(point, text)
+
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802 - Qt override
         painter.save()
         painter.resetTransform()
@@ -390,13 +445,16 @@ class ImageCanvas(QGraphicsView):
             painter.drawText(vp, Qt.AlignmentFlag.AlignCenter, self.placeholder)
             painter.restore()
             return
-        font = QFont(painter.font())
-        painter.setFont(font)
+        # Painted in viewport coordinates, so markers and text stay put and unscaled at any zoom.
+        painter.setFont(self._marker_font())
+        for text, point in self.marker_positions(painter.fontMetrics()).values():
+            self._draw_shadowed(painter, point, text)
+        painter.setFont(QFont(self.font()))
         metrics = painter.fontMetrics()
         line = metrics.height()
         pad = 10
         for corner, lines in self._annotations.items():
-            if not lines:
+            if not lines or not self._corner_text_visible:
                 continue
             right = corner.endswith("right")
             bottom = corner.startswith("bottom")
@@ -404,10 +462,7 @@ class ImageCanvas(QGraphicsView):
                 row = (len(lines) - 1 - i) if bottom else i
                 y = vp.bottom() - pad - row * line - metrics.descent() if bottom else vp.top() + pad + (row + 1) * line
                 x = vp.right() - pad - metrics.horizontalAdvance(text) if right else vp.left() + pad
-                painter.setPen(QColor(0, 0, 0, 200))  # a shadow keeps text readable on bright bone
-                painter.drawText(QPointF(x + 1, y + 1), text)
-                painter.setPen(QColor("#e6edf5"))
-                painter.drawText(QPointF(x, y), text)
+                self._draw_shadowed(painter, QPointF(x, y), text)
         painter.restore()
 
     # -- mouse ----------------------------------------------------------------------------------------
