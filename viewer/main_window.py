@@ -158,6 +158,13 @@ class MainWindow(QMainWindow):
             "fullscreen": self.toggle_full_screen,
             "prev_image": lambda: session.step(-1),
             "next_image": lambda: session.step(1),
+            "first_image": lambda: self.go_to_end(first=True),
+            "last_image": lambda: self.go_to_end(first=False),
+            "corner_text": lambda: self.set_corner_text_visible(self.actions_by_id["corner_text"].isChecked()),
+            "hide_identifiers": lambda: self.set_hide_identifiers(self.actions_by_id["hide_identifiers"].isChecked()),
+            "font_larger": lambda: self.change_font_size(+1),
+            "font_smaller": lambda: self.change_font_size(-1),
+            "font_reset": lambda: self.change_font_size(0),
             "models": self.show_model_manager,
             "train": self.show_training_dialog,
             "help": self.show_help,
@@ -176,6 +183,8 @@ class MainWindow(QMainWindow):
         )
         for name in ("pixel_label", "wl_label", "zoom_label", "model_label", "disclaimer_label"):
             setattr(self, name, getattr(self.status_presenter, name))
+        self.set_hide_identifiers(self.settings.hide_identifiers)
+        self.set_corner_text_visible(self.settings.corner_text_visible)
         ev.current_changed.connect(self._on_current_changed)
         ev.documents_added.connect(lambda _docs: self._update_enabled())
         ev.document_removed.connect(lambda _doc: self._update_enabled())
@@ -357,6 +366,24 @@ class MainWindow(QMainWindow):
         self.canvas.reset_view()
         self.session.set_invert(doc.doc_id, False)
         self.canvas.set_window(doc.default_window)
+
+    def go_to_end(self, first: bool) -> None:
+        """Home/End: the first or the last image of the list."""
+        ids = self.session.document_ids()
+        if ids:
+            self.session.set_current(ids[0] if first else ids[-1])
+
+    def set_hide_identifiers(self, hide: bool) -> None:
+        """View > Hide identifiers on screen (remembered); exports follow their own "keep identifiers" choice."""
+        self.settings.hide_identifiers = bool(hide)
+        self.actions_by_id["hide_identifiers"].setChecked(bool(hide))
+        self.status_presenter.hide_identifiers = bool(hide)
+        self.status_presenter.annotate()
+
+    def set_corner_text_visible(self, visible: bool) -> None:
+        self.settings.corner_text_visible = bool(visible)
+        self.actions_by_id["corner_text"].setChecked(bool(visible))
+        self.canvas.set_corner_text_visible(bool(visible))
 
     def toggle_full_screen(self) -> None:
         if self.isFullScreen():

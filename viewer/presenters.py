@@ -16,6 +16,7 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QLabel, QStatusBar
 
 from viewer.canvas import ImageCanvas, PixelInfo
+from viewer.corners import ViewState, corner_text
 from viewer.document import ImageDocument
 from viewer.overlay_panel import OverlayPanel
 from viewer.results_panel import ResultsPanel
@@ -328,6 +329,7 @@ class StatusPresenter:
         self.session = session
         self.canvas = canvas
         self.pending = pending
+        self.hide_identifiers = False  # "Hide identifiers on screen" (View menu); the window sets it
         self.pixel_label = QLabel("")
         self.wl_label = QLabel("")
         self.zoom_label = QLabel("")
@@ -381,15 +383,14 @@ class StatusPresenter:
             return
         self.wl_label.setText(f"C {window.center:.6g} / W {window.width:.6g}")
         self.zoom_label.setText(f"Zoom {canvas.zoom() * 100:.0f}%")
-        view = [f"rotated {canvas.rotation()}°"] if canvas.rotation() else []
-        view += ["mirrored"] * canvas.is_mirrored() + ["inverted"] * canvas.inverted()
-        bottom_left = [f"C {window.center:.5g}  W {window.width:.5g}", f"Zoom {canvas.zoom() * 100:.0f}%"]
-        bottom_left += [", ".join(view)] if view else []
-        top_right: list[str] = []
+        ai_lines: list[str] = []
         if doc.prediction is not None:
-            top_right.append(f"AI: {doc.prediction.label} {percent(doc.prediction.confidence)}")
+            ai_lines.append(f"AI: {doc.prediction.label} {percent(doc.prediction.confidence)}")
             heat = self.session.overlay_heat
             if self.session.overlay.visible and heat is not None and heat.doc_id == doc.doc_id:
-                top_right.append(f"Grad-CAM: {heat.explanation.class_name}")
-        corners = {"top_left": [doc.name, doc.description], "top_right": top_right}
-        canvas.set_annotations({**corners, "bottom_left": bottom_left, "bottom_right": ["Research use only"]})
+                ai_lines.append(f"Grad-CAM: {heat.explanation.class_name}")
+        view = ViewState(window, canvas.zoom(), canvas.rotation(), canvas.is_mirrored(), canvas.inverted())
+        corners = corner_text(
+            doc.meta, doc.name, doc.description, view, hide_identifiers=self.hide_identifiers, ai_lines=ai_lines
+        )
+        canvas.set_annotations(corners)
