@@ -56,7 +56,7 @@ SHORTCUTS: tuple[Shortcut, ...] = (
         "font_larger", ("Ctrl+Alt+=", "Ctrl+Alt++"), "&Larger text", "Larger text everywhere (remembered)", "View"
     ),
     Shortcut("font_smaller", ("Ctrl+Alt+-",), "&Smaller text", "Smaller text everywhere (remembered)", "View"),
-    Shortcut("font_reset", ("Ctrl+Alt+0",), "&Normal text size", "The system's text size", "View"),
+    Shortcut("font_reset", ("Ctrl+Alt+0",), "&Normal text size", "Text at the system size", "View"),
     Shortcut("prev_image", ("Up", "PgUp", "Left"), "&Previous image", "Previous image", "Images"),
     Shortcut("next_image", ("Down", "PgDown", "Right"), "&Next image", "Next image", "Images"),
     Shortcut("first_image", ("Home",), "F&irst image", "First image in the list", "Images"),
