@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QImage
 
 from inference.image import Window
@@ -35,6 +35,16 @@ def corner_brightness(canvas, corner: str) -> int:
     xs = range(4, 54) if corner.endswith("left") else range(w - 54, w - 4)
     ys = range(4, 40) if corner.startswith("top") else range(h - 40, h - 4)
     return max(grab.pixelColor(x, y).red() for x in xs[::2] for y in ys[::2])
+
+
+def hover(qtbot, window, x: float, y: float):
+    """Move the mouse over image point (x, y) (a step aside first: a move to where the cursor
+    already is sends no event); returns the viewport point and the image pixel it maps to."""
+    vp, spot = window.canvas.viewport(), window.canvas.image_to_view(x, y).toPoint()
+    qtbot.mouseMove(vp, spot + QPoint(3, 3))
+    qtbot.mouseMove(vp, spot)
+    scene = window.canvas.mapToScene(spot)
+    return spot, (int(np.floor(scene.x())), int(np.floor(scene.y())))
 
 
 def test_corner_text_pure_layout():
@@ -87,3 +97,78 @@ def test_hide_identifiers_is_remembered_and_corner_text_toggles(make_window, qtb
 @pytest.fixture(autouse=True)
 def _tmp(tmp_path):
     return tmp_path
+
+
+def test_pixel_readout_gives_stored_and_modality_values_and_mm(make_window, qtbot, tmp_path):
+    pixels = np.zeros((169, 211), np.uint16)
+    pixels[80:90, 100:110] = 1500
+    path = tmp_path / "rescaled.dcm"
+    make_dicom(
+        path, pixels, bits_stored=12, slope=2, intercept=-1000, pixel_spacing=(0.2, 0.2), imager_pixel_spacing=None
+    )
+    window = make_window()
+    open_and_wait(window, qtbot, path)
+    assert int(window.canvas.image.pixels[85, 105]) == 2000  # the loader stores modality values
+    _spot, pixel = hover(qtbot, window, 105.5, 85.5)
+    assert pixel == (105, 85)
+    assert window.pixel_label.text() == "x 105, y 85 · 21.0, 17.0 mm · 2000 (stored 1500)"
+
+
+def test_pixel_readout_says_at_detector_and_shows_one_value_without_rescale(make_window, qtbot, tmp_path):
+    path = film_dicom(tmp_path / "plain.dcm")
+    window = make_window()
+    open_and_wait(window, qtbot, path)
+    _spot, pixel = hover(qtbot, window, 105.5, 85.5)
+    assert pixel == (105, 85)
+    assert window.pixel_label.text() == "x 105, y 85 · 15.0, 12.2 mm at detector · 4000"
+
+
+def test_pixel_readout_follows_keyboard_navigation_to_a_smaller_film(make_window, qtbot, tmp_path):
+    big = tmp_path / "a_big.dcm"
+    make_dicom(big, np.random.default_rng(0).integers(0, 4000, (1250, 1520)).astype(np.uint16), bits_stored=12)
+    small = film_dicom(tmp_path / "b_small.dcm")
+    window = make_window()
+    window.canvas.setFocus()
+    open_and_wait(window, qtbot, big, small)
+    assert window.session.current.name == "a_big.dcm"
+    spot, (bx, by) = hover(qtbot, window, 1500.5, 1240.5)
+    assert bx > 1400 and by > 1200 and window.pixel_label.text().startswith(f"x {bx}, y {by} ")
+    press(qtbot, window, Qt.Key.Key_Down)  # the cursor stays where it is; the film under it changes
+    assert window.session.current.name == "b_small.dcm"
+    text = window.pixel_label.text()
+    scene = window.canvas.mapToScene(spot)
+    x, y = int(np.floor(scene.x())), int(np.floor(scene.y()))
+    if 0 <= x < 211 and 0 <= y < 169:
+        assert text.startswith(f"x {x}, y {y} ")
+    else:
+        assert text == ""
+    assert f"x {bx}," not in text
+
+
+def test_readout_units_and_rescale_from_the_tags():
+    from viewer.readout import pixel_readout, rescale_of
+
+    def meta(*tags, **kw):
+        rows = tuple(("(0000,0000)", kw_, "DS", v) for kw_, v in tags)
+        return xray_from_array(np.zeros((4, 4), np.int16), fmt="DICOM", tags=rows, **kw).meta
+
+    ct = meta(("RescaleSlope", "1"), ("RescaleIntercept", "-1024"), modality="CT")
+    assert rescale_of(ct) == (1.0, -1024.0)
+    assert pixel_readout(ct, 1, 2, -1000) == "x 1, y 2 · -1000 HU (stored 24)"
+    assert rescale_of(meta(("RescaleSlope", "0"), ("RescaleIntercept", "0"))) is None  # as the loader
+    assert (
+        pixel_readout(meta(("RescaleSlope", "0.5"), ("RescaleType", "OD")), 0, 0, 1.25)
+        == "x 0, y 0 · 1.25 OD (stored 2.5)"
+    )
+    lut = meta(("ModalityLUTSequence", "<1 items>"), ("RescaleSlope", "2"))
+    assert rescale_of(lut) is None and pixel_readout(lut, 0, 0, 7).endswith("7 (Modality LUT applied)")
+    assert pixel_readout(meta(), 3, 4, 12.0) == "x 3, y 4 · 12"
+
+
+def test_corner_and_readout_modules_import_no_qt():
+    import subprocess
+    import sys
+
+    code = "import sys, viewer.corners, viewer.readout\nprint(any(m.startswith('PySide6') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

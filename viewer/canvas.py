@@ -138,6 +138,7 @@ class ImageCanvas(QGraphicsView):
         self._drag_anchor_scene = QPointF()
         self._drag_moved = False
         self._previewing = False
+        self._mouse_pos: QPoint | None = None  # where the cursor is over the viewport; None when outside
         self._annotations: dict[str, list[str]] = {}
         self._corner_text_visible = True
         self._patient_orientation: tuple[str, str] | None = None
@@ -196,7 +197,7 @@ class ImageCanvas(QGraphicsView):
         # A scene much larger than the image lets the user pan it anywhere, even off-centre.
         self._scene.setSceneRect(QRectF(-margin, -margin, w + 2 * margin, h + 2 * margin))
         self._render(preview=False)
-        self.reset_view()
+        self.reset_view()  # also gives the readout the pixel now under the cursor
 
     def window(self) -> Window | None:  # noqa: A003 - the radiological "window", not a QWidget window
         return self._window
@@ -305,6 +306,7 @@ class ImageCanvas(QGraphicsView):
         self._scroll_to(keep, at)
         emit(self.view_changed)
         self.viewport().update()
+        self._refresh_cursor()
 
     def _scroll_to(self, scene_point: QPointF, view_point: QPoint) -> None:
         delta = self.mapFromScene(scene_point) - view_point
@@ -367,6 +369,7 @@ class ImageCanvas(QGraphicsView):
         self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - dx)
         self.verticalScrollBar().setValue(self.verticalScrollBar().value() - dy)
         emit(self.view_changed)
+        self._refresh_cursor()
 
     def image_to_view(self, x: float, y: float) -> QPointF:
         """Where image pixel coordinate (x, y) appears in the viewport."""
@@ -487,6 +490,7 @@ class ImageCanvas(QGraphicsView):
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
         pos = event.position().toPoint()
+        self._mouse_pos = pos
         self._emit_cursor(pos)
         if self._drag_button is None or self._image is None:
             super().mouseMoveEvent(event)
@@ -556,7 +560,16 @@ class ImageCanvas(QGraphicsView):
         else:
             emit(self.cursor_moved, None)
 
+    def _refresh_cursor(self) -> None:
+        """The image or the view changed under a still cursor (keys, zoom, another film): the
+        readout follows, so it never shows a pixel of the previous film or view."""
+        if self._mouse_pos is not None and self._image is not None:
+            self._emit_cursor(self._mouse_pos)
+        else:
+            emit(self.cursor_moved, None)
+
     def leaveEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
+        self._mouse_pos = None
         emit(self.cursor_moved, None)
         super().leaveEvent(event)
 

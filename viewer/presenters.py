@@ -19,6 +19,7 @@ from viewer.canvas import ImageCanvas, PixelInfo
 from viewer.corners import ViewState, corner_text
 from viewer.document import ImageDocument
 from viewer.overlay_panel import OverlayPanel
+from viewer.readout import pixel_readout
 from viewer.results_panel import ResultsPanel
 from viewer.session import FAILED, LOADING, READY, ModelStatus, OverlayHeat, OverlaySettings, Session
 from viewer.tags_panel import TagsPanel
@@ -314,9 +315,7 @@ class CanvasPresenter:
         doc = self._shown
         if info is None or doc is None:
             return ""
-        unit = " HU" if doc.meta.modality.upper() == "CT" else ""
-        value = f"{info.value:.6g}" if not float(info.value).is_integer() else f"{int(info.value)}"
-        return f"x {info.x}, y {info.y}: {value}{unit}"
+        return pixel_readout(doc.meta, info.x, info.y, info.value)
 
 
 class StatusPresenter:
@@ -337,7 +336,7 @@ class StatusPresenter:
         self.disclaimer_label = QLabel(disclaimer)
         self.disclaimer_label.setObjectName("disclaimer")
         for label, tip in (
-            (self.pixel_label, "Pixel under the cursor: position and stored value"),
+            (self.pixel_label, "Pixel under the cursor: position (mm when the spacing is known) and value"),
             (self.wl_label, "Window centre / width in stored pixel values"),
             (self.zoom_label, "Zoom: screen pixels per image pixel"),
             (self.model_label, "Active model and the device it runs on"),
