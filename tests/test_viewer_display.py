@@ -172,3 +172,93 @@ def test_corner_and_readout_modules_import_no_qt():
     code = "import sys, viewer.corners, viewer.readout\nprint(any(m.startswith('PySide6') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_fit_rect_shrinks_and_moves_into_the_screen():
+    from PySide6.QtCore import QRect
+
+    from viewer.appearance import fit_rect
+
+    available = QRect(0, 0, 1366, 728)  # a 1366 x 768 screen less a 40 px task bar
+    assert fit_rect(QRect(300, 200, 1440, 900), available) == QRect(0, 0, 1366, 728)
+    assert fit_rect(QRect(800, 500, 1000, 600), available) == QRect(366, 128, 1000, 600)
+    assert fit_rect(QRect(10, 20, 300, 200), available) == QRect(10, 20, 300, 200)  # already inside
+
+
+@pytest.mark.parametrize("screen", [(1366, 728), (1280, 680)])  # 1366x768 and 1080p at 150 %, less task bars
+def test_window_opens_inside_a_small_screen(qtbot, viewer_env, fake_factory, monkeypatch, make_window, screen):
+    from PySide6.QtCore import QRect
+
+    import viewer.appearance
+    from viewer.main_window import MainWindow
+    from viewer.settings import ViewerSettings
+
+    big = make_window(wait_model=False)
+    big.setGeometry(100, 100, 1900, 1150)  # saved from a large monitor
+    big.save_settings()
+    available = QRect(0, 0, *screen)
+    monkeypatch.setattr(viewer.appearance, "available_geometry", lambda _w: available)
+    restored = MainWindow(settings=ViewerSettings(), model_dir="fake-model", predictor_factory=fake_factory)
+    qtbot.addWidget(restored)
+    restored.show()
+    qtbot.waitExposed(restored)
+    qtbot.wait(20)
+    assert available.contains(restored.frameGeometry()), restored.frameGeometry()
+    restored.close()
+
+    monkeypatch.setenv("CXR_VIEWER_SETTINGS", str(viewer_env / "fresh.ini"))  # no saved geometry: 1440 x 900
+    fresh = MainWindow(settings=ViewerSettings(), model_dir="fake-model", predictor_factory=fake_factory)
+    qtbot.addWidget(fresh)
+    fresh.show()
+    qtbot.wait(20)
+    assert available.contains(fresh.frameGeometry()), fresh.frameGeometry()
+    fresh.close()
+
+
+def test_font_size_setting_is_app_wide_and_remembered(make_window, qtbot):
+    from PySide6.QtWidgets import QApplication
+
+    from viewer.appearance import system_font_size
+
+    base = system_font_size()
+    window = make_window(wait_model=False)
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    window.canvas.setFocus()
+    try:
+        press(qtbot, window, Qt.Key.Key_Up, CTRL_SHIFT)
+        press(qtbot, window, Qt.Key.Key_Up, CTRL_SHIFT)
+        assert QApplication.font().pointSizeF() == pytest.approx(base + 2)
+        # The corner text follows (widgets get the application's font through posted events).
+        qtbot.waitUntil(lambda: window.canvas.font().pointSizeF() == pytest.approx(base + 2), timeout=2000)
+        press(qtbot, window, Qt.Key.Key_Down, CTRL_SHIFT)
+        assert window.settings.font_size == pytest.approx(base + 1)
+        window.close()
+        QApplication.setFont(QApplication.font())  # a new window applies the remembered size itself
+        again = make_window(wait_model=False)
+        assert QApplication.font().pointSizeF() == pytest.approx(base + 1)
+        again.activateWindow()
+        qtbot.waitUntil(again.isActiveWindow)
+        again.canvas.setFocus()
+        press(qtbot, again, Qt.Key.Key_N, CTRL_SHIFT)
+        assert QApplication.font().pointSizeF() == pytest.approx(base) and again.settings.font_size == 0
+    finally:
+        from viewer.appearance import apply_font_size
+
+        apply_font_size(0)
+
+
+def test_home_and_end_go_to_the_first_and_last_film(make_window, qtbot, image_files):
+    window = make_window()
+    open_and_wait(window, qtbot, image_files["deep"], image_files["dark"], image_files["bright"])
+    names = [d.name for d in window.session.documents()]
+    window.thumbnails.setFocus()
+    qtbot.keyClick(window.thumbnails, Qt.Key.Key_End)
+    assert window.session.current.name == names[-1]
+    qtbot.keyClick(window.thumbnails, Qt.Key.Key_Home)
+    assert window.session.current.name == names[0]
+    window.canvas.setFocus()
+    press(qtbot, window, Qt.Key.Key_End)
+    assert window.session.current.name == names[-1]
+    press(qtbot, window, Qt.Key.Key_Home)
+    assert window.session.current.name == names[0]

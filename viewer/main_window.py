@@ -24,6 +24,7 @@ from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QWidget
 from inference.image import XRayImage
 from viewer.actions import IMAGE_ACTIONS, add_dock, build_actions, build_menus, build_toolbar, fill_recent_menu
 from viewer.analysis import AnalysisScheduler
+from viewer.appearance import apply_font_size, fit_to_available, system_font_size
 from viewer.canvas import ImageCanvas, accept_file_drag, mime_paths
 from viewer.controller import AnalysisController
 from viewer.document import ImageDocument
@@ -42,7 +43,7 @@ from viewer.presets import window_presets
 from viewer.qt_compat import emit
 from viewer.results_panel import DISCLAIMER, ResultsPanel
 from viewer.session import FAILED, READY, ModelStatus, OverlayHeat, OverlaySettings, Session
-from viewer.settings import ViewerSettings
+from viewer.settings import MAX_FONT_SIZE, MIN_FONT_SIZE, ViewerSettings
 from viewer.tags_panel import TagsPanel
 from viewer.thumbnails import ThumbnailList
 
@@ -110,10 +111,13 @@ class MainWindow(QMainWindow):
             + [self.actions_by_id[a] for a in ("flip_h", "flip_v", "overlay")]
         )
         self._connect()
+        apply_font_size(self.settings.font_size)
         self._restore_layout()
         self._update_enabled()
         if self.settings.geometry() is None:
             self.resize(1440, 900)
+        fit_to_available(self)  # a saved or default size larger than this screen would overflow it
+        self._fitted_when_shown = False
 
     # ------------------------------------------------------------------------------------------
     # construction
@@ -224,6 +228,9 @@ class MainWindow(QMainWindow):
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().showEvent(event)
+        if not self._fitted_when_shown:  # again with the title bar known, on the screen it opened on
+            self._fitted_when_shown = True
+            QTimer.singleShot(0, lambda: fit_to_available(self))
         QTimer.singleShot(300, self.start_background)  # offscreen platforms may never paint
 
     def start_background(self) -> None:
@@ -384,6 +391,14 @@ class MainWindow(QMainWindow):
         self.settings.corner_text_visible = bool(visible)
         self.actions_by_id["corner_text"].setChecked(bool(visible))
         self.canvas.set_corner_text_visible(bool(visible))
+
+    def change_font_size(self, step: int) -> None:
+        """View > Font size: ``step`` points larger (+) or smaller (-), 0 back to the system's size; remembered."""
+        current = self.settings.font_size or system_font_size()
+        size = 0.0 if step == 0 else min(MAX_FONT_SIZE, max(MIN_FONT_SIZE, current + step))
+        self.settings.font_size = size
+        applied = apply_font_size(size)
+        self.statusBar().showMessage(f"Text size {applied:g} pt", 3000)
 
     def toggle_full_screen(self) -> None:
         if self.isFullScreen():

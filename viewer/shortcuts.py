@@ -52,11 +52,9 @@ SHORTCUTS: tuple[Shortcut, ...] = (
         "Leave patient name, ID, birth date and file name out of the corners (remembered)",
         "View",
     ),
-    Shortcut(
-        "font_larger", ("Ctrl+Alt+=", "Ctrl+Alt++"), "&Larger text", "Larger text everywhere (remembered)", "View"
-    ),
-    Shortcut("font_smaller", ("Ctrl+Alt+-",), "&Smaller text", "Smaller text everywhere (remembered)", "View"),
-    Shortcut("font_reset", ("Ctrl+Alt+0",), "&Normal text size", "Text at the system size", "View"),
+    Shortcut("font_larger", ("Ctrl+Shift+Up",), "&Larger text", "Larger text everywhere (remembered)", "View"),
+    Shortcut("font_smaller", ("Ctrl+Shift+Down",), "&Smaller text", "Smaller text everywhere (remembered)", "View"),
+    Shortcut("font_reset", ("Ctrl+Shift+N",), "&Normal text size", "Text at the system size", "View"),
     Shortcut("prev_image", ("Up", "PgUp", "Left"), "&Previous image", "Previous image", "Images"),
     Shortcut("next_image", ("Down", "PgDown", "Right"), "&Next image", "Next image", "Images"),
     Shortcut("first_image", ("Home",), "F&irst image", "First image in the list", "Images"),
