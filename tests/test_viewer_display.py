@@ -262,3 +262,11 @@ def test_home_and_end_go_to_the_first_and_last_film(make_window, qtbot, image_fi
     assert window.session.current.name == names[-1]
     press(qtbot, window, Qt.Key.Key_Home)
     assert window.session.current.name == names[0]
+
+
+def test_help_explains_the_corners_markers_and_readout():
+    from viewer.help_dialog import help_html
+
+    html = help_html()
+    for words in ("Hide identifiers on screen", "Patient Orientation", "Ctrl+I", "Home", "End", "down = darker"):
+        assert words in html

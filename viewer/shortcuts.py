@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Shortcut", "SHORTCUTS", "MOUSE", "WINDOW_LEVEL_HELP", "shortcut_for"]
+__all__ = ["Shortcut", "SHORTCUTS", "MOUSE", "WINDOW_LEVEL_HELP", "DISPLAY_HELP", "shortcut_for"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,20 @@ WINDOW_LEVEL_HELP = (
     "centre and width are shown in the status bar in stored pixel values. Keys 1-9 are presets, 0 returns "
     "to the default window. Radiographs have no absolute scale like Hounsfield units, so the presets other "
     "than the file's own window are defined from percentiles of each image's pixel values."
+)
+
+
+DISPLAY_HELP = (
+    "The corners show the patient (name, ID, birth date, age and sex) and the file at the top left; the "
+    "study date and description, view position, modality, institution and the AI result at the top right; "
+    "the window centre and width, zoom, rotation or flips and the pixel spacing at the bottom left "
+    "(at detector when the file gives Imager Pixel Spacing, not stated when it gives none). "
+    "Ctrl+I hides all corner text; View > Hide identifiers on screen (Ctrl+Shift+I) leaves out the name, "
+    "ID, birth date and file name and is remembered. The letters at the edges (R/L right/left, A/P "
+    "anterior/posterior, H/F head/feet) give the patient direction from the file's Patient Orientation and "
+    "follow rotations and flips; when the file does not state it no letter is drawn. The status bar gives "
+    "the pixel under the cursor: position (in mm when the spacing is known) and value (in modality units, "
+    "with the value stored in the file beside it when Rescale Slope/Intercept change it)."
 )
 
 
