@@ -79,6 +79,7 @@ def test_hide_identifiers_is_remembered_and_corner_text_toggles(make_window, qtb
     assert "Doe" not in text and "PID-0001" not in text and "1970" not in text and "chest.dcm" not in text
     assert "54 Y · F" in text and "CHEST PA" in text
     assert window.actions_by_id["hide_identifiers"].isChecked()
+    assert "chest.dcm" not in window.windowTitle()
     window.close()
     again = make_window()
     open_and_wait(again, qtbot, path)
@@ -202,15 +203,15 @@ def test_window_opens_inside_a_small_screen(qtbot, viewer_env, fake_factory, mon
     qtbot.addWidget(restored)
     restored.show()
     qtbot.waitExposed(restored)
-    qtbot.wait(20)
-    assert available.contains(restored.frameGeometry()), restored.frameGeometry()
+    qtbot.waitUntil(lambda: available.contains(restored.frameGeometry()), timeout=2000)
     restored.close()
 
     monkeypatch.setenv("CXR_VIEWER_SETTINGS", str(viewer_env / "fresh.ini"))  # no saved geometry: 1440 x 900
     fresh = MainWindow(settings=ViewerSettings(), model_dir="fake-model", predictor_factory=fake_factory)
     qtbot.addWidget(fresh)
     fresh.show()
-    qtbot.wait(20)
+    qtbot.waitUntil(lambda: available.contains(fresh.frameGeometry()), timeout=2000)
+    qtbot.wait(350)  # after the last re-fit, still inside
     assert available.contains(fresh.frameGeometry()), fresh.frameGeometry()
     fresh.close()
 

@@ -230,7 +230,12 @@ class MainWindow(QMainWindow):
         super().showEvent(event)
         if not self._fitted_when_shown:  # again with the title bar known, on the screen it opened on
             self._fitted_when_shown = True
-            QTimer.singleShot(0, lambda: fit_to_available(self))
+            for delay_ms in (0, 300):  # window managers report the frame (title bar) a little later
+                QTimer.singleShot(delay_ms, self, self._fit_to_screen)  # cancelled with the window
+
+    def _fit_to_screen(self) -> None:
+        if not self._closing:
+            fit_to_available(self)
         QTimer.singleShot(300, self.start_background)  # offscreen platforms may never paint
 
     def start_background(self) -> None:
@@ -386,6 +391,7 @@ class MainWindow(QMainWindow):
         self.actions_by_id["hide_identifiers"].setChecked(bool(hide))
         self.status_presenter.hide_identifiers = bool(hide)
         self.status_presenter.annotate()
+        self._update_title()
 
     def set_corner_text_visible(self, visible: bool) -> None:
         self.settings.corner_text_visible = bool(visible)
@@ -418,8 +424,14 @@ class MainWindow(QMainWindow):
             action.setEnabled(has)
 
     def _on_current_changed(self, doc: ImageDocument | None) -> None:
-        self.setWindowTitle(f"{doc.name} — {APP_TITLE}" if doc is not None else APP_TITLE)
+        self._update_title()
         self._update_enabled()
+
+    def _update_title(self) -> None:
+        doc = self.session.current
+        # File names often carry the patient's name: hidden with the other identifiers.
+        shown = doc is not None and not self.settings.hide_identifiers
+        self.setWindowTitle(f"{doc.name} — {APP_TITLE}" if shown else APP_TITLE)
 
     # ------------------------------------------------------------------------------------------
     # model, results, messages
