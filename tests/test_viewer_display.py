@@ -95,11 +95,6 @@ def test_hide_identifiers_is_remembered_and_corner_text_toggles(make_window, qtb
     assert again.canvas.corner_text_visible()
 
 
-@pytest.fixture(autouse=True)
-def _tmp(tmp_path):
-    return tmp_path
-
-
 def test_pixel_readout_gives_stored_and_modality_values_and_mm(make_window, qtbot, tmp_path):
     pixels = np.zeros((169, 211), np.uint16)
     pixels[80:90, 100:110] = 1500
