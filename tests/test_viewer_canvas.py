@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
-from PySide6.QtGui import QMouseEvent
+from PySide6.QtGui import QImage, QMouseEvent
 from PySide6.QtWidgets import QApplication
 
 from inference.display import apply_window, window_image
@@ -299,3 +299,67 @@ def test_overlay_fades_where_the_model_did_not_look(canvas):
     canvas.set_image(deep_image())
     canvas.set_overlay(rgba)
     assert canvas.overlay_item.pixmap().hasAlphaChannel()
+
+
+def _shown_mean(canvas) -> float:
+    shown = canvas.image_item.pixmap().toImage().convertToFormat(QImage.Format.Format_Grayscale8)
+    data = np.frombuffer(shown.constBits(), np.uint8, shown.sizeInBytes()).reshape(shown.height(), -1)
+    return float(data[:, : shown.width()].mean())
+
+
+@pytest.mark.parametrize(
+    ("photometric", "user_invert"), [("MONOCHROME2", False), ("MONOCHROME1", False), ("MONOCHROME2", True)]
+)
+def test_window_drag_does_the_same_visible_thing_on_every_film(canvas, qtbot, photometric, user_invert):
+    """Issue 14: dragging down darkens and up brightens the screen, whatever the photometric or the invert."""
+    pixels = np.tile(np.linspace(0, 4095, 400).astype(np.uint16), (300, 1))
+    canvas.set_image(xray_from_array(pixels, bits_stored=12, photometric=photometric), invert=user_invert)
+    canvas.set_window(Window(center=2048, width=4096))
+    vp = canvas.viewport()
+    c = vp.rect().center()
+    before = _shown_mean(canvas)
+    drag(qtbot, vp, c, c + QPoint(0, 100))
+    darker = _shown_mean(canvas)
+    assert darker < before - 10
+    drag(qtbot, vp, c, c + QPoint(0, -200))
+    assert _shown_mean(canvas) > before + 10
+
+
+def _bright_near(canvas, point: QPointF, radius: int = 14) -> int:
+    grab = canvas.viewport().grab().toImage().convertToFormat(QImage.Format.Format_Grayscale8)
+    x0, y0 = int(point.x()), int(point.y())
+    return max(
+        grab.pixelColor(x, y).red()
+        for x in range(max(0, x0 - 2), min(grab.width(), x0 + radius))
+        for y in range(max(0, y0 - radius), min(grab.height(), y0 + 3))
+    )
+
+
+def _pa_film(orientation: str | None):
+    tags = (("(0020,0020)", "PatientOrientation", "CS", orientation),) if orientation else ()
+    return xray_from_array(np.zeros((300, 400), np.uint8), fmt="DICOM", tags=tags)
+
+
+def test_orientation_markers_follow_rotation_and_flips_and_stay_on_the_edges(canvas):
+    canvas.set_image(_pa_film("L\\F"))
+    assert canvas.orientation_markers() == {"right": "L", "left": "R", "bottom": "F", "top": "H"}
+    vp = canvas.viewport().rect()
+    positions = canvas.marker_positions()
+    text, left = positions["left"]
+    assert text == "R" and left.x() < vp.left() + 20 and abs(left.y() - vp.center().y()) < 20
+    assert positions["bottom"][1].y() > vp.bottom() - 20 and positions["top"][1].y() < vp.top() + 40
+    assert _bright_near(canvas, left) > 150  # painted, over a black film
+    canvas.set_zoom(7.0)  # zoom does not move or scale the markers
+    assert canvas.marker_positions()["left"][1] == left
+    canvas.rotate_right()
+    assert canvas.orientation_markers() == {"right": "H", "left": "F", "bottom": "L", "top": "R"}
+    canvas.reset_view()
+    canvas.flip_horizontal()
+    assert canvas.orientation_markers()["right"] == "R" and canvas.orientation_markers()["left"] == "L"
+
+
+def test_no_orientation_marker_when_the_file_does_not_state_it(canvas):
+    canvas.set_image(_pa_film(None))
+    assert canvas.orientation_markers() == {} and canvas.marker_positions() == {}
+    vp = canvas.viewport().rect()
+    assert _bright_near(canvas, QPointF(vp.left() + 8, vp.center().y())) < 40

@@ -52,8 +52,9 @@ TOOLBAR_LABELS = {"overlay": "Grad-CAM", "models": "Models", "train": "Train", "
 IMAGE_ACTIONS = (
     "export", "close_image", "default_window", "invert", "fit", "zoom_in", "zoom_out", "actual_size",
     "reset_view", "rotate_left", "rotate_right", "flip_h", "flip_v", "prev_image", "next_image",
+    "first_image", "last_image",
 )  # fmt: skip
-CHECKABLE = ("overlay", "fullscreen", "invert")
+CHECKABLE = ("overlay", "fullscreen", "invert", "corner_text", "hide_identifiers")
 
 
 def build_actions(
@@ -111,7 +112,11 @@ def build_menus(
     view.addSeparator()
     view.addActions([a["rotate_left"], a["rotate_right"], a["flip_h"], a["flip_v"]])
     view.addSeparator()
-    view.addActions([a["prev_image"], a["next_image"]])
+    view.addActions([a["prev_image"], a["next_image"], a["first_image"], a["last_image"]])
+    view.addSeparator()
+    view.addActions([a["corner_text"], a["hide_identifiers"]])
+    font = view.addMenu("&Font size")
+    font.addActions([a["font_smaller"], a["font_larger"], a["font_reset"]])
     view.addSeparator()
     view.addAction(a["fullscreen"])
     panels = view.addMenu("&Panels")

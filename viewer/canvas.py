@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPixmap, QTransform, QWheelEvent
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QMouseEvent, QPainter, QPixmap, QTransform, QWheelEvent
 from PySide6.QtWidgets import QFrame, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QMenu, QWidget
 
 from inference.image import Window, XRayImage
+from inference.orientation import edge_markers, patient_orientation
 from viewer.qt_compat import emit
 from viewer.render import Renderer, downsample
 
@@ -137,7 +138,10 @@ class ImageCanvas(QGraphicsView):
         self._drag_anchor_scene = QPointF()
         self._drag_moved = False
         self._previewing = False
+        self._mouse_pos: QPoint | None = None  # where the cursor is over the viewport; None when outside
         self._annotations: dict[str, list[str]] = {}
+        self._corner_text_visible = True
+        self._patient_orientation: tuple[str, str] | None = None
         self.placeholder = "Drop chest X-rays or folders here, or press Ctrl+O"
 
     # -- items, for callers and tests --------------------------------------------------------
@@ -173,6 +177,7 @@ class ImageCanvas(QGraphicsView):
         self.clear_overlay()
         if image is None:
             self._renderer = None
+            self._patient_orientation = None
             self._window = None
             self._image_item.setPixmap(QPixmap())
             self._scene.setSceneRect(QRectF(-1000, -1000, 2000, 2000))
@@ -182,6 +187,7 @@ class ImageCanvas(QGraphicsView):
         from inference.display import initial_window  # cheap; keeps the canvas usable alone
 
         self._renderer = renderer if renderer is not None else Renderer(image.pixels)
+        self._patient_orientation = patient_orientation(image.meta)
         base = default_window or initial_window(image)
         self._window = window or base
         self._base_width = max(abs(base.width), 1e-3)
@@ -191,7 +197,7 @@ class ImageCanvas(QGraphicsView):
         # A scene much larger than the image lets the user pan it anywhere, even off-centre.
         self._scene.setSceneRect(QRectF(-margin, -margin, w + 2 * margin, h + 2 * margin))
         self._render(preview=False)
-        self.reset_view()
+        self.reset_view()  # also gives the readout the pixel now under the cursor
 
     def window(self) -> Window | None:  # noqa: A003 - the radiological "window", not a QWidget window
         return self._window
@@ -300,6 +306,7 @@ class ImageCanvas(QGraphicsView):
         self._scroll_to(keep, at)
         emit(self.view_changed)
         self.viewport().update()
+        self._refresh_cursor()
 
     def _scroll_to(self, scene_point: QPointF, view_point: QPoint) -> None:
         delta = self.mapFromScene(scene_point) - view_point
@@ -362,6 +369,7 @@ class ImageCanvas(QGraphicsView):
         self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - dx)
         self.verticalScrollBar().setValue(self.verticalScrollBar().value() - dy)
         emit(self.view_changed)
+        self._refresh_cursor()
 
     def image_to_view(self, x: float, y: float) -> QPointF:
         """Where image pixel coordinate (x, y) appears in the viewport."""
@@ -378,6 +386,56 @@ class ImageCanvas(QGraphicsView):
         self._annotations = {k: list(v) for k, v in corners.items()}
         self.viewport().update()
 
+    def set_corner_text_visible(self, visible: bool) -> None:
+        """Show or hide all the corner text (the orientation markers stay: they are never misleading)."""
+        self._corner_text_visible = bool(visible)
+        self.viewport().update()
+
+    def corner_text_visible(self) -> bool:
+        return self._corner_text_visible
+
+    def annotations(self) -> dict[str, list[str]]:
+        """The corner text as set (shown only while :meth:`corner_text_visible`)."""
+        return {k: list(v) for k, v in self._annotations.items()}
+
+    def orientation_markers(self) -> dict[str, str]:
+        """Patient-direction letters at the ``left``/``right``/``top``/``bottom`` viewport edges for the
+        current rotation and flips; empty when the file does not state its Patient Orientation."""
+        if self._image is None:
+            return {}
+        return edge_markers(self._patient_orientation, self._orientation)
+
+    def marker_positions(self, metrics: QFontMetrics | None = None) -> dict[str, tuple[str, QPointF]]:
+        """Where each orientation marker is drawn (text baseline origin, viewport pixels): centred on
+        its edge, independent of zoom and pan."""
+        metrics = metrics or QFontMetrics(self._marker_font())
+        vp = self.viewport().rect()
+        pad = 8
+        out: dict[str, tuple[str, QPointF]] = {}
+        for edge, text in self.orientation_markers().items():
+            w, ascent = metrics.horizontalAdvance(text), metrics.ascent()
+            cx, cy = vp.center().x() - w / 2.0, vp.center().y() + ascent / 2.0
+            point = {
+                "left": QPointF(vp.left() + pad, cy),
+                "right": QPointF(vp.right() - pad - w, cy),
+                "top": QPointF(cx, vp.top() + pad + ascent),
+                "bottom": QPointF(cx, vp.bottom() - pad - metrics.descent()),
+            }[edge]
+            out[edge] = (text, point)
+        return out
+
+    def _marker_font(self) -> QFont:
+        font = QFont(self.font())
+        font.setPointSizeF(max(font.pointSizeF(), 8.0) * 1.4)
+        font.setBold(True)
+        return font
+
+    def _draw_shadowed(self, painter: QPainter, point: QPointF, text: str) -> None:
+        painter.setPen(QColor(0, 0, 0, 200))  # a shadow keeps text readable on bright bone
+        painter.drawText(QPointF(point.x() + 1, point.y() + 1), text)
+        painter.setPen(QColor("#e6edf5"))
+        painter.drawText(point, text)
+
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802 - Qt override
         painter.save()
         painter.resetTransform()
@@ -390,13 +448,16 @@ class ImageCanvas(QGraphicsView):
             painter.drawText(vp, Qt.AlignmentFlag.AlignCenter, self.placeholder)
             painter.restore()
             return
-        font = QFont(painter.font())
-        painter.setFont(font)
+        # Painted in viewport coordinates, so markers and text stay put and unscaled at any zoom.
+        painter.setFont(self._marker_font())
+        for text, point in self.marker_positions(painter.fontMetrics()).values():
+            self._draw_shadowed(painter, point, text)
+        painter.setFont(QFont(self.font()))
         metrics = painter.fontMetrics()
         line = metrics.height()
         pad = 10
         for corner, lines in self._annotations.items():
-            if not lines:
+            if not lines or not self._corner_text_visible:
                 continue
             right = corner.endswith("right")
             bottom = corner.startswith("bottom")
@@ -404,10 +465,7 @@ class ImageCanvas(QGraphicsView):
                 row = (len(lines) - 1 - i) if bottom else i
                 y = vp.bottom() - pad - row * line - metrics.descent() if bottom else vp.top() + pad + (row + 1) * line
                 x = vp.right() - pad - metrics.horizontalAdvance(text) if right else vp.left() + pad
-                painter.setPen(QColor(0, 0, 0, 200))  # a shadow keeps text readable on bright bone
-                painter.drawText(QPointF(x + 1, y + 1), text)
-                painter.setPen(QColor("#e6edf5"))
-                painter.drawText(QPointF(x, y), text)
+                self._draw_shadowed(painter, QPointF(x, y), text)
         painter.restore()
 
     # -- mouse ----------------------------------------------------------------------------------------
@@ -432,6 +490,7 @@ class ImageCanvas(QGraphicsView):
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
         pos = event.position().toPoint()
+        self._mouse_pos = pos
         self._emit_cursor(pos)
         if self._drag_button is None or self._image is None:
             super().mouseMoveEvent(event)
@@ -446,7 +505,10 @@ class ImageCanvas(QGraphicsView):
             step_delta = pos - self._drag_last
             if step_delta.x() or step_delta.y():
                 width = max(self._window.width + step_delta.x() * step, self._min_width())
-                center = self._window.center + step_delta.y() * step
+                # Down always darkens what is on screen: on a display shown inverted (MONOCHROME1,
+                # or the user's invert) a darker picture means a lower centre, not a higher one.
+                sign = -1.0 if self._display_invert() else 1.0
+                center = self._window.center + sign * step_delta.y() * step
                 self._window = Window(center=center, width=width, source="user")
                 self._render(preview=True)
                 emit(self.window_changed, self._window)
@@ -498,7 +560,16 @@ class ImageCanvas(QGraphicsView):
         else:
             emit(self.cursor_moved, None)
 
+    def _refresh_cursor(self) -> None:
+        """The image or the view changed under a still cursor (keys, zoom, another film): the
+        readout follows, so it never shows a pixel of the previous film or view."""
+        if self._mouse_pos is not None and self._image is not None:
+            self._emit_cursor(self._mouse_pos)
+        else:
+            emit(self.cursor_moved, None)
+
     def leaveEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
+        self._mouse_pos = None
         emit(self.cursor_moved, None)
         super().leaveEvent(event)
 

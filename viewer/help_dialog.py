@@ -8,7 +8,7 @@ from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayo
 
 from viewer.presets import PRESET_HELP
 from viewer.results_panel import DISCLAIMER
-from viewer.shortcuts import MOUSE, SHORTCUTS, WINDOW_LEVEL_HELP
+from viewer.shortcuts import DISPLAY_HELP, MOUSE, SHORTCUTS, WINDOW_LEVEL_HELP
 
 __all__ = ["HelpDialog", "help_html"]
 
@@ -34,6 +34,7 @@ def help_html() -> str:
         f"<p style='color:#f0b429'><b>{escape(DISCLAIMER)}.</b></p>"
         f"<h3>Mouse</h3><table cellspacing='0' cellpadding='3'>{mouse}</table>"
         f"<h3>Window/level</h3><p>{escape(WINDOW_LEVEL_HELP)}</p>"
+        f"<h3>On the image</h3><p>{escape(DISPLAY_HELP)}</p>"
         + "".join(rows)
         + "<h3>Grad-CAM</h3><p>The overlay shows which regions raised the score of the chosen class "
         "(Grad-CAM or Grad-CAM++ at the model's last convolution). It is not a lesion outline: use it to "

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QWidget
 from inference.image import XRayImage
 from viewer.actions import IMAGE_ACTIONS, add_dock, build_actions, build_menus, build_toolbar, fill_recent_menu
 from viewer.analysis import AnalysisScheduler
+from viewer.appearance import apply_font_size, fit_to_available, system_font_size
 from viewer.canvas import ImageCanvas, accept_file_drag, mime_paths
 from viewer.controller import AnalysisController
 from viewer.document import ImageDocument
@@ -42,7 +43,7 @@ from viewer.presets import window_presets
 from viewer.qt_compat import emit
 from viewer.results_panel import DISCLAIMER, ResultsPanel
 from viewer.session import FAILED, READY, ModelStatus, OverlayHeat, OverlaySettings, Session
-from viewer.settings import ViewerSettings
+from viewer.settings import MAX_FONT_SIZE, MIN_FONT_SIZE, ViewerSettings
 from viewer.tags_panel import TagsPanel
 from viewer.thumbnails import ThumbnailList
 
@@ -110,10 +111,13 @@ class MainWindow(QMainWindow):
             + [self.actions_by_id[a] for a in ("flip_h", "flip_v", "overlay")]
         )
         self._connect()
+        apply_font_size(self.settings.font_size)
         self._restore_layout()
         self._update_enabled()
         if self.settings.geometry() is None:
             self.resize(1440, 900)
+        fit_to_available(self)  # a saved or default size larger than this screen would overflow it
+        self._fitted_when_shown = False
 
     # ------------------------------------------------------------------------------------------
     # construction
@@ -158,6 +162,13 @@ class MainWindow(QMainWindow):
             "fullscreen": self.toggle_full_screen,
             "prev_image": lambda: session.step(-1),
             "next_image": lambda: session.step(1),
+            "first_image": lambda: self.go_to_end(first=True),
+            "last_image": lambda: self.go_to_end(first=False),
+            "corner_text": lambda: self.set_corner_text_visible(self.actions_by_id["corner_text"].isChecked()),
+            "hide_identifiers": lambda: self.set_hide_identifiers(self.actions_by_id["hide_identifiers"].isChecked()),
+            "font_larger": lambda: self.change_font_size(+1),
+            "font_smaller": lambda: self.change_font_size(-1),
+            "font_reset": lambda: self.change_font_size(0),
             "models": self.show_model_manager,
             "train": self.show_training_dialog,
             "help": self.show_help,
@@ -180,6 +191,8 @@ class MainWindow(QMainWindow):
         )
         for name in ("pixel_label", "wl_label", "zoom_label", "model_label", "disclaimer_label"):
             setattr(self, name, getattr(self.status_presenter, name))
+        self.set_hide_identifiers(self.settings.hide_identifiers)
+        self.set_corner_text_visible(self.settings.corner_text_visible)
         ev.current_changed.connect(self._on_current_changed)
         ev.documents_added.connect(lambda _docs: self._update_enabled())
         ev.document_removed.connect(lambda _doc: self._update_enabled())
@@ -219,6 +232,14 @@ class MainWindow(QMainWindow):
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().showEvent(event)
+        if not self._fitted_when_shown:  # again with the title bar known, on the screen it opened on
+            self._fitted_when_shown = True
+            for delay_ms in (0, 300):  # window managers report the frame (title bar) a little later
+                QTimer.singleShot(delay_ms, self, self._fit_to_screen)  # cancelled with the window
+
+    def _fit_to_screen(self) -> None:
+        if not self._closing:
+            fit_to_available(self)
         QTimer.singleShot(300, self.start_background)  # offscreen platforms may never paint
 
     def start_background(self) -> None:
@@ -363,6 +384,33 @@ class MainWindow(QMainWindow):
         self.session.set_invert(doc.doc_id, False)
         self.canvas.set_window(doc.default_window)
 
+    def go_to_end(self, first: bool) -> None:
+        """Home/End: the first or the last image of the list."""
+        ids = self.session.document_ids()
+        if ids:
+            self.session.set_current(ids[0] if first else ids[-1])
+
+    def set_hide_identifiers(self, hide: bool) -> None:
+        """View > Hide identifiers on screen (remembered); exports follow their own "keep identifiers" choice."""
+        self.settings.hide_identifiers = bool(hide)
+        self.actions_by_id["hide_identifiers"].setChecked(bool(hide))
+        self.status_presenter.hide_identifiers = bool(hide)
+        self.status_presenter.annotate()
+        self._update_title()
+
+    def set_corner_text_visible(self, visible: bool) -> None:
+        self.settings.corner_text_visible = bool(visible)
+        self.actions_by_id["corner_text"].setChecked(bool(visible))
+        self.canvas.set_corner_text_visible(bool(visible))
+
+    def change_font_size(self, step: int) -> None:
+        """View > Font size: ``step`` points larger (+) or smaller (-), 0 back to the system's size; remembered."""
+        current = self.settings.font_size or system_font_size()
+        size = 0.0 if step == 0 else min(MAX_FONT_SIZE, max(MIN_FONT_SIZE, current + step))
+        self.settings.font_size = size
+        applied = apply_font_size(size)
+        self.statusBar().showMessage(f"Text size {applied:g} pt", 3000)
+
     def toggle_full_screen(self) -> None:
         if self.isFullScreen():
             self.showNormal()
@@ -381,8 +429,14 @@ class MainWindow(QMainWindow):
             action.setEnabled(has)
 
     def _on_current_changed(self, doc: ImageDocument | None) -> None:
-        self.setWindowTitle(f"{doc.name} — {APP_TITLE}" if doc is not None else APP_TITLE)
+        self._update_title()
         self._update_enabled()
+
+    def _update_title(self) -> None:
+        doc = self.session.current
+        # File names often carry the patient's name: hidden with the other identifiers.
+        shown = doc is not None and not self.settings.hide_identifiers
+        self.setWindowTitle(f"{doc.name} — {APP_TITLE}" if shown else APP_TITLE)
 
     # ------------------------------------------------------------------------------------------
     # model, results, messages

@@ -17,8 +17,10 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QLabel, QStatusBar
 
 from viewer.canvas import ImageCanvas, PixelInfo
+from viewer.corners import ViewState, corner_text
 from viewer.document import ImageDocument
 from viewer.overlay_panel import OverlayPanel, method_title
+from viewer.readout import pixel_readout
 from viewer.results_panel import ResultsPanel
 from viewer.session import FAILED, LOADING, READY, ModelStatus, OverlayHeat, OverlaySettings, Session
 from viewer.tags_panel import TagsPanel
@@ -362,9 +364,7 @@ class CanvasPresenter:
         doc = self._shown
         if info is None or doc is None:
             return ""
-        unit = " HU" if doc.meta.modality.upper() == "CT" else ""
-        value = f"{info.value:.6g}" if not float(info.value).is_integer() else f"{int(info.value)}"
-        return f"x {info.x}, y {info.y}: {value}{unit}"
+        return pixel_readout(doc.meta, info.x, info.y, info.value)
 
 
 class StatusPresenter:
@@ -377,6 +377,7 @@ class StatusPresenter:
         self.session = session
         self.canvas = canvas
         self.pending = pending
+        self.hide_identifiers = False  # "Hide identifiers on screen" (View menu); the window sets it
         self.pixel_label = QLabel("")
         self.wl_label = QLabel("")
         self.zoom_label = QLabel("")
@@ -384,7 +385,7 @@ class StatusPresenter:
         self.disclaimer_label = QLabel(disclaimer)
         self.disclaimer_label.setObjectName("disclaimer")
         for label, tip in (
-            (self.pixel_label, "Pixel under the cursor: position and stored value"),
+            (self.pixel_label, "Pixel under the cursor: position (mm when the spacing is known) and value"),
             (self.wl_label, "Window centre / width in stored pixel values"),
             (self.zoom_label, "Zoom: screen pixels per image pixel"),
             (self.model_label, "Active model and the device it runs on"),
@@ -430,17 +431,16 @@ class StatusPresenter:
             return
         self.wl_label.setText(f"C {window.center:.6g} / W {window.width:.6g}")
         self.zoom_label.setText(f"Zoom {canvas.zoom() * 100:.0f}%")
-        orientation = describe_orientation(canvas.orientation())
-        view = ([orientation] if orientation else []) + ["inverted"] * canvas.inverted()
-        bottom_left = [f"C {window.center:.5g}  W {window.width:.5g}", f"Zoom {canvas.zoom() * 100:.0f}%"]
-        bottom_left += [", ".join(view)] if view else []
-        top_right: list[str] = []
+        ai_lines: list[str] = []
         if doc.prediction is not None and doc.prediction.abstained:
-            top_right.append(f"AI: {doc.prediction.shown_label}")
+            ai_lines.append(f"AI: {doc.prediction.shown_label}")
         elif doc.prediction is not None:
-            top_right.append(f"AI: {doc.prediction.label} {percent(doc.prediction.confidence)}")
+            ai_lines.append(f"AI: {doc.prediction.label} {percent(doc.prediction.confidence)}")
             heat = self.session.overlay_heat
             if self.session.overlay.visible and heat is not None and heat.doc_id == doc.doc_id:
-                top_right.append(f"{method_title(heat.explanation.method)}: {heat.explanation.class_name}")
-        corners = {"top_left": [doc.name, doc.description], "top_right": top_right}
-        canvas.set_annotations({**corners, "bottom_left": bottom_left, "bottom_right": ["Research use only"]})
+                ai_lines.append(f"{method_title(heat.explanation.method)}: {heat.explanation.class_name}")
+        view = ViewState(window, canvas.zoom(), describe_orientation(canvas.orientation()), canvas.inverted())
+        corners = corner_text(
+            doc.meta, doc.name, doc.description, view, hide_identifiers=self.hide_identifiers, ai_lines=ai_lines
+        )
+        canvas.set_annotations(corners)

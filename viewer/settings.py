@@ -11,13 +11,14 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
 
-__all__ = ["ORGANISATION", "APPLICATION", "MAX_RECENT", "ViewerSettings"]
+__all__ = ["ORGANISATION", "APPLICATION", "MAX_RECENT", "MIN_FONT_SIZE", "MAX_FONT_SIZE", "ViewerSettings"]
 
 ORGANISATION = "CXRViewer"
 APPLICATION = "CXR Viewer"
 MAX_RECENT = 10
 DEFAULT_OPACITY = 0.45
 DEFAULT_COLORMAP = "jet"
+MIN_FONT_SIZE, MAX_FONT_SIZE = 7.0, 24.0  # points, for View > Font size
 
 
 class ViewerSettings:
@@ -118,6 +119,34 @@ class ViewerSettings:
     @active_model.setter
     def active_model(self, value: str) -> None:
         self._qs.setValue("models/active", str(value))
+
+    # -- display -----------------------------------------------------------------------------
+    @property
+    def hide_identifiers(self) -> bool:
+        """View > Hide identifiers on screen: no patient name, ID, birth date or file name in the corners."""
+        return self._get("display/hide_identifiers", False, bool)
+
+    @hide_identifiers.setter
+    def hide_identifiers(self, value: bool) -> None:
+        self._qs.setValue("display/hide_identifiers", bool(value))
+
+    @property
+    def corner_text_visible(self) -> bool:
+        return self._get("display/corner_text", True, bool)
+
+    @corner_text_visible.setter
+    def corner_text_visible(self, value: bool) -> None:
+        self._qs.setValue("display/corner_text", bool(value))
+
+    @property
+    def font_size(self) -> float:
+        """The application's font size in points; 0 means the system's own."""
+        size = self._get("display/font_size", 0.0, float)
+        return size if MIN_FONT_SIZE <= size <= MAX_FONT_SIZE else 0.0
+
+    @font_size.setter
+    def font_size(self, value: float) -> None:
+        self._qs.setValue("display/font_size", float(value))
 
     # -- window layout ---------------------------------------------------------------------
     def geometry(self) -> QByteArray | None:

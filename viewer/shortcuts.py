@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Shortcut", "SHORTCUTS", "MOUSE", "WINDOW_LEVEL_HELP", "shortcut_for"]
+__all__ = ["Shortcut", "SHORTCUTS", "MOUSE", "WINDOW_LEVEL_HELP", "DISPLAY_HELP", "shortcut_for"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,27 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("flip_h", ("H",), "Flip &horizontal", "Mirror the view left-right", "View"),
     Shortcut("flip_v", ("V",), "Flip &vertical", "Mirror the view top-bottom", "View"),
     Shortcut("fullscreen", ("F11",), "&Full screen", "Toggle full screen", "View"),
+    Shortcut(
+        "corner_text",
+        ("Ctrl+I",),
+        "Show &corner information",
+        "Show or hide all the text in the image corners (patient, study, window, zoom, spacing)",
+        "View",
+    ),
+    Shortcut(
+        "hide_identifiers",
+        ("Ctrl+Shift+I",),
+        "Hide &identifiers on screen",
+        "Leave patient name, ID, birth date and file name out of the corners (remembered)",
+        "View",
+    ),
+    Shortcut("font_larger", ("Ctrl+Shift+Up",), "&Larger text", "Larger text everywhere (remembered)", "View"),
+    Shortcut("font_smaller", ("Ctrl+Shift+Down",), "&Smaller text", "Smaller text everywhere (remembered)", "View"),
+    Shortcut("font_reset", ("Ctrl+Shift+N",), "&Normal text size", "Text at the system size", "View"),
     Shortcut("prev_image", ("Up", "PgUp", "Left"), "&Previous image", "Previous image", "Images"),
     Shortcut("next_image", ("Down", "PgDown", "Right"), "&Next image", "Next image", "Images"),
+    Shortcut("first_image", ("Home",), "F&irst image", "First image in the list", "Images"),
+    Shortcut("last_image", ("End",), "L&ast image", "Last image in the list", "Images"),
     Shortcut("overlay", ("G",), "&Grad-CAM overlay", "Show or hide the Grad-CAM overlay", "AI"),
     Shortcut("models", ("Ctrl+M",), "&Model manager…", "List, switch, import and delete models", "AI"),
     Shortcut("train", ("Ctrl+T",), "&Train a model…", "Train a model on a folder of labelled images", "AI"),
@@ -47,7 +66,7 @@ SHORTCUTS: tuple[Shortcut, ...] = (
 )
 
 MOUSE: tuple[tuple[str, str], ...] = (
-    ("Left drag", "Window/level: right = wider window (less contrast), up = brighter (lower centre)"),
+    ("Left drag", "Window/level: right = wider window (less contrast), up = brighter, down = darker"),
     ("Ctrl + left drag", "Window/level in fine steps (one tenth)"),
     ("Middle drag", "Pan"),
     ("Right drag", "Zoom: up = in, down = out, around the point where the drag started"),
@@ -58,11 +77,26 @@ MOUSE: tuple[tuple[str, str], ...] = (
 
 WINDOW_LEVEL_HELP = (
     "Left drag sets the window. Horizontal movement changes the width: to the right the window widens "
-    "(less contrast), to the left it narrows (more contrast). Vertical movement changes the centre: up "
-    "lowers the centre (the image gets brighter), down raises it (darker). Hold Ctrl for fine steps. The "
+    "(less contrast), to the left it narrows (more contrast). Vertical movement changes the brightness: up "
+    "makes the image brighter, down darker, on every film (on MONOCHROME1 films and inverted views this "
+    "moves the centre the other way, since high values are shown dark there). Hold Ctrl for fine steps. The "
     "centre and width are shown in the status bar in stored pixel values. Keys 1-9 are presets, 0 returns "
     "to the default window. Radiographs have no absolute scale like Hounsfield units, so the presets other "
     "than the file's own window are defined from percentiles of each image's pixel values."
+)
+
+
+DISPLAY_HELP = (
+    "The corners show the patient (name, ID, birth date, age and sex) and the file at the top left; the "
+    "study date and description, view position, modality, institution and the AI result at the top right; "
+    "the window centre and width, zoom, rotation or flips and the pixel spacing at the bottom left "
+    "(at detector when the file gives Imager Pixel Spacing, not stated when it gives none). "
+    "Ctrl+I hides all corner text; View > Hide identifiers on screen (Ctrl+Shift+I) leaves out the name, "
+    "ID, birth date and file name and is remembered. The letters at the edges (R/L right/left, A/P "
+    "anterior/posterior, H/F head/feet) give the patient direction from the file's Patient Orientation and "
+    "follow rotations and flips; when the file does not state it no letter is drawn. The status bar gives "
+    "the pixel under the cursor: position (in mm when the spacing is known) and value (in modality units, "
+    "with the value stored in the file beside it when Rescale Slope/Intercept change it)."
 )
 
 
