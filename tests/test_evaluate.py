@@ -204,7 +204,7 @@ def test_cli_evaluate_errors_are_one_line(tmp_path: Path, capsys, monkeypatch) -
 
     monkeypatch.setattr(inference.paths, "bundled_model_dir", lambda: tmp_path / "no-default")
     make_class_folder(tmp_path / "d", {"A": 1})
-    assert main(["evaluate", str(tmp_path / "d")]) == 1
+    assert main(["evaluate", str(tmp_path / "d")]) == 2  # a model that cannot be used: 2, as in predict
     assert "no-default" in capsys.readouterr().err
 
 

@@ -191,6 +191,17 @@ def test_train_init_with_a_hostile_model_exits_2(tiny, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_evaluate_with_a_hostile_model_exits_2(tiny, tmp_path, capsys):
+    import main
+    from tests.training_data import make_class_folder
+
+    bad = edited_bundle(tiny, tmp_path / "bad", _set("metrics", "accuracy 0.99"))
+    make_class_folder(tmp_path / "d", {"A": 2, "B": 2})
+    rc = main.main(["evaluate", str(tmp_path / "d"), "--model", str(bad), "--json", str(tmp_path / "e.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'metrics' must be an object" in err and "Traceback" not in err
+
+
 # ---------------------------------------------------------------------------------------------
 # The network: one input, one output of the described shape
 

@@ -427,7 +427,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print("Evaluation cancelled.", file=sys.stderr)
         return EXIT_CANCELLED
     except _expected_errors() as exc:
-        return _error(str(exc))
+        return _error(str(exc), _error_code(exc))
     print(metrics_markdown(result, heading=f"{result['model']['name']} on {args.data}"))
     if result["skipped"]:
         print(f"Skipped {len(result['skipped'])} unreadable files (listed in the JSON).")
