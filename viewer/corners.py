@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from inference.annotations import spacing_of
+from inference.dicom_text import dicom_date, person_name
 from inference.image import ImageMeta, Window
 
 __all__ = ["ViewState", "corner_text", "spacing_text", "person_name", "dicom_date", "age_sex"]
@@ -28,21 +29,6 @@ class ViewState:
     zoom: float  # screen pixels per image pixel
     orientation: str = ""  # the view's rotation/flips in words ("flipped vertically"), "" when none
     inverted: bool = False
-
-
-def person_name(value: str) -> str:
-    """DICOM PN ``Family^Given^Middle^Prefix^Suffix`` as ``Family, Given Middle``."""
-    parts = [p.strip() for p in value.split("=")[0].split("^")]
-    family, given = parts[0], " ".join(p for p in parts[1:3] if p)
-    return f"{family}, {given}" if family and given else (family or given)
-
-
-def dicom_date(value: str) -> str:
-    """``YYYYMMDD`` as ``YYYY-MM-DD``; anything else as stored."""
-    value = value.strip()
-    if len(value) == 8 and value.isdigit():
-        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
-    return value
 
 
 def age_sex(meta: ImageMeta) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from inference.dicom_text import dicom_date, person_name
 from inference.export.privacy import age_text, printable
 from inference.image import XRayImage
 from inference.predictor import NO_AI_RESULT, Explanation, Prediction
@@ -61,13 +62,13 @@ def input_facts(
         facts.append(("Frame", f"{m.frame_index + 1} of {m.number_of_frames}"))
     if keep_identifiers:
         facts += [
-            ("Study date", _dicom_date(m.study.get("StudyDate", ""))),
+            ("Study date", dicom_date(m.study.get("StudyDate", ""))),
             ("Study", m.study.get("StudyDescription", "")),
         ]
     sex = m.patient_sex if m.patient_sex in ("M", "F", "O") or keep_identifiers else ""
     facts.append(("Sex / age", " / ".join(v for v in (sex, age_text(m.patient_age, keep_identifiers)) if v)))
     for key, value in identifiers(image, keep_identifiers).items():
-        readable = {"PatientName": _person_name, "PatientBirthDate": _dicom_date}.get(key, str)(value)
+        readable = {"PatientName": person_name, "PatientBirthDate": dicom_date}.get(key, str)(value)
         facts.append((_IDENTIFIER_LABELS[key], readable))
     return [(k, v) for k, v in facts if v]
 
@@ -105,17 +106,3 @@ def result_lines(
 ) -> list[str]:
     """The result in a few short lines: top class (or "No AI result" and why), probabilities, model, heat map."""
     return [text for _role, text in caption(prediction, explanation, show_abstained_probabilities)]
-
-
-def _person_name(value: str) -> str:
-    """DICOM Person Name ``Family^Given^Middle^Prefix^Suffix`` as ``Family, Given Middle``."""
-    parts = [p.strip() for p in value.split("=")[0].split("^")]
-    family, rest = parts[0], " ".join(p for p in parts[1:3] if p)
-    return f"{family}, {rest}" if family and rest else (family or rest)
-
-
-def _dicom_date(value: str) -> str:
-    value = value.strip()
-    if len(value) == 8 and value.isdigit():
-        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
-    return value
