@@ -53,7 +53,8 @@ def private_home(tmp_path, monkeypatch):
 def predictor(tmp_path_factory):
     from inference.predictor import Predictor
 
-    return Predictor(make_tiny_bundle(tmp_path_factory.mktemp("export") / "bundle", size=32))
+    # No lung model: these synthetic films have no lungs, and the abstain gate is tested in test_abstain.py.
+    return Predictor(make_tiny_bundle(tmp_path_factory.mktemp("export") / "bundle", size=32), lungs=None)
 
 
 @pytest.fixture(scope="module")
