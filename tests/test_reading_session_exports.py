@@ -63,7 +63,8 @@ def private_home(tmp_path, monkeypatch):
 def predictor(tmp_path_factory):
     from inference.predictor import Predictor
 
-    return Predictor(make_tiny_bundle(tmp_path_factory.mktemp("session") / "bundle", size=32))
+    # No lung model: the synthetic films have no lungs (the gate has its own tests in test_abstain.py).
+    return Predictor(make_tiny_bundle(tmp_path_factory.mktemp("session") / "bundle", size=32), lungs=None)
 
 
 def _film(folder: Path, i: int) -> Path:

@@ -142,9 +142,10 @@ def test_model_opened_from_elsewhere_is_listed_but_not_deletable(make_window, qt
 @pytest.mark.slow
 def test_viewer_with_a_real_keras_model(make_window, qtbot, tiny_bundle_dir, image_files):
     """The real Predictor in the inference thread: prediction, results panel and Grad-CAM overlay."""
-    from viewer.controller import default_predictor_factory
+    from inference.predictor import Predictor
 
-    window = make_window(model_dir=str(tiny_bundle_dir), factory=default_predictor_factory)
+    # Without the lung model: the synthetic film has no lungs, and the gate would (rightly) abstain.
+    window = make_window(model_dir=str(tiny_bundle_dir), factory=lambda path: Predictor(path, lungs=None))
     assert window.session.model.state == "ready", window.messages.messages()
     assert window.model_label.text().startswith("Model: tiny-test 0.0.1 · ")
     with qtbot.waitSignal(window.open_finished, timeout=20000):
