@@ -50,6 +50,11 @@ def test_calibration_record_reports_a_lower_ece() -> None:
     assert record["ece_after"] < record["ece_before"] / 2
     with pytest.raises(CalibrationError, match="at least 10"):
         calibration_record(logits[:5], labels[:5], "too few")
+    # All correct: the NLL falls forever as T -> 0, so no temperature is claimed.
+    right = logits.argmax(axis=1)
+    assert fit_temperature(logits, right) == pytest.approx(0.05)  # the search bound: meaningless
+    with pytest.raises(CalibrationError, match="all 2000 calibration images correctly"):
+        calibration_record(logits, right, "easy")
 
 
 def test_temperature_on_probabilities_equals_temperature_on_logits() -> None:

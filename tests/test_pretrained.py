@@ -155,5 +155,9 @@ def test_training_from_imagenet_warms_up_the_head_then_tunes_the_top(tmp_path: P
     for name in ("stem_conv", "block3a_expand_conv", "block5c_project_bn"):
         for a, b in zip(loaded.get_layer(name).get_weights(), reference.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)
-    # Calibrated on the validation split after training.
-    assert info.calibration is not None and info.calibration["temperature"] > 0
+    # Calibrated on the validation split after training (unless it made no error there to fit on).
+    if result.metrics["val"]["accuracy"] < 1.0:
+        assert info.calibration is not None and info.calibration["temperature"] > 0
+        assert info.calibration["nll_after"] <= info.calibration["nll_before"]
+    else:
+        assert info.calibration is None
