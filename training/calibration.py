@@ -43,7 +43,9 @@ __all__ = [
 
 # Temperatures searched: 0.05 (sharpen a timid model 20x) to 20 (soften an over-confident one).
 T_RANGE = (0.05, 20.0)
-MIN_IMAGES = 10  # fewer validation images than this cannot fit anything meaningful
+# Fewer images than this fit noise: on the published benchmark a temperature fitted on 37
+# validation images (2 errors) made the test ECE worse (0.064 -> 0.103).
+MIN_IMAGES = 100
 
 
 class CalibrationError(Exception):
