@@ -48,8 +48,13 @@ def test_calibration_record_reports_a_lower_ece() -> None:
     assert record["temperature"] > 2.5 and record["fitted_on"] == "synthetic"
     assert record["nll_after"] < record["nll_before"]
     assert record["ece_after"] < record["ece_before"] / 2
-    with pytest.raises(CalibrationError, match="at least 10"):
-        calibration_record(logits[:5], labels[:5], "too few")
+    with pytest.raises(CalibrationError, match="at least 100"):
+        calibration_record(logits[:50], labels[:50], "too few")
+    # All correct: the NLL falls forever as T -> 0, so no temperature is claimed.
+    right = logits.argmax(axis=1)
+    assert fit_temperature(logits, right) == pytest.approx(0.05)  # the search bound: meaningless
+    with pytest.raises(CalibrationError, match="all 2000 calibration images correctly"):
+        calibration_record(logits, right, "easy")
 
 
 def test_temperature_on_probabilities_equals_temperature_on_logits() -> None:
@@ -119,14 +124,42 @@ def test_calibrate_bundle_writes_a_new_bundle_and_leaves_the_original(tmp_path: 
     bundle = make_tiny_bundle(tmp_path / "orig", classes=("A", "B", "C"), size=32)
     original = (bundle / "model.json").read_bytes()
     data = tmp_path / "data"
-    make_class_folder(data, {"A": 6, "B": 6, "C": 6}, size=40)
+    make_class_folder(data, {"A": 40, "B": 40, "C": 40}, size=32)
     out, record = calibrate_bundle(bundle, data, tmp_path / "calibrated")
     info = read_bundle_info(out)
-    assert info.calibration == record and record["n_images"] == 18 and record["temperature"] > 0
+    assert info.calibration == record and record["n_images"] == 120 and record["temperature"] > 0
     assert (bundle / "model.json").read_bytes() == original
     with pytest.raises(CalibrationError, match="new folder"):
         calibrate_bundle(bundle, data, bundle)
     with pytest.raises(CalibrationError, match="already exists"):
         calibrate_bundle(bundle, data, out)
-    with pytest.raises(CalibrationError, match="at least 10"):
+    with pytest.raises(CalibrationError, match="at least 100"):
         calibrate_bundle(bundle, data, tmp_path / "none", class_map={"A": "X", "B": "Y", "C": "Z"})
+
+
+def test_training_fits_the_temperature_on_the_validation_split(tmp_path: Path) -> None:
+    from training.train import TrainConfig, train
+
+    data = tmp_path / "data"
+    paths = make_class_folder(data, {"A": 80, "B": 80}, size=32)
+    for p in paths[::6]:  # label noise, so the model must err on validation images
+        other = "B" if p.parent.name == "A" else "A"
+        p.rename(data / other / f"swapped_{p.name}")
+    result = train(
+        TrainConfig(
+            data=data,
+            out_dir=tmp_path / "m",
+            init="scratch",
+            arch="custom-cnn",
+            image_size=32,
+            epochs=2,
+            val_fraction=0.7,
+            augment=False,
+        )
+    )
+    cal = result.info.calibration
+    assert cal is not None and cal["n_images"] >= 100 and cal["fitted_on"].startswith("validation split")
+    assert cal["nll_after"] <= cal["nll_before"]
+    # The reported validation metrics are those of the calibrated scores (what the app shows).
+    assert result.metrics["val"]["ece"] == pytest.approx(cal["ece_after"], abs=1e-3)
+    assert read_bundle_info(result.bundle_dir).calibration == cal

@@ -102,6 +102,7 @@ def test_init_imagenet_uses_the_shipped_weights(tmp_path: Path) -> None:
     assert plan.weights == own and plan.size == 160
 
 
+@pytest.mark.filterwarnings("ignore:Skipping nested container")  # Keras' own notes on the wrong file
 def test_a_wrong_weights_file_is_refused_clearly(tmp_path: Path) -> None:
     bogus = tmp_path / "not_lite0.weights.h5"
     small, _ = build_model("custom-cnn", 32, 1, 2)
@@ -155,5 +156,5 @@ def test_training_from_imagenet_warms_up_the_head_then_tunes_the_top(tmp_path: P
     for name in ("stem_conv", "block3a_expand_conv", "block5c_project_bn"):
         for a, b in zip(loaded.get_layer(name).get_weights(), reference.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)
-    # Calibrated on the validation split after training.
-    assert info.calibration is not None and info.calibration["temperature"] > 0
+    # 12 validation images are too few to fit a temperature: the bundle stays uncalibrated.
+    assert info.calibration is None

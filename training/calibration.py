@@ -46,7 +46,9 @@ __all__ = [
 
 # Temperatures searched: 0.05 (sharpen a timid model 20x) to 20 (soften an over-confident one).
 T_RANGE = (0.05, 20.0)
-MIN_IMAGES = 10  # fewer validation images than this cannot fit anything meaningful
+# Fewer images than this fit noise: on the published benchmark a temperature fitted on 37
+# validation images (2 errors) made the test ECE worse (0.064 -> 0.103).
+MIN_IMAGES = 100
 
 
 class CalibrationError(Exception):
@@ -106,6 +108,13 @@ def calibration_record(logits: np.ndarray, labels: np.ndarray, fitted_on: str) -
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) < MIN_IMAGES:
         raise CalibrationError(f"calibration needs at least {MIN_IMAGES} labelled images; {len(labels)} given.")
+    if np.all(np.asarray(logits).argmax(axis=1) == labels):
+        # Without a single error the NLL keeps falling as T -> 0: any "fitted" temperature
+        # would be the search bound, claiming certainty from a sample that cannot show it.
+        raise CalibrationError(
+            f"the model classifies all {len(labels)} calibration images correctly, so no temperature can be "
+            "estimated from them; calibrate on more (or harder) images it was not trained on."
+        )
     t = fit_temperature(logits, labels)
     return {
         "temperature": round(t, 4),

@@ -635,7 +635,7 @@ def _calibrate(
     progress: TrainingProgress,
 ) -> dict[str, Any] | None:
     """The temperature fitted on the validation split (None when it is too small to fit one)."""
-    from training.calibration import MIN_IMAGES, calibration_record, model_logits
+    from training.calibration import MIN_IMAGES, CalibrationError, calibration_record, model_logits
 
     xv, yv, _ = arrays["val"]
     if len(xv) < MIN_IMAGES:
@@ -643,7 +643,11 @@ def _calibrate(
             progress.on_message(f"Not calibrated: {len(xv)} validation images (at least {MIN_IMAGES} needed).")
         return None
     logits = model_logits(model, xv, plan.preprocessing, config.batch_size)
-    record = calibration_record(logits, yv, f"validation split ({len(xv)} images)")
+    try:
+        record = calibration_record(logits, yv, f"validation split ({len(xv)} images)")
+    except CalibrationError as exc:
+        progress.on_message(f"Not calibrated: {exc}")
+        return None
     progress.on_message(
         f"Calibration: temperature {record['temperature']:.3f} fitted on the validation split; "
         f"ECE {record['ece_before']:.3f} -> {record['ece_after']:.3f} there."
