@@ -265,8 +265,10 @@ def _labelled_csv(folder: Path, per_class: int = 8, declare: bool = False) -> Pa
     return write_csv(folder / "labels.csv", ("path", "label", "patient_id", "split", "source"), rows)
 
 
-def test_calibrate_writes_the_ood_scorer_in_the_new_bundle(bundle: Path, tmp_path: Path) -> None:
+def test_calibrate_writes_the_ood_scorer_in_the_new_bundle(bundle: Path, tmp_path: Path, monkeypatch) -> None:
     from training.calibration import calibrate_bundle
+
+    monkeypatch.setattr("training.calibration.MIN_IMAGES", 10)  # small synthetic data; the floor has its own test
 
     data = _labelled_csv(tmp_path / "data")
     out, record = calibrate_bundle(bundle, data, tmp_path / "calibrated", version="0.0.2")
@@ -280,8 +282,12 @@ def test_calibrate_writes_the_ood_scorer_in_the_new_bundle(bundle: Path, tmp_pat
     assert Predictor(out, lungs=None).ood is not None
 
 
-def test_calibrate_with_the_model_split_fits_on_its_own_validation_images(bundle: Path, tmp_path: Path) -> None:
+def test_calibrate_with_the_model_split_fits_on_its_own_validation_images(
+    bundle: Path, tmp_path: Path, monkeypatch
+) -> None:
     from training.calibration import calibrate_bundle
+
+    monkeypatch.setattr("training.calibration.MIN_IMAGES", 10)  # small synthetic data; the floor has its own test
 
     data = _labelled_csv(tmp_path / "data", per_class=12, declare=True)
     out, record = calibrate_bundle(bundle, data, tmp_path / "calibrated", model_split=True)
