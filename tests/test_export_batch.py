@@ -40,7 +40,7 @@ def private_home(tmp_path, monkeypatch):
 def predictor(tmp_path_factory):
     from inference.predictor import Predictor
 
-    return Predictor(make_tiny_bundle(tmp_path_factory.mktemp("batch") / "bundle", size=32))
+    return Predictor(make_tiny_bundle(tmp_path_factory.mktemp("batch") / "bundle", size=32), lungs=None)
 
 
 def _png(path: Path, seed: int = 0) -> Path:
@@ -248,3 +248,21 @@ def test_unknown_policy_is_refused(tmp_path, predictor):
     item = _item(_png(tmp_path / "x.png"), predictor)
     with pytest.raises(ValueError, match="on_existing"):
         export_files([item], tmp_path, ["png"], OPTIONS, on_existing="overwrite")
+
+
+def test_an_abstained_film_is_exported_without_a_heat_map(tmp_path, predictor):
+    """A heat map would show "evidence" for a class the reader is not given (issue 13)."""
+    import dataclasses
+
+    source = _png(tmp_path / "in" / "film.png")
+    item = _item(source, predictor)
+    assert item.explanation is not None
+    abstained = dataclasses.replace(item.prediction, abstain_reason="Lateral view (View Position LL).")
+    for name, explanation in (("with", item.explanation), ("without", None)):
+        (tmp_path / name).mkdir()
+        export_files(
+            [dataclasses.replace(item, prediction=abstained, explanation=explanation)], tmp_path / name, ["png"]
+        )
+    [with_map] = (tmp_path / "with").glob("*.cxr.png")
+    [without] = (tmp_path / "without").glob("*.cxr.png")
+    assert np.array_equal(cv2.imread(str(with_map)), cv2.imread(str(without)))

@@ -433,7 +433,11 @@ class _ItemError(Exception):
 def _result_of(
     item: ExportItem, targets: list[PlannedTarget], options: ExportOptions, predictor, method: str
 ) -> tuple[Prediction, Explanation | None]:
-    """The item's prediction and, when an image format shows a heat map, its explanation."""
+    """The item's prediction and, when an image format shows a heat map, its explanation.
+
+    A film the model abstained on gets no heat map: it would show "evidence" for a class the
+    reader is not given (the viewer does not offer the overlay for it either).
+    """
     prediction, explanation = item.prediction, item.explanation
     wants_map = options.include_heatmap and bool(targets)
     if prediction is None:
@@ -442,10 +446,12 @@ def _result_of(
         try:
             if wants_map and explanation is None:
                 prediction, explanation = predictor.predict_and_explain(item.image, item.class_index, method)
-                return prediction, explanation
+                return prediction, (None if prediction.abstained else explanation)
             prediction = predictor.predict(item.image)
         except Exception as exc:
             raise _ItemError(f"{printable(item.source.name)} could not be predicted: {exc}") from exc
+    if prediction.abstained:
+        return prediction, None
     if wants_map and explanation is None and predictor is not None:
         class_index = prediction.class_index if item.class_index is None else item.class_index
         try:
