@@ -43,7 +43,7 @@ def _proc_status_kb(key: str) -> int:
 
 
 def write_synthetic(folder: Path, n: int, size: int, dicom: bool) -> list[Path]:
-    """``n`` copies of one ``size`` px 16-bit chest-like film (a real small film upscaled if one is found)."""
+    """``n`` distinct ``size`` px 16-bit chest-like films (they differ in one pixel)."""
     import cv2
     import numpy as np
 
@@ -56,18 +56,19 @@ def write_synthetic(folder: Path, n: int, size: int, dicom: bool) -> list[Path]:
     base = 0.75 - 0.5 * lungs + 0.03 * rng.standard_normal((size, size)).astype(np.float32)
     pixels = np.clip(base * 4095, 0, 4095).astype(np.uint16)
     folder.mkdir(parents=True, exist_ok=True)
-    first = folder / ("film-000.dcm" if dicom else "film-000.png")
     if dicom:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from tests.dicom_factory import make_dicom  # type: ignore[import-not-found]
-
-        make_dicom(first, pixels, bits_stored=12)
-    else:
-        assert cv2.imwrite(str(first), pixels)
-    files = [first]
-    for i in range(1, n):
-        target = folder / f"film-{i:03d}{first.suffix}"
-        shutil.copyfile(first, target)
+    files = []
+    for i in range(n):
+        # Each film differs in one pixel: the viewer opens one film once (content hash or
+        # SOP Instance UID), so byte-identical copies would collapse into a single document.
+        pixels[0, 0] = i % 4096
+        target = folder / f"film-{i:03d}{'.dcm' if dicom else '.png'}"
+        if dicom:
+            make_dicom(target, pixels, bits_stored=12)  # a new SOP Instance UID each
+        else:
+            assert cv2.imwrite(str(target), pixels)
         files.append(target)
     return files
 
@@ -160,8 +161,18 @@ def run(files: list[Path], model: str | None, timeout: float) -> dict:
         settled = len(docs) + state["failed"] >= len(files) and predicted == len(docs)
         if "all_predicted_s" not in figures and settled and docs:
             figures["all_predicted_s"] = t
-            state["overlay_asked"] = t
-            probe.show_overlay()
+            abstained = [d for d in docs if getattr(d.prediction, "abstained", False)]
+            figures["abstained"] = len(abstained)
+            # The overlay is not offered for a film the model abstained on: show one it answered.
+            answered = [d for d in docs if d.prediction is not None and d not in abstained]
+            session = getattr(window, "session", None)
+            if not answered:
+                figures["overlay_s"] = None
+            else:
+                if session is not None and session.current in abstained:
+                    session.set_current(answered[0].doc_id)
+                state["overlay_asked"] = t
+                probe.show_overlay()
         if state["overlay_asked"] is not None and "overlay_s" not in figures and window.canvas.has_overlay():
             figures["overlay_s"] = t - state["overlay_asked"]
         if "overlay_s" in figures or t > timeout:
@@ -188,7 +199,7 @@ def run(files: list[Path], model: str | None, timeout: float) -> dict:
     figures["max_stall_after_model_ms"] = round(state["max_stall_ready"], 1)
     figures["timed_out"] = "all_predicted_s" not in figures
     for key in ("first_image_s", "first_result_s", "all_predicted_s", "overlay_s"):
-        if key in figures:
+        if figures.get(key) is not None:
             figures[key] = round(figures[key], 2)
     window.close()
     shutil.rmtree(settings_dir, ignore_errors=True)
@@ -199,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--files", help="a folder (searched recursively) or a glob of image files")
-    source.add_argument("--synthetic", type=int, metavar="N", help="write N copies of a synthetic film")
+    source.add_argument("--synthetic", type=int, metavar="N", help="write N synthetic films (distinct by one pixel)")
     parser.add_argument("--size", type=int, default=3000, help="side of the synthetic film in pixels")
     parser.add_argument("--dicom", action="store_true", help="synthetic films as DICOM instead of 16-bit PNG")
     parser.add_argument("--limit", type=int, default=None, help="open at most this many of --files")
