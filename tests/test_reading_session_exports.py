@@ -238,7 +238,10 @@ def test_every_gsps_carries_the_marks_window_and_polarity(session):
             if item.prediction.abstained
             else (item.prediction.label in ai_text)
         )
-        assert layers["AI"].GraphicObjectSequence[0].GraphicType == "CIRCLE"  # the heat peak
+        if item.prediction.abstained:  # no heat map is exported for a film without an AI result
+            assert "GraphicObjectSequence" not in layers["AI"]
+        else:
+            assert layers["AI"].GraphicObjectSequence[0].GraphicType == "CIRCLE"  # the heat peak
         window = initial_window(item.image)
         voi = pr.SoftcopyVOILUTSequence[0]
         assert (float(voi.WindowCenter), float(voi.WindowWidth)) == pytest.approx((window.center, window.width))
@@ -445,4 +448,10 @@ def test_predict_writes_ai_only_sr_and_gsps_for_dicom_inputs(tmp_path, predictor
     assert sr.content.get_planar_roi_measurement_groups() == []  # AI-only: no reader, no measurements
     pr = pydicom.dcmread(tmp_path / "out" / "film01.cxr.gsps.dcm")
     [ai] = pr.GraphicAnnotationSequence
-    assert ai.GraphicLayer == "AI" and ai.GraphicObjectSequence[0].GraphicType == "CIRCLE"
+    assert ai.GraphicLayer == "AI"
+    [record] = [r for r in json.loads((tmp_path / "r.json").read_text(encoding="utf-8")) if "film01" in r["file"]]
+    if record["abstained"]:  # the synthetic film has no lungs: no AI result, so no heat peak
+        assert "No AI result" in ai.TextObjectSequence[0].UnformattedTextValue
+        assert "GraphicObjectSequence" not in ai
+    else:
+        assert ai.GraphicObjectSequence[0].GraphicType == "CIRCLE"
