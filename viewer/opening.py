@@ -62,7 +62,7 @@ class DocumentOpener(QObject):
         self.loader.failed.connect(self._on_failed)
         self.loader.batch_finished.connect(self._on_batch_finished)
         self._next_request = 1
-        self._open_requests: dict[int, _Request] = {}
+        self._pending: dict[int, _Request] = {}
         self._batch: list[ImageDocument] = []
         self._batch_paths: dict[str, ImageDocument] = {}  # real path -> document not yet in the session
         self._batch_keys: dict[str, ImageDocument] = {}  # film identity -> document not yet in the session
@@ -97,12 +97,12 @@ class DocumentOpener(QObject):
         """Open files and folders (searched recursively); returns the request id."""
         request = self._next_request
         self._next_request += 1
-        self._open_requests[request] = _Request(list(paths))
+        self._pending[request] = _Request(list(paths))
         self.loader.load_paths(request, list(paths))
         return request
 
     def busy(self) -> bool:
-        return bool(self._open_requests) or bool(self._batch)
+        return bool(self._pending) or bool(self._batch)
 
     def _on_loaded(self, request: int, path: str, image: XRayImage, prep: Any) -> None:
         if request == ImageLoader.RELOAD:
@@ -117,7 +117,7 @@ class DocumentOpener(QObject):
             or session.find_by_key(key)
             or self._batch_keys.get(key)
         )
-        entry = self._open_requests.get(request)
+        entry = self._pending.get(request)
         first = entry is not None and not entry.shown
         if entry is not None:
             entry.shown = True
@@ -172,14 +172,14 @@ class DocumentOpener(QObject):
             self._reloading.discard(path)
             self.session.message(f"{Path(path).name} cannot be shown again: {message}", "error")
             return
-        entry = self._open_requests.get(request)
+        entry = self._pending.get(request)
         if entry is not None:
             entry.errors.append(message)
         self.session.message(message, "error")
 
     def _on_batch_finished(self, request: int, ok: int, bad: int) -> None:
         self.flush()
-        entry = self._open_requests.pop(request, None) or _Request([])
+        entry = self._pending.pop(request, None) or _Request([])
         self.last_errors = entry.errors
         self.last_paths = entry.paths
         self.last_duplicates = entry.duplicates
