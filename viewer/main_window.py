@@ -42,6 +42,7 @@ from viewer.presenters import (
 from viewer.presets import window_presets
 from viewer.qt_compat import emit
 from viewer.results_panel import DISCLAIMER, ResultsPanel
+from viewer.reads import Reads
 from viewer.session import FAILED, READY, ModelStatus, OverlayHeat, OverlaySettings, Session
 from viewer.settings import MAX_FONT_SIZE, MIN_FONT_SIZE, ViewerSettings
 from viewer.tags_panel import TagsPanel
@@ -85,6 +86,7 @@ class MainWindow(QMainWindow):
         self.session = Session(
             OverlaySettings(visible=s.overlay_visible, opacity=s.overlay_opacity, colormap=s.colormap)
         )
+        self.reads = Reads(report=self.session.message)  # annotations and verdicts, in the sidecar store
         self.controller = AnalysisController(predictor_factory, load_image)
         self.opener = DocumentOpener(self.session, load_image=load_image)
         self.scheduler = AnalysisScheduler(self.session, self.controller)
