@@ -41,8 +41,8 @@ from viewer.presenters import (
 )
 from viewer.presets import window_presets
 from viewer.qt_compat import emit
-from viewer.results_panel import DISCLAIMER, ResultsPanel
 from viewer.reads import Reads
+from viewer.results_panel import DISCLAIMER, ResultsPanel
 from viewer.session import FAILED, READY, ModelStatus, OverlayHeat, OverlaySettings, Session
 from viewer.settings import MAX_FONT_SIZE, MIN_FONT_SIZE, ViewerSettings
 from viewer.tags_panel import TagsPanel
