@@ -313,7 +313,7 @@ def test_help_dialog_lists_every_shortcut(make_window, qtbot):
         assert word in html
     window = make_window()
     press(qtbot, window, Qt.Key.Key_F1)
-    assert window._help_dialog.isVisible()
+    assert window.dialogs.help_dialog.isVisible()
 
 
 def test_missing_model_leaves_a_working_viewer(make_window, qtbot, image_files):

@@ -4,11 +4,14 @@
 * :class:`~viewer.controller.AnalysisController` owns the inference thread and its jobs;
 * :class:`~viewer.opening.DocumentOpener` owns the loader thread and the pixel cache;
 * :class:`~viewer.analysis.AnalysisScheduler` decides which analyses to ask for;
-* the presenters (:mod:`viewer.presenters`) keep the widgets in step with the session.
+* the presenters (:mod:`viewer.presenters`) keep the widgets in step with the session;
+* :class:`~viewer.view_commands.ViewCommands` holds the View and Go menu commands,
+  :class:`~viewer.model_activation.ModelActivation` which model runs, and
+  :class:`~viewer.window_dialogs.WindowDialogs` the dialogs.
 
-The window builds these, wires the actions to the session's methods, shows messages and
-saves the settings. Until the first paint nothing heavy is started
-(:meth:`MainWindow.start_background`), so the window appears at once.
+The window builds these, wires the actions to them, shows messages and saves the settings.
+Until the first paint nothing heavy is started (:meth:`MainWindow.start_background`), so the
+window appears at once.
 """
 
 from __future__ import annotations
@@ -19,17 +22,17 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, QMimeData, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent
-from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QWidget
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QWidget
 
 from inference.image import XRayImage
-from viewer.actions import IMAGE_ACTIONS, add_dock, build_actions, build_menus, build_toolbar, fill_recent_menu
+from viewer.actions import add_dock, build_actions, build_menus, build_toolbar, fill_recent_menu
 from viewer.analysis import AnalysisScheduler
-from viewer.appearance import apply_font_size, fit_to_available, system_font_size
+from viewer.appearance import apply_font_size, fit_to_available
 from viewer.canvas import ImageCanvas, accept_file_drag, mime_paths
 from viewer.controller import AnalysisController
-from viewer.document import ImageDocument
 from viewer.icons import icon
 from viewer.messages_panel import MessagesPanel
+from viewer.model_activation import ModelActivation
 from viewer.opening import DocumentOpener, open_summary
 from viewer.overlay_panel import OverlayPanel
 from viewer.presenters import (
@@ -39,14 +42,15 @@ from viewer.presenters import (
     StatusPresenter,
     ThumbnailsPresenter,
 )
-from viewer.presets import window_presets
 from viewer.qt_compat import emit
 from viewer.reads import Reads
 from viewer.results_panel import DISCLAIMER, ResultsPanel
-from viewer.session import FAILED, READY, ModelStatus, OverlayHeat, OverlaySettings, Session
-from viewer.settings import MAX_FONT_SIZE, MIN_FONT_SIZE, ViewerSettings
+from viewer.session import OverlayHeat, OverlaySettings, Session
+from viewer.settings import ViewerSettings
 from viewer.tags_panel import TagsPanel
 from viewer.thumbnails import ThumbnailList
+from viewer.view_commands import ViewCommands
+from viewer.window_dialogs import WindowDialogs
 
 __all__ = ["MainWindow", "APP_TITLE"]
 
@@ -55,12 +59,6 @@ APP_TITLE = "CXR Viewer"
 # is the authority and replaces this list as soon as the inference thread has it.
 _INITIAL_COLORMAPS = ("jet", "turbo", "inferno", "magma", "viridis", "hot")
 SHUTDOWN_TIMEOUT_S = 5.0
-
-
-def _bundled_model_dir() -> str:
-    from inference.paths import bundled_model_dir
-
-    return str(bundled_model_dir())
 
 
 class MainWindow(QMainWindow):
@@ -81,7 +79,6 @@ class MainWindow(QMainWindow):
     ) -> None:
         super().__init__(parent)
         self.settings = settings or ViewerSettings()
-        self._requested_model_dir = model_dir
         s = self.settings
         self.session = Session(
             OverlaySettings(visible=s.overlay_visible, opacity=s.overlay_opacity, colormap=s.colormap)
@@ -92,7 +89,7 @@ class MainWindow(QMainWindow):
         self.scheduler = AnalysisScheduler(self.session, self.controller)
         self._started = self._painted = self._closing = False
         self._pending_open: list[str] = []
-        self._fallback_tried = False
+        self._model_dir = model_dir
 
         self.setWindowTitle(APP_TITLE)
         self.setWindowIcon(icon("app"))
@@ -100,11 +97,13 @@ class MainWindow(QMainWindow):
         self.setDockOptions(QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowTabbedDocks)
         self.canvas = ImageCanvas()
         self.setCentralWidget(self.canvas)
+        self.view = ViewCommands(self, APP_TITLE)
+        self.dialogs = WindowDialogs(self, self.session, self.controller, self.settings, self.activate_model)
         self._build_docks()
-        self.actions_by_id, self.preset_actions = build_actions(self, self._handlers(), self.apply_preset)
+        self.actions_by_id, self.preset_actions = build_actions(self, self._handlers(), self.view.apply_preset)
         docks = [self.thumbnails_dock, self.results_dock, self.overlay_dock, self.tags_dock, self.messages_dock]
         self.recent_menu = build_menus(
-            self, self.actions_by_id, self.preset_actions, docks, self.close_all, self.show_about
+            self, self.actions_by_id, self.preset_actions, docks, self.close_all, self.dialogs.show_about
         )
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         self.toolbar = build_toolbar(self, self.actions_by_id)
@@ -115,7 +114,7 @@ class MainWindow(QMainWindow):
         self._connect()
         apply_font_size(self.settings.font_size)
         self._restore_layout()
-        self._update_enabled()
+        self.view.update_enabled()
         if self.settings.geometry() is None:
             self.resize(1440, 900)
         fit_to_available(self)  # a saved or default size larger than this screen would overflow it
@@ -143,37 +142,37 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.results_dock, self.overlay_dock, self.tags_dock], [230, 260, 330], vertical)
 
     def _handlers(self) -> dict[str, Callable[[], None]]:
-        session, canvas = self.session, self.canvas
+        session, canvas, view, dialogs = self.session, self.canvas, self.view, self.dialogs
         return {
             "open": self.open_dialog,
             "open_folder": self.open_folder_dialog,
-            "export": self.show_export_dialog,
+            "export": dialogs.show_export_dialog,
             "close_image": self.close_current,
             "quit": self.close,
-            "default_window": lambda: self.apply_preset("0"),
-            "invert": self.toggle_invert,
+            "default_window": lambda: view.apply_preset("0"),
+            "invert": view.toggle_invert,
             "fit": canvas.fit,
             "zoom_in": canvas.zoom_in,
             "zoom_out": canvas.zoom_out,
             "actual_size": lambda: canvas.set_zoom(1.0),
-            "reset_view": self.reset_view,
+            "reset_view": view.reset_view,
             "rotate_left": canvas.rotate_left,
             "rotate_right": canvas.rotate_right,
             "flip_h": canvas.flip_horizontal,
             "flip_v": canvas.flip_vertical,
-            "fullscreen": self.toggle_full_screen,
+            "fullscreen": view.toggle_full_screen,
             "prev_image": lambda: session.step(-1),
             "next_image": lambda: session.step(1),
-            "first_image": lambda: self.go_to_end(first=True),
-            "last_image": lambda: self.go_to_end(first=False),
-            "corner_text": lambda: self.set_corner_text_visible(self.actions_by_id["corner_text"].isChecked()),
-            "hide_identifiers": lambda: self.set_hide_identifiers(self.actions_by_id["hide_identifiers"].isChecked()),
-            "font_larger": lambda: self.change_font_size(+1),
-            "font_smaller": lambda: self.change_font_size(-1),
-            "font_reset": lambda: self.change_font_size(0),
-            "models": self.show_model_manager,
-            "train": self.show_training_dialog,
-            "help": self.show_help,
+            "first_image": lambda: view.go_to_end(first=True),
+            "last_image": lambda: view.go_to_end(first=False),
+            "corner_text": lambda: view.set_corner_text_visible(self.actions_by_id["corner_text"].isChecked()),
+            "hide_identifiers": lambda: view.set_hide_identifiers(self.actions_by_id["hide_identifiers"].isChecked()),
+            "font_larger": lambda: view.change_font_size(+1),
+            "font_smaller": lambda: view.change_font_size(-1),
+            "font_reset": lambda: view.change_font_size(0),
+            "models": dialogs.show_model_manager,
+            "train": dialogs.show_training_dialog,
+            "help": dialogs.show_help,
         }
 
     def _connect(self) -> None:
@@ -193,12 +192,13 @@ class MainWindow(QMainWindow):
         )
         for name in ("pixel_label", "wl_label", "zoom_label", "model_label", "disclaimer_label"):
             setattr(self, name, getattr(self.status_presenter, name))
-        self.set_hide_identifiers(self.settings.hide_identifiers)
-        self.set_corner_text_visible(self.settings.corner_text_visible)
-        ev.current_changed.connect(self._on_current_changed)
-        ev.documents_added.connect(lambda _docs: self._update_enabled())
-        ev.document_removed.connect(lambda _doc: self._update_enabled())
-        ev.model_changed.connect(self._on_model_changed)
+        self.view.set_hide_identifiers(self.settings.hide_identifiers)
+        self.view.set_corner_text_visible(self.settings.corner_text_visible)
+        self.view.connect()
+        self.models = ModelActivation(
+            session, self.scheduler, self.settings, self.statusBar().showMessage,
+            lambda info: emit(self.model_changed, info), self._model_dir,
+        )  # fmt: skip
         ev.overlay_heat_changed.connect(self._on_heat)
         ev.message.connect(self._on_message)
         self.canvas.cursor_moved.connect(lambda info: self.pixel_label.setText(self.canvas_presenter.pixel_text(info)))
@@ -251,7 +251,8 @@ class MainWindow(QMainWindow):
         self._started = True
         self.opener.start()
         self.controller.start()
-        model = self._requested_model_dir or self.settings.active_model or _bundled_model_dir()
+        self.models.started = True
+        model = self.models.initial()
         if not self._pending_open:
             self.load_model(model)
             return
@@ -259,18 +260,13 @@ class MainWindow(QMainWindow):
         # (it holds the GIL for long stretches); the model follows at once, or after 2 s at most.
         paths, self._pending_open = self._pending_open, []
         self.open_paths(paths)
-        start_model = lambda *_args: self._deferred_model(model)  # noqa: E731
+        start_model = lambda *_args: self._closing or self.models.load_if_idle(model)  # noqa: E731
         self.session.events.current_changed.connect(start_model)
         self.opener.open_finished.connect(start_model)
         QTimer.singleShot(2000, start_model)
 
-    def _deferred_model(self, model: str) -> None:
-        if self.session.model.state == "idle" and not self._closing:
-            self.load_model(model)
-
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
-        training = getattr(self, "_training_dialog", None)
-        if training is not None and not training.stop_for_quit():
+        if not self.dialogs.training_allows_quit():
             event.ignore()
             return
         self._closing = True
@@ -362,123 +358,17 @@ class MainWindow(QMainWindow):
         self.session.clear()
 
     def apply_preset(self, key: str) -> None:
-        doc = self.session.current
-        if doc is None or not doc.loaded:
-            return
-        if doc.presets is None:
-            doc.presets = window_presets(doc.image)
-        preset = next((p for p in doc.presets if p.key == key), None)
-        if preset is not None:
-            self.canvas.set_window(preset.window)  # the canvas reports it; the session stores it
-            self.statusBar().showMessage(f"Window preset {key}: {preset.name}", 4000)
-
-    def toggle_invert(self) -> None:
-        doc = self.session.current
-        if doc is not None:
-            self.session.set_invert(doc.doc_id, not doc.invert)
-
-    def reset_view(self) -> None:
-        """Esc: fitted, no rotation or flips, the default window and no inversion."""
-        doc = self.session.current
-        if doc is None:
-            return
-        self.canvas.reset_view()
-        self.session.set_invert(doc.doc_id, False)
-        self.canvas.set_window(doc.default_window)
-
-    def go_to_end(self, first: bool) -> None:
-        """Home/End: the first or the last image of the list."""
-        ids = self.session.document_ids()
-        if ids:
-            self.session.set_current(ids[0] if first else ids[-1])
-
-    def set_hide_identifiers(self, hide: bool) -> None:
-        """View > Hide identifiers on screen (remembered); exports follow their own "keep identifiers" choice."""
-        self.settings.hide_identifiers = bool(hide)
-        self.actions_by_id["hide_identifiers"].setChecked(bool(hide))
-        self.status_presenter.hide_identifiers = bool(hide)
-        self.status_presenter.annotate()
-        self._update_title()
-
-    def set_corner_text_visible(self, visible: bool) -> None:
-        self.settings.corner_text_visible = bool(visible)
-        self.actions_by_id["corner_text"].setChecked(bool(visible))
-        self.canvas.set_corner_text_visible(bool(visible))
-
-    def change_font_size(self, step: int) -> None:
-        """View > Font size: ``step`` points larger (+) or smaller (-), 0 back to the system's size; remembered."""
-        current = self.settings.font_size or system_font_size()
-        size = 0.0 if step == 0 else min(MAX_FONT_SIZE, max(MIN_FONT_SIZE, current + step))
-        self.settings.font_size = size
-        applied = apply_font_size(size)
-        self.statusBar().showMessage(f"Text size {applied:g} pt", 3000)
-
-    def toggle_full_screen(self) -> None:
-        if self.isFullScreen():
-            self.showNormal()
-            if getattr(self, "_was_maximized", False):
-                self.showMaximized()
-        else:
-            self._was_maximized = self.isMaximized()
-            self.showFullScreen()
-        self.actions_by_id["fullscreen"].setChecked(self.isFullScreen())
-
-    def _update_enabled(self) -> None:
-        has = self.session.current is not None
-        for name in IMAGE_ACTIONS:
-            self.actions_by_id[name].setEnabled(has)
-        for action in self.preset_actions:
-            action.setEnabled(has)
-
-    def _on_current_changed(self, doc: ImageDocument | None) -> None:
-        self._update_title()
-        self._update_enabled()
-
-    def _update_title(self) -> None:
-        doc = self.session.current
-        # File names often carry the patient's name: hidden with the other identifiers.
-        shown = doc is not None and not self.settings.hide_identifiers
-        self.setWindowTitle(f"{doc.name} — {APP_TITLE}" if shown else APP_TITLE)
+        self.view.apply_preset(key)
 
     # ------------------------------------------------------------------------------------------
     # model, results, messages
     def load_model(self, model_dir: str) -> None:
         """Load ``model_dir`` in the inference thread, then predict every image again."""
-        if not self._started:
-            self._requested_model_dir = model_dir
-            return
-        self.scheduler.load_model(str(model_dir))
+        self.models.load(model_dir)
 
     def activate_model(self, model_dir: str) -> None:
         """Switch to ``model_dir``, remember it, and predict every opened image again."""
-        is_bundled = Path(model_dir).resolve() == Path(_bundled_model_dir()).resolve()
-        self.settings.active_model = "" if is_bundled else str(model_dir)
-        self.load_model(str(model_dir))
-
-    def _on_model_changed(self, status: ModelStatus) -> None:
-        if status.state == READY:
-            info = status.info
-            self.statusBar().showMessage(f"Model {info.display_name} ready on {status.device}", 5000)
-            emit(self.model_changed, info)
-        elif status.state == FAILED:
-            self._on_model_failed(status)
-        else:
-            self.statusBar().showMessage("Loading model…")
-
-    def _on_model_failed(self, status: ModelStatus) -> None:
-        self.messages.add(f"The model could not be loaded: {status.message}", "error")
-        remembered = self.settings.active_model
-        if remembered and Path(remembered) == Path(status.path) and not self._fallback_tried:
-            # Issue 17: a remembered model that no longer loads must not leave the viewer without AI.
-            self._fallback_tried = True
-            self.settings.active_model = ""
-            text = f"The remembered model {Path(remembered).name} could not be loaded; using the bundled model"
-            self.session.message(text, "warning")
-            self.statusBar().showMessage(text, 15000)
-            self.load_model(_bundled_model_dir())
-            return
-        self.statusBar().showMessage("No model loaded: the viewer works, without AI results", 15000)
-        emit(self.model_changed, None)
+        self.models.activate(model_dir)
 
     def _on_heat(self, heat: OverlayHeat | None) -> None:
         if heat is not None:
@@ -494,44 +384,5 @@ class MainWindow(QMainWindow):
         self.overlay_panel.set_colormaps(list(COLORMAPS), wanted if wanted in COLORMAPS else COLORMAPS[0])
         self.overlay_presenter.update_colour_bar()
 
-    # ------------------------------------------------------------------------------------------
-    # dialogs (imported when first used: they are not needed to show the window)
-    def show_help(self) -> None:
-        from viewer.help_dialog import HelpDialog
-
-        dialog = getattr(self, "_help_dialog", None) or HelpDialog(self)
-        self._help_dialog = dialog
-        dialog.show()
-        dialog.raise_()
-
-    def show_about(self) -> None:
-        QMessageBox.about(
-            self,
-            "About CXR Viewer",
-            "<h3>CXR Viewer</h3><p>An offline chest X-ray viewer with a COVID-19 / Normal / Pneumonia "
-            f"classifier and Grad-CAM.</p><p><b>{DISCLAIMER}.</b></p>",
-        )
-
     def export_dialog(self) -> Any:
-        from viewer.export_dialog import ExportDialog
-
-        return ExportDialog(self.session, self.controller, self.settings, self)
-
-    def show_export_dialog(self) -> None:
-        if self.session.current is not None:
-            self.export_dialog().exec()
-
-    def show_model_manager(self) -> None:
-        from viewer.model_manager import ModelManagerDialog
-
-        ModelManagerDialog(self.session, self.activate_model, self).exec()
-
-    def show_training_dialog(self) -> None:
-        from viewer.training_dialog import TrainingDialog
-
-        dialog = getattr(self, "_training_dialog", None)
-        if dialog is None:
-            dialog = TrainingDialog(self.session, self.activate_model, self)
-            self._training_dialog = dialog
-        dialog.show()
-        dialog.raise_()
+        return self.dialogs.export_dialog()
