@@ -226,6 +226,7 @@ class MainWindow(QMainWindow):
     def event(self, event: QEvent) -> bool:
         if event.type() == QEvent.Type.Paint and not self._painted:
             self._painted = True
+            self.controller.preload.wait_gil_bound(timeout=5.0)  # once shown, never frozen by it
             emit(self.first_painted)
             QTimer.singleShot(0, self.start_background)  # heavy work starts once the window is on screen
         return super().event(event)
