@@ -201,6 +201,7 @@ class MainWindow(QMainWindow):
         ev.message.connect(self._on_message)
         self.canvas.cursor_moved.connect(lambda info: self.pixel_label.setText(self.canvas_presenter.pixel_text(info)))
         self.canvas.files_dropped.connect(self.open_paths)
+        self.scheduler.follow_canvas(self.canvas)
         self.opener.open_finished.connect(self._on_open_finished)
         self.controller.colormaps_ready.connect(self._on_colormaps_ready)
 
