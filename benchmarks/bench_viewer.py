@@ -20,6 +20,7 @@ It runs the real bundled model (or ``--model``); settings go to a temporary INI 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import glob
 import json
 import os
@@ -110,7 +111,7 @@ class _Probe:
             self.w.actions_by_id["overlay"].setChecked(True)
 
 
-def run(files: list[Path], model: str | None, timeout: float) -> dict:
+def run(files: list[Path], model: str | None, timeout: float, trace_stalls: str | None = None) -> dict:
     from PySide6.QtCore import QElapsedTimer, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -120,10 +121,11 @@ def run(files: list[Path], model: str | None, timeout: float) -> dict:
 
     settings_dir = tempfile.mkdtemp(prefix="bench-viewer-settings-")
     os.environ["CXR_VIEWER_SETTINGS"] = os.path.join(settings_dir, "settings.ini")
+    clock = QElapsedTimer()
+    clock.start()  # before the window is built: first_paint_s includes its construction
     window = MainWindow(settings=ViewerSettings(), model_dir=model)
     window.resize(1400, 900)
     probe = _Probe(window)
-    clock = QElapsedTimer()
     figures: dict = {"n_files": len(files)}
     state = {
         "failed": 0,
@@ -134,9 +136,22 @@ def run(files: list[Path], model: str | None, timeout: float) -> dict:
         "stalls_over_100": 0,
         "overlay_asked": None,
         "done": False,
+        "stalls": [],
     }
 
+    trace = open(trace_stalls, "w") if trace_stalls else None  # noqa: SIM115 - closed after the run
+
+    def painted() -> None:  # stalls count from the first paint: before it there is no window to freeze
+        figures["first_paint_s"] = round(clock.elapsed() / 1000.0, 2)
+        state["last"] = clock.elapsed()
+
+    window.first_painted.connect(painted)
+
     def tick() -> None:
+        if "first_paint_s" not in figures:
+            return
+        if trace is not None:  # faulthandler's C watchdog dumps every thread if this tick is 80 ms late
+            faulthandler.dump_traceback_later(0.09, file=trace)
         now = clock.elapsed()
         late = now - state["last"] - TICK_MS
         state["last"] = now
@@ -148,6 +163,8 @@ def run(files: list[Path], model: str | None, timeout: float) -> dict:
             state["ready_at"] = now / 1000.0
         if late > 100:
             state["stalls_over_100"] += 1
+        if late > 50:  # when each long stall happened: the model-load phases explain most of them
+            state["stalls"].append([round((now - late) / 1000.0, 2), round(float(late))])
         t = now / 1000.0
         if "first_image_s" not in figures and probe.has_image():
             figures["first_image_s"] = t
@@ -182,7 +199,6 @@ def run(files: list[Path], model: str | None, timeout: float) -> dict:
     timer = QTimer()
     timer.setInterval(TICK_MS)
     timer.timeout.connect(tick)
-    clock.start()
     finished = getattr(window, "open_finished", None)
     if finished is not None:  # files that cannot be opened count as settled
         finished.connect(lambda _ok, bad: state.__setitem__("failed", state["failed"] + bad))
@@ -191,10 +207,14 @@ def run(files: list[Path], model: str | None, timeout: float) -> dict:
     timer.start()
     app.exec()
     timer.stop()
+    if trace is not None:
+        faulthandler.cancel_dump_traceback_later()
+        trace.close()
     figures["peak_rss_mb"] = round(_proc_status_kb("VmHWM") / 1024.0, 1)
     figures["final_rss_mb"] = round(_proc_status_kb("VmRSS") / 1024.0, 1)
     figures["max_stall_ms"] = round(state["max_stall"], 1)
     figures["stalls_over_100ms"] = state["stalls_over_100"]
+    figures["stalls_over_50ms"] = state["stalls"]  # [start s, length ms]
     figures["model_ready_s"] = round(state["ready_at"], 2) if state["ready_at"] is not None else None
     figures["max_stall_after_model_ms"] = round(state["max_stall_ready"], 1)
     figures["timed_out"] = "all_predicted_s" not in figures
@@ -217,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model folder (default: the viewer's active model)")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
+    parser.add_argument(
+        "--trace-stalls", default=None, metavar="FILE", help="dump every thread's stack to FILE when the GUI is late"
+    )
     args = parser.parse_args(argv)
 
     tmp = None
@@ -229,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no files to open", file=sys.stderr)
         return 2
     try:
-        figures = run(files, args.model, args.timeout)
+        figures = run(files, args.model, args.timeout, args.trace_stalls)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

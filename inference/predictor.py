@@ -112,7 +112,7 @@ class Explanation:
     @cached_property
     def heatmap_original(self) -> np.ndarray:
         # Straight from the feature grid to the original: one interpolation, not two.
-        return np.clip(self.geometry.to_original(self.cam), 0.0, 1.0)
+        return np.clip(self.geometry.to_original(self.cam, taper=True), 0.0, 1.0)
 
     @property
     def is_empty(self) -> bool:

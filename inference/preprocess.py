@@ -40,7 +40,15 @@ import numpy as np
 from inference.display import window_image
 from inference.image import XRayImage
 
-__all__ = ["PreprocessConfig", "Geometry", "preprocess", "preprocess_uint8", "resize_gray", "to_model_input"]
+__all__ = [
+    "HEAT_TAPER",
+    "PreprocessConfig",
+    "Geometry",
+    "preprocess",
+    "preprocess_uint8",
+    "resize_gray",
+    "to_model_input",
+]
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,19 @@ class PreprocessConfig:
         return cls(**data)
 
 
+# A heat map fades out beyond the crop box over this fraction of the box's longest side, instead
+# of stopping at its edge: a map that ends in a hard rectangle shows the crop, not the evidence.
+HEAT_TAPER = 0.08
+
+
+def _taper_weights(before: int, inside: int, after: int, width: int) -> np.ndarray:
+    """1 inside, a raised-cosine fall over ``width`` pixels on each side (distance d = 1..width)."""
+    d_before = np.arange(before, 0, -1, dtype=np.float32)
+    d_after = np.arange(1, after + 1, dtype=np.float32)
+    fall = lambda d: 0.5 * (1.0 + np.cos(np.pi * d / (width + 1.0)))  # noqa: E731 - 1 near the edge, 0 at width + 1
+    return np.concatenate([fall(d_before), np.ones(inside, np.float32), fall(d_after)]).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Where the model's input came from in the original image."""
@@ -73,20 +94,52 @@ class Geometry:
     crop_box: tuple[int, int, int, int]  # (x0, y0, x1, y1), x1/y1 exclusive
     size: int  # side of the square model input
 
-    def to_original(self, heatmap: np.ndarray) -> np.ndarray:
+    def to_original(self, heatmap: np.ndarray, taper: bool = False) -> np.ndarray:
         """Map a 2-D map over the model input (any resolution) onto the original image.
 
-        Outside the crop box the result is 0. The returned array is float32 with the
-        original image's shape.
+        Outside the crop box the result is 0, or with ``taper`` (heat maps for the eye: screen
+        and exports) the edge values fading to 0 over :data:`HEAT_TAPER` of the box's size;
+        inside the box both are the same. Masks and measurements keep ``taper=False``. The
+        returned array is float32 with the original image's shape.
         """
+        return self.to_scaled(heatmap, 0, taper=taper)
+
+    def scaled(self, max_side: int = 0) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+        """(height, width) of the original image shrunk to ``max_side`` on its longest side
+        (0: not shrunk) and the crop box on that shrunk image."""
         h, w = self.original_shape
         x0, y0, x1, y1 = self.crop_box
+        scale = min(1.0, max_side / float(max(h, w))) if max_side else 1.0
+        if scale >= 1.0:
+            return (h, w), (x0, y0, x1, y1)
+        dh, dw = max(1, round(h * scale)), max(1, round(w * scale))
+        bx0, by0 = min(dw - 1, int(x0 * scale)), min(dh - 1, int(y0 * scale))
+        bx1, by1 = max(bx0 + 1, min(dw, round(x1 * scale))), max(by0 + 1, min(dh, round(y1 * scale)))
+        return (dh, dw), (bx0, by0, bx1, by1)
+
+    def to_scaled(self, heatmap: np.ndarray, max_side: int = 0, taper: bool = False) -> np.ndarray:
+        """:meth:`to_original` on the image shrunk to ``max_side`` on its longest side (0: full size).
+
+        The viewer shows heat maps at the size the canvas draws the film; only exports need the
+        full resolution (a 3000 px film's map is 36 MB).
+        """
+        (h, w), (x0, y0, x1, y1) = self.scaled(max_side)
         heatmap = np.asarray(heatmap, dtype=np.float32)
         inner = cv2.resize(heatmap, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
         if (x0, y0, x1, y1) == (0, 0, w, h):
             return inner
+        if not taper:
+            out = np.zeros((h, w), dtype=np.float32)
+            out[y0:y1, x0:x1] = inner
+            return out
+        width = max(1, round(HEAT_TAPER * max(x1 - x0, y1 - y0)))
+        top, left = min(y0, width), min(x0, width)
+        bottom, right = min(h - y1, width), min(w - x1, width)
+        grown = cv2.copyMakeBorder(inner, top, bottom, left, right, cv2.BORDER_REPLICATE)
+        grown *= _taper_weights(top, y1 - y0, bottom, width)[:, np.newaxis]
+        grown *= _taper_weights(left, x1 - x0, right, width)[np.newaxis, :]
         out = np.zeros((h, w), dtype=np.float32)
-        out[y0:y1, x0:x1] = inner
+        out[y0 - top : y1 + bottom, x0 - left : x1 + right] = grown
         return out
 
 

@@ -195,3 +195,48 @@ def test_unusable_stored_window_feeds_the_model_the_percentile_window(tmp_path):
     x_plain, _ = preprocess(plain, SMALL)
     np.testing.assert_array_equal(x_clipped, x_plain)
     assert float(x_clipped.min()) < 0.1 and float(x_clipped.max()) > 0.9  # the full gray scale, not white
+
+
+def _largest_step(heat: np.ndarray) -> float:
+    return float(max(np.abs(np.diff(heat, axis=0)).max(), np.abs(np.diff(heat, axis=1)).max()))
+
+
+# Full resolution (exports) and a display size: the fade covers the same share of the film, so
+# its steps are larger in a smaller map (14 px there, 56 px on the full-size film).
+@pytest.mark.parametrize(("max_side", "largest_step"), [(0, 0.03), (256, 0.11)])
+def test_a_heat_map_fades_out_beyond_the_crop_box_instead_of_ending_in_a_rectangle(max_side, largest_step):
+    """Issue 14: the heat map is not clipped to a hard rectangle at the lung-crop box edge."""
+    from inference.preprocess import HEAT_TAPER
+
+    geometry = Geometry(original_shape=(900, 1000), crop_box=(200, 150, 800, 850), size=224)
+    hot_edges = np.ones((7, 7), np.float32)  # the hottest possible value right at every edge of the box
+    hard = geometry.to_scaled(hot_edges, max_side)
+    soft = geometry.to_scaled(hot_edges, max_side, taper=True)
+    (h, w), (x0, y0, x1, y1) = geometry.scaled(max_side)
+    assert hard.shape == soft.shape == (h, w)
+    assert _largest_step(hard) == 1.0  # the rectangle the eye sees without the taper
+    width = round(HEAT_TAPER * max(x1 - x0, y1 - y0))
+    # A raised cosine over `width` pixels: no step larger than pi / (2 (width + 1)) of the edge value.
+    assert _largest_step(soft) <= np.pi / (2 * (width + 1)) + 1e-6
+    assert _largest_step(soft) < largest_step
+    np.testing.assert_array_equal(soft[y0:y1, x0:x1], hard[y0:y1, x0:x1])  # inside the box: unchanged
+    assert soft[y0 - 1, x0 + 5] > 0.98 and soft[y0 - width - 1, x0 + 5] == 0.0  # fades, then stops
+    assert soft[: y0 - width].max() == 0.0 and soft[:, x1 + width :].max() == 0.0
+    assert soft.max() <= 1.0 and soft.min() >= 0.0
+
+
+def test_the_untapered_map_is_what_masks_and_measurements_use():
+    geometry = Geometry(original_shape=(60, 80), crop_box=(10, 5, 70, 55), size=32)
+    heat = np.random.default_rng(0).random((8, 8)).astype(np.float32)
+    exact = geometry.to_original(heat)
+    assert not exact[:5].any() and not exact[:, :10].any()
+    np.testing.assert_array_equal(geometry.to_scaled(heat), exact)
+    tapered = geometry.to_original(heat, taper=True)
+    np.testing.assert_array_equal(tapered[5:55, 10:70], exact[5:55, 10:70])
+    assert tapered[4, 30] > 0.0 and tapered[4, 30] < exact[5, 30] + 1e-6
+
+
+def test_a_box_covering_the_whole_image_has_nothing_to_taper():
+    geometry = Geometry(original_shape=(40, 50), crop_box=(0, 0, 50, 40), size=32)
+    heat = np.random.default_rng(1).random((4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(geometry.to_original(heat, taper=True), geometry.to_original(heat))

@@ -4,10 +4,15 @@ The :class:`AnalysisScheduler` observes the session and asks the controller for 
 
 * every opened document is predicted once per model, the one on screen first;
 * with the overlay on, the image on screen gets one ``predict_and_explain`` job (one
-  preprocessing, one forward and one backward pass) that returns the heat map at display size;
-  a waiting plain prediction for that image is replaced by it;
+  preprocessing, one forward and one backward pass) that returns the heat map at the size the
+  canvas draws the film (:func:`viewer.render.heat_side_for`); a waiting plain prediction for
+  that image is replaced by it;
 * an explanation already computed (same class, same method) is shown again without the
-  network: its display map is rebuilt from the small feature-grid map.
+  network: a ``heat`` job rebuilds its display map from the small feature-grid map;
+* after a large zoom or resize (the canvas draws the film 1.5 times larger or smaller than its
+  map), once the view has been still for :data:`HEAT_RESIZE_DELAY_MS`, the map is rebuilt at
+  the new size, one job in flight per film. Only the map on screen is kept, never a
+  full-resolution one.
 
 It writes results into the session through its methods; it keeps one handle per document so
 that nothing is asked twice, and forgets it when the handle finishes (returned, errored or
@@ -17,25 +22,42 @@ cancelled).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
+
+from PySide6.QtCore import QTimer
 
 from viewer.controller import AnalysisController, AnalysisResult, JobHandle
 from viewer.document import ImageDocument
-from viewer.render import HEAT_DISPLAY_SIDE, display_heat
+from viewer.render import HEAT_DISPLAY_SIDE, heat_side_for, heat_side_is_stale
 from viewer.session import FAILED, LOADING, READY, ModelStatus, OverlayHeat, OverlaySettings, Session
 
-__all__ = ["AnalysisScheduler"]
+__all__ = ["AnalysisScheduler", "HEAT_RESIZE_DELAY_MS", "canvas_shown_side"]
 
 log = logging.getLogger(__name__)
+
+HEAT_RESIZE_DELAY_MS = 250  # a zoom by wheel or a window drag settles before the map is rebuilt
+
+
+def canvas_shown_side(canvas: Any) -> float:
+    """Device pixels of the longest side of the film as ``canvas`` (a :class:`viewer.canvas.ImageCanvas`)
+    draws it now; 0 when it shows none."""
+    image = canvas.image
+    if image is None:
+        return 0.0
+    return float(canvas.zoom()) * max(image.shape[:2]) * float(canvas.devicePixelRatioF())
 
 
 class AnalysisScheduler:
     def __init__(self, session: Session, controller: AnalysisController, heat_side: int = HEAT_DISPLAY_SIDE) -> None:
         self.session = session
         self.controller = controller
-        self.heat_side = heat_side
+        self.heat_side = heat_side  # used until follow_canvas() tells how large the film is drawn
+        self._shown_side: Callable[[], float] | None = None
+        self._resize_timer: QTimer | None = None
         self._predicting: dict[int, JobHandle] = {}  # doc id -> its plain prediction job
         self._explaining: dict[int, tuple[tuple[int | None, str], JobHandle]] = {}  # doc id -> (target, job)
+        self._resizing: dict[int, JobHandle] = {}  # doc id -> its heat-map job (one in flight per film)
         self.model_handle: JobHandle | None = None
         ev = session.events
         ev.documents_added.connect(self._on_documents_added)
@@ -141,10 +163,7 @@ class AnalysisScheduler:
         if target is not None and heat is not None and heat.doc_id == doc.doc_id and heat.target == target:
             return
         if target is not None and target in doc.explanations:
-            explanation = doc.explanations[target]
-            session.set_overlay_heat(
-                OverlayHeat(doc.doc_id, target, display_heat(explanation, self.heat_side), explanation)
-            )
+            self._render_heat(doc, target, doc.explanations[target])
             return
         if not self._can_queue():
             return
@@ -159,9 +178,62 @@ class AnalysisScheduler:
         waiting = self._predicting.get(doc.doc_id)
         if waiting is not None and waiting.state == "queued":
             waiting.cancel()  # one job does both: predict_and_explain
-        handle = self.controller.analyse(doc, explain=wanted, heat_side=self.heat_side, front=True)
+        handle = self.controller.analyse(doc, explain=wanted, heat_side=self.heat_side_for(doc), front=True)
         self._explaining[doc.doc_id] = (wanted, handle)
         self._watch(handle, doc.doc_id)
+
+    # -- the heat map's size ---------------------------------------------------------------------------
+    def follow_canvas(self, canvas: Any) -> None:
+        """Ask for heat maps at the size ``canvas`` (a :class:`viewer.canvas.ImageCanvas`) draws the
+        film, and again once a zoom, resize, rotation or flip has settled (its ``view_changed``)."""
+        self._shown_side = lambda: canvas_shown_side(canvas)
+        timer = QTimer(canvas)  # ends with the canvas
+        timer.setSingleShot(True)
+        timer.setInterval(HEAT_RESIZE_DELAY_MS)
+        timer.timeout.connect(self.refresh_heat_size)
+        canvas.view_changed.connect(timer.start)  # restarted by each change: one refresh at the end
+        self._resize_timer = timer
+
+    def heat_side_for(self, doc: ImageDocument) -> int:
+        """The side of the heat map to build for ``doc`` now."""
+        if self._shown_side is None:
+            return self.heat_side
+        shown = self._shown_side()
+        return heat_side_for(shown, max(doc.shape)) if shown > 0 else self.heat_side
+
+    def refresh_heat_size(self) -> None:
+        """Rebuild the map on screen if the canvas now draws the film at a very different size."""
+        session, doc = self.session, self.session.current
+        heat = session.overlay_heat
+        if doc is None or heat is None or heat.doc_id != doc.doc_id or not session.overlay.visible:
+            return
+        if heat_side_is_stale(max(heat.heat.shape), self.heat_side_for(doc)):
+            self._render_heat(doc, heat.target, heat.explanation)
+
+    def _render_heat(self, doc: ImageDocument, target: tuple[int, str], explanation: Any) -> None:
+        """Build ``explanation``'s display map in the inference thread; one job per film at a time
+        (the map wanted when it ends is checked again then)."""
+        running = self._resizing.get(doc.doc_id)
+        if running is not None and not running.done:
+            return
+        side = self.heat_side_for(doc)
+        handle = self.controller.render_heat(doc.doc_id, explanation, side)
+        self._resizing[doc.doc_id] = handle
+
+        def show(heat: Any, doc_id: int = doc.doc_id) -> None:
+            current = self.session.current
+            if current is None or current.doc_id != doc_id or self.session.overlay_target(current) != target:
+                return  # another film or another class by now
+            self.session.set_overlay_heat(OverlayHeat(doc_id, target, heat, explanation))
+
+        def finished(doc_id: int = doc.doc_id, h: JobHandle = handle) -> None:
+            if self._resizing.get(doc_id) is h:
+                del self._resizing[doc_id]
+            self.request_overlay()  # another class may be wanted by now
+            self.refresh_heat_size()  # or another size: the view may have changed meanwhile
+
+        handle.returned.connect(show)
+        handle.finished.connect(finished)
 
     # -- session events ------------------------------------------------------------------------------
     def _on_documents_added(self, docs: list[ImageDocument]) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import threading
 import traceback
 from collections import deque
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Qt, Signal
 
+from inference.native_preload import NativePreload
 from viewer.qt_compat import emit
 from viewer.workers import ThreadedWorker
 
@@ -178,6 +180,17 @@ class JobQueue:
             self._jobs = deque(j for j in self._jobs if not match(j))
             return taken
 
+    def render_heat(self, doc_id: int, explanation: Any, heat_side: int) -> JobHandle:
+        """``explanation``'s heat map with its longest side ``heat_side`` (no network: from its
+        feature-grid map), ahead of the other jobs; ``returned`` gives the float32 array."""
+
+        def run(_ctx: JobContext) -> np.ndarray:
+            from viewer.render import display_heat
+
+            return display_heat(explanation, heat_side)
+
+        return self.submit(run, kind="heat", doc_id=doc_id, front=True)
+
     def prioritise(self, doc_id: int) -> None:
         """Move the jobs of ``doc_id`` to the front (behind a pending model load and its set-up)."""
         with self._lock:
@@ -197,6 +210,11 @@ class JobQueue:
             return len(self._jobs)
 
 
+# While a model loads (TensorFlow's import runs ~2 s of Python in this thread), the interpreter
+# offers the GIL to other threads every 1 ms instead of 5 ms, so the GUI thread gets its turns.
+LOAD_SWITCH_INTERVAL_S = 0.001
+
+
 @dataclass(frozen=True)
 class AnalysisResult:
     """What an analysis job returns: the prediction and, when asked, the explanation and its
@@ -209,6 +227,9 @@ class AnalysisResult:
 
 
 def default_predictor_factory(path: str) -> Any:
+    from inference.native_preload import preload_tensorflow_libraries
+
+    preload_tensorflow_libraries()  # the 850 MB of TensorFlow libraries mapped without the GIL
     from inference.predictor import Predictor
 
     return Predictor(path)
@@ -247,6 +268,11 @@ class AnalysisController(QObject):
         queued = Qt.ConnectionType.QueuedConnection  # also when reported on the GUI thread: callers connect first
         self._relay_outcome.connect(self._announce, queued)
         self._relay_progress.connect(self._announce_progress, queued)
+        # TensorFlow's import holds the GIL for ~0.7 s in two places (issue 12): prepared from now on,
+        # the GIL-bound part before the window's first paint (see NativePreload); only for the real model.
+        self.preload = NativePreload()
+        if predictor_factory is None:
+            self.preload.start()
 
     def _announce(self, handle: JobHandle) -> None:
         handle._announce()
@@ -337,6 +363,9 @@ class AnalysisController(QObject):
             switching = self._predictor is not None
             self._predictor = None
             gc.disable()  # no full collections in the middle of TensorFlow's import
+            self.preload.wait(timeout=60.0)
+            interval = sys.getswitchinterval()  # 5 ms: the GUI waits its turn behind up to two threads
+            sys.setswitchinterval(min(interval, LOAD_SWITCH_INTERVAL_S))
             try:
                 gc.unfreeze()
                 if switching:
@@ -357,6 +386,7 @@ class AnalysisController(QObject):
                 # the GUI thread, for 0.6-1 s.
                 gc.freeze()
                 gc.enable()
+                sys.setswitchinterval(interval)
             self._predictor = predictor
             return predictor.info, str(getattr(predictor, "device", ""))
 
@@ -394,6 +424,17 @@ class AnalysisController(QObject):
             return AnalysisResult(doc.doc_id, prediction, explanation, display_heat(explanation, heat_side))
 
         return self.submit(run, kind="analyse", doc_id=doc.doc_id, front=front)
+
+    def render_heat(self, doc_id: int, explanation: Any, heat_side: int) -> JobHandle:
+        """``explanation``'s heat map with its longest side ``heat_side`` (no network: from its
+        feature-grid map), ahead of the other jobs; ``returned`` gives the float32 array."""
+
+        def run(_ctx: JobContext) -> np.ndarray:
+            from viewer.render import display_heat
+
+            return display_heat(explanation, heat_side)
+
+        return self.submit(run, kind="heat", doc_id=doc_id, front=True)
 
     def prioritise(self, doc_id: int) -> None:
         self.queue.prioritise(doc_id)

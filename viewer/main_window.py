@@ -203,6 +203,7 @@ class MainWindow(QMainWindow):
         ev.message.connect(self._on_message)
         self.canvas.cursor_moved.connect(lambda info: self.pixel_label.setText(self.canvas_presenter.pixel_text(info)))
         self.canvas.files_dropped.connect(self.open_paths)
+        self.scheduler.follow_canvas(self.canvas)
         self.opener.open_finished.connect(self._on_open_finished)
         self.controller.colormaps_ready.connect(self._on_colormaps_ready)
 
@@ -228,6 +229,7 @@ class MainWindow(QMainWindow):
     def event(self, event: QEvent) -> bool:
         if event.type() == QEvent.Type.Paint and not self._painted:
             self._painted = True
+            self.controller.preload.wait_gil_bound(timeout=5.0)  # once shown, never frozen by it
             emit(self.first_painted)
             QTimer.singleShot(0, self.start_background)  # heavy work starts once the window is on screen
         return super().event(event)

@@ -31,7 +31,11 @@ __all__ = [
     "overlay_rgba",
     "prepare_display",
     "display_heat",
+    "heat_side_for",
+    "heat_side_is_stale",
     "HEAT_DISPLAY_SIDE",
+    "HEAT_MAX_SIDE",
+    "HEAT_MIN_SIDE",
 ]
 
 PREVIEW_SIDE = 1024
@@ -118,24 +122,35 @@ def overlay_rgba(heat: np.ndarray, colormap: str) -> np.ndarray:
     return np.dstack([rgb, heat_alpha(heat)])
 
 
-HEAT_DISPLAY_SIDE = 512  # the heat map is smooth: the canvas stretches this over the image
+HEAT_DISPLAY_SIDE = 512  # the side asked for before the canvas has shown the film at any size
+# The longest heat map the screen gets: the map is a smooth interpolation of a coarse feature grid,
+# so a larger one looks the same when the canvas stretches it, and colouring it would cost the GUI
+# thread more than a frame.
+HEAT_MAX_SIDE = 2048
+HEAT_MIN_SIDE = 128
 
 
 def display_heat(explanation: object, max_side: int = HEAT_DISPLAY_SIDE) -> np.ndarray:
     """The explanation's heat map on the original image, but only ``max_side`` pixels on its longest side.
 
     Straight from the feature-grid map (``explanation.cam``) with the crop box scaled, so no
-    full-resolution map is ever built for the screen (a 3000 px film's would be 36 MB).
+    full-resolution map is ever built for the screen (a 3000 px film's would be 36 MB). Beyond
+    the crop box the map fades out as in every export (:meth:`inference.preprocess.Geometry.to_scaled`).
     """
     geometry = explanation.geometry  # type: ignore[attr-defined]
     cam = np.asarray(explanation.cam, dtype=np.float32)  # type: ignore[attr-defined]
-    h, w = geometry.original_shape
-    scale = min(1.0, max_side / float(max(h, w))) if max_side else 1.0
-    dh, dw = max(1, round(h * scale)), max(1, round(w * scale))
-    x0, y0, x1, y1 = geometry.crop_box
-    bx0, by0 = min(dw - 1, int(x0 * scale)), min(dh - 1, int(y0 * scale))
-    bx1, by1 = max(bx0 + 1, min(dw, round(x1 * scale))), max(by0 + 1, min(dh, round(y1 * scale)))
-    inner = cv2.resize(cam, (bx1 - bx0, by1 - by0), interpolation=cv2.INTER_LINEAR)
-    out = np.zeros((dh, dw), dtype=np.float32)
-    out[by0:by1, bx0:bx1] = inner
-    return np.clip(out, 0.0, 1.0)
+    return np.clip(geometry.to_scaled(cam, max_side, taper=True), 0.0, 1.0)
+
+
+def heat_side_for(shown_side: float, original_side: int) -> int:
+    """The heat-map side for a film whose longest side the canvas draws ``shown_side`` screen pixels
+    long: that size, never above the film's own nor :data:`HEAT_MAX_SIDE`, never below
+    :data:`HEAT_MIN_SIDE`; rounded up to a multiple of 64 so that small zoom steps ask for nothing."""
+    side = int(np.ceil(max(float(shown_side), HEAT_MIN_SIDE) / 64.0) * 64)
+    return max(1, min(side, HEAT_MAX_SIDE, int(original_side)))
+
+
+def heat_side_is_stale(have: int, want: int, factor: float = 1.5) -> bool:
+    """A heat map ``have`` pixels long is redone for ``want`` only after a large change: the canvas
+    now shows the film ``factor`` times larger (the map would look soft) or smaller (it is wasted)."""
+    return want > have * factor or want * factor < have
