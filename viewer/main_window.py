@@ -47,6 +47,7 @@ from viewer.session import FAILED, READY, ModelStatus, OverlayHeat, OverlaySetti
 from viewer.settings import MAX_FONT_SIZE, MIN_FONT_SIZE, ViewerSettings
 from viewer.tags_panel import TagsPanel
 from viewer.thumbnails import ThumbnailList
+from viewer.tools import install_tools
 
 __all__ = ["MainWindow", "APP_TITLE"]
 
@@ -113,6 +114,7 @@ class MainWindow(QMainWindow):
             + [self.actions_by_id[a] for a in ("flip_h", "flip_v", "overlay")]
         )
         self._connect()
+        self.tools = install_tools(self)  # measuring tools, their actions and the Measurements panel
         apply_font_size(self.settings.font_size)
         self._restore_layout()
         self._update_enabled()
