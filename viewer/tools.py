@@ -471,8 +471,8 @@ class ToolController:
             painter.save()
             painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
             for mark in marks:
-                colour = SELECTED_RGB if mark.id == self.selected else MARK_RGB
-                self._paint_mark(painter, mark, shapes(mark), colour)
+                # The exports' colour, selected or not (the handles show the selection).
+                self._paint_mark(painter, mark, shapes(mark), MARK_RGB)
                 if mark.id == self.selected:
                     self._paint_handles(painter, mark)
             self._paint_draft(painter, shapes)
