@@ -26,7 +26,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QActionGroup, QBrush, QColor, QFont, QMouseEvent, QPainter, QPainterPath, QPen, QTransform
+from PySide6.QtGui import (
+    QActionGroup,
+    QBrush,
+    QColor,
+    QFont,
+    QFontMetrics,
+    QMouseEvent,
+    QPainter,
+    QPainterPath,
+    QPen,
+    QTransform,
+)
 from PySide6.QtWidgets import QInputDialog, QLineEdit, QWidget
 
 from inference.annotations import KINDS, Annotation, Measurement, measure
@@ -293,13 +304,26 @@ class ToolController:
                 return True
         return any(rect.contains(pos) for rect in self._label_rects(mark))
 
+    def _label_font(self) -> QFont:
+        font = QFont(self.canvas.font())
+        font.setBold(True)
+        return font
+
     def _label_rects(self, mark: Annotation) -> list[QRectF]:
-        metrics = self.canvas.fontMetrics()
+        metrics = QFontMetrics(self._label_font())
         out = []
         for anchor, text in self._labels(mark):
             w, h = metrics.horizontalAdvance(text), metrics.height()
             out.append(QRectF(anchor.x(), anchor.y() - metrics.ascent(), w, h).adjusted(-2, -2, 2, 2))
         return out
+
+    def _inside(self, anchor: QPointF, text: str) -> QPointF:
+        """A label's origin moved back inside the viewport when it would run off an edge (as the exports do)."""
+        metrics = QFontMetrics(self._label_font())
+        vp = self.canvas.viewport().rect()
+        x = max(4.0, min(anchor.x(), vp.width() - metrics.horizontalAdvance(text) - 4.0))
+        y = max(metrics.ascent() + 4.0, min(anchor.y(), vp.height() - metrics.descent() - 4.0))
+        return QPointF(x, y)
 
     def _labels(self, mark: Annotation) -> list[tuple[QPointF, str]]:
         """(baseline origin in the viewport, text) of a mark's own text and of its measured value,
@@ -308,11 +332,11 @@ class ToolController:
         m = self.measurement(mark)
         offset = QPointF(8, -8)
         if mark.text:
-            out.append((self.to_view(*mark.points[0]) + offset, mark.text))
+            out.append((self._inside(self.to_view(*mark.points[0]) + offset, mark.text), mark.text))
         if m is not None:
             first_used = bool(mark.text) and len(mark.points) == 1
             anchor = self.to_view(*mark.points[-1]) + (QPointF(8, 18) if first_used else offset)
-            out.append((anchor, m.text()))
+            out.append((self._inside(anchor, m.text()), m.text()))
         return out
 
     # -- canvas hooks --------------------------------------------------------------------------
@@ -507,8 +531,7 @@ class ToolController:
         self._paint_labels(painter, self._labels(mark), rgb)
 
     def _paint_labels(self, painter: QPainter, labels: list[tuple[QPointF, str]], rgb: tuple[int, int, int]) -> None:
-        font = QFont(self.canvas.font())
-        font.setBold(True)
+        font = self._label_font()
         for anchor, text in labels:
             path = QPainterPath()
             path.addText(anchor, font, text)
