@@ -552,6 +552,8 @@ class ImageCanvas(QGraphicsView):
         button, moved = self._drag_button, self._drag_moved
         self._drag_button = None
         self.viewport().unsetCursor()
+        if self.tool is not None:
+            self.tool.restore_cursor()  # a drawing tool's cross hair after a pan
         if button == Qt.MouseButton.LeftButton and self._previewing:
             self._render(preview=False)  # full resolution once the drag ends
             emit(self.window_changed, self._window)

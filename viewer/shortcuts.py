@@ -65,10 +65,6 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("next_image", ("Down", "PgDown", "Right"), "&Next image", "Next image", "Images"),
     Shortcut("first_image", ("Home",), "F&irst image", "First image in the list", "Images"),
     Shortcut("last_image", ("End",), "L&ast image", "Last image in the list", "Images"),
-    Shortcut("overlay", ("G",), "&Grad-CAM overlay", "Show or hide the Grad-CAM overlay", "AI"),
-    Shortcut("models", ("Ctrl+M",), "&Model manager…", "List, switch, import and delete models", "AI"),
-    Shortcut("train", ("Ctrl+T",), "&Train a model…", "Train a model on a folder of labelled images", "AI"),
-    Shortcut("help", ("F1",), "&Keyboard and mouse…", "This help", "Help"),
     # Measuring and annotating (viewer/tools.py); marks are saved with the film (its sidecar).
     Shortcut(
         "tool_select",
@@ -105,6 +101,10 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("delete_mark", ("Delete", "Backspace"), "De&lete mark", "Delete the selected mark", "Tools"),
     Shortcut("undo", ("Ctrl+Z",), "&Undo", "Undo the last change to the marks of this film", "Tools"),
     Shortcut("redo", ("Ctrl+Y", "Ctrl+Shift+Z"), "Re&do", "Redo", "Tools"),
+    Shortcut("overlay", ("G",), "&Grad-CAM overlay", "Show or hide the Grad-CAM overlay", "AI"),
+    Shortcut("models", ("Ctrl+M",), "&Model manager…", "List, switch, import and delete models", "AI"),
+    Shortcut("train", ("Ctrl+T",), "&Train a model…", "Train a model on a folder of labelled images", "AI"),
+    Shortcut("help", ("F1",), "&Keyboard and mouse…", "This help", "Help"),
 )
 
 MOUSE: tuple[tuple[str, str], ...] = (

@@ -153,12 +153,15 @@ class ToolController:
             raise ValueError(f"unknown tool {tool!r}")
         self._cancel_gesture()
         self.tool = tool
-        cursor = Qt.CursorShape.ArrowCursor if tool == "select" else Qt.CursorShape.CrossCursor
-        self.canvas.viewport().setCursor(cursor)
+        self.restore_cursor()
         self.tool_changed.notify(tool)
         if tool == "ctr" and self.propose_ctr is not None and self._current() is not None:
             self.propose_ctr(self._current())
         self.canvas.viewport().update()
+
+    def restore_cursor(self) -> None:
+        cursor = Qt.CursorShape.ArrowCursor if self.tool == "select" else Qt.CursorShape.CrossCursor
+        self.canvas.viewport().setCursor(cursor)
 
     def set_loupe(self, on: bool) -> None:
         self.loupe = bool(on)
