@@ -255,9 +255,11 @@ def test_select_move_handle_delete_undo_redo(reader, qtbot, tmp_path):
     drag(qtbot, vp, at(window, 100, 50), at(window, 150, 50))  # its handle: one end moves
     (line,) = marks(window)
     assert line.points == ((50.0, 50.0), (150.0, 50.0)) and tools.label(line) == "20.0 mm"
+    assert not window.actions_by_id["redo"].isEnabled() and window.actions_by_id["undo"].isEnabled()
     key(qtbot, window, Qt.Key.Key_Delete)
     assert marks(window) == ()
     key(qtbot, window, Qt.Key.Key_Z, CTRL)
+    assert window.actions_by_id["redo"].isEnabled()
     assert marks(window)[0].points == ((50.0, 50.0), (150.0, 50.0))
     key(qtbot, window, Qt.Key.Key_Z, CTRL)
     assert marks(window)[0].points == ((50.0, 50.0), (100.0, 50.0))
@@ -353,8 +355,13 @@ def test_panel_rows_select_and_delete(reader, qtbot, tmp_path):
     assert panel.selected_id() == roi.id  # the new mark is selected, in the list too
     panel.list.setCurrentRow(0)
     assert tools.selected == line.id
+    tools.ask_text = lambda title, initial: "apex"
+    rect = panel.list.visualItemRect(panel.list.item(0))
+    qtbot.mouseClick(panel.list.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.mouseDClick(panel.list.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert marks(window)[0].text == "apex" and panel.rows()[0][1] == "Distance: apex · 20.0 mm"
     qtbot.mouseClick(panel.delete_button, Qt.MouseButton.LeftButton)
-    assert marks(window) == (roi,) and [r[0] for r in panel.rows()] == [roi.id]
+    assert [a.id for a in marks(window)] == [roi.id] and [r[0] for r in panel.rows()] == [roi.id]
 
 
 def test_loupe_magnifies_around_the_cursor(reader, qtbot, tmp_path):

@@ -26,6 +26,7 @@ class AnnotationPanel(QWidget):
 
     row_selected = Signal(object)  # annotation id or None
     delete_requested = Signal(str)  # annotation id
+    edit_requested = Signal(str)  # annotation id (a double-clicked row)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -47,6 +48,7 @@ class AnnotationPanel(QWidget):
         layout.addLayout(buttons)
         self.list.currentItemChanged.connect(self._current_item)
         self.delete_button.clicked.connect(self._delete)
+        self.list.itemDoubleClicked.connect(lambda item: emit(self.edit_requested, item.data(Qt.ItemDataRole.UserRole)))
         self._filling = False
 
     def set_rows(self, rows: list[tuple[str, str]], selected: str | None) -> None:
@@ -105,6 +107,7 @@ class AnnotationPresenter:
         tools.selection_changed.connect(panel.select_row)
         panel.row_selected.connect(tools.select)
         panel.delete_requested.connect(self._delete)
+        panel.edit_requested.connect(tools.edit_text)
         self.refresh()
 
     def row_text(self, annotation: Annotation) -> str:

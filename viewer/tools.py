@@ -623,6 +623,15 @@ def install_tools(window: Any) -> ToolController:
     a["undo"].triggered.connect(tools.undo)
     a["redo"].triggered.connect(tools.redo)
     a["edit_text"].triggered.connect(lambda: tools.edit_text())
+
+    def history_enabled(*_args: Any) -> None:  # Undo/Redo greyed out when there is nothing to undo/redo
+        doc = session.current
+        a["undo"].setEnabled(doc is not None and window.reads.can_undo(doc))
+        a["redo"].setEnabled(doc is not None and window.reads.can_redo(doc))
+
+    window.reads.events.annotations_changed.connect(history_enabled)
+    session.events.current_changed.connect(history_enabled)
+    history_enabled()
     # Esc (and Space) first cancel what is being drawn, then leave the tool; only then reset the view.
     reset = a["reset_view"]
     reset.triggered.disconnect()
