@@ -363,3 +363,51 @@ def test_no_orientation_marker_when_the_file_does_not_state_it(canvas):
     assert canvas.orientation_markers() == {} and canvas.marker_positions() == {}
     vp = canvas.viewport().rect()
     assert _bright_near(canvas, QPointF(vp.left() + 8, vp.center().y())) < 40
+
+
+class StubTool:
+    """The canvas's tool hook contract: left presses first (True = taken), moves, release, paint."""
+
+    def __init__(self, take: bool) -> None:
+        self.take = take
+        self.calls: list[str] = []
+
+    def press(self, event) -> bool:
+        self.calls.append("press")
+        return self.take
+
+    def move(self, event) -> None:
+        self.calls.append("move")
+
+    def release(self, event) -> None:
+        self.calls.append("release")
+
+    def double_click(self, event) -> bool:
+        return False
+
+    def paint(self, painter) -> None:
+        self.calls.append("paint")
+
+    def hover_left(self) -> None:
+        pass
+
+    def restore_cursor(self) -> None:
+        self.calls.append("cursor")
+
+
+@pytest.mark.parametrize("take", [True, False])
+def test_a_tool_gets_left_presses_first_and_what_it_leaves_is_window_level(canvas, qtbot, take):
+    canvas.set_image(deep_image())
+    tool = StubTool(take)
+    canvas.tool = tool
+    before = canvas.window()
+    vp = canvas.viewport()
+    centre = vp.rect().center()
+    drag(qtbot, vp, centre, centre + QPoint(80, 40))
+    assert tool.calls[0] == "press" and "move" in tool.calls
+    assert ("release" in tool.calls) == take  # a press the tool took ends with the tool
+    assert (canvas.window() == before) == take  # else the drag is window/level as always
+    vp.grab()
+    assert "paint" in tool.calls  # marks are painted at every paint, over the image
+    drag(qtbot, vp, centre, centre + QPoint(30, 0), button=Qt.MouseButton.MiddleButton)
+    assert tool.calls[-1] == "cursor"  # after a pan the tool's cursor comes back

@@ -22,6 +22,7 @@ __all__ = [
     "build_actions",
     "build_menus",
     "build_toolbar",
+    "build_tools_menu_and_toolbar",
     "fill_recent_menu",
 ]
 
@@ -161,6 +162,48 @@ def build_toolbar(window: QMainWindow, a: dict[str, QAction]) -> QToolBar:
     a["close_image"].setIcon(icon("close"))
     a["fullscreen"].setIcon(icon("fullscreen"))
     return bar
+
+
+# The measuring tools (viewer/tools.py): exclusive tools, then the loupe; short toolbar labels.
+TOOL_BAR = (
+    ("tool_select", "Select"),
+    ("tool_distance", "Distance"),
+    ("tool_angle", "Angle"),
+    ("tool_cobb", "Cobb"),
+    ("tool_rect", "Rect ROI"),
+    ("tool_ellipse", "Ellipse ROI"),
+    ("tool_arrow", "Arrow"),
+    ("tool_text", "Text"),
+    ("tool_ctr", "CTR"),
+    ("tool_loupe", "Loupe"),
+)
+
+
+def build_tools_menu_and_toolbar(window: QMainWindow, a: dict[str, QAction]) -> tuple[QMenu, QToolBar]:
+    """The Tools menu (before Help) and the measuring toolbar (a row under the main one)."""
+    bar = window.menuBar()
+    help_action = next((m for m in bar.actions() if m.text().replace("&", "") == "Help"), None)
+    menu = QMenu("&Tools", window)
+    menu.addActions([a[action_id] for action_id, _ in TOOL_BAR])
+    menu.addSeparator()
+    menu.addActions([a["edit_text"], a["delete_mark"], a["undo"], a["redo"]])
+    if help_action is not None:
+        bar.insertMenu(help_action, menu)
+    else:
+        bar.addMenu(menu)
+    window.addToolBarBreak()
+    tools = window.addToolBar("Measure")
+    tools.setObjectName("tools_toolbar")
+    tools.setMovable(False)
+    tools.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+    for action_id, label in TOOL_BAR:
+        a[action_id].setIconText(label)
+        tools.addAction(a[action_id])
+    tools.addSeparator()
+    for action_id, label in (("undo", "Undo"), ("redo", "Redo"), ("delete_mark", "Delete")):
+        a[action_id].setIconText(label)
+        tools.addAction(a[action_id])
+    return menu, tools
 
 
 def add_dock(window: QMainWindow, title: str, widget: QWidget, area: Qt.DockWidgetArea, name: str) -> QDockWidget:

@@ -6,7 +6,9 @@ follows the image exactly whatever the user does, and the pixel under the cursor
 the scene position rounded down.
 
 Mouse bindings follow Weasis/OHIF: left drag window/level, middle drag pan, right drag zoom,
-wheel zoom at the cursor, a right click without a drag opens the context menu.
+wheel zoom at the cursor, a right click without a drag opens the context menu. A measuring
+tool (``tool``, a :class:`viewer.tools.ToolController`) gets left presses first and paints the
+reader's marks over the image; what it does not take stays window/level.
 """
 
 from __future__ import annotations
@@ -143,6 +145,8 @@ class ImageCanvas(QGraphicsView):
         self._corner_text_visible = True
         self._patient_orientation: tuple[str, str] | None = None
         self.placeholder = "Drop chest X-rays or folders here, or press Ctrl+O"
+        self.tool = None  # viewer.tools.ToolController: left presses first, marks painted on top
+        self._tool_drag = False
 
     # -- items, for callers and tests --------------------------------------------------------
     @property
@@ -173,6 +177,7 @@ class ImageCanvas(QGraphicsView):
         """
         self._image = image
         self._drag_button = None
+        self._tool_drag = False
         self._previewing = False
         self.clear_overlay()
         if image is None:
@@ -448,6 +453,8 @@ class ImageCanvas(QGraphicsView):
             painter.drawText(vp, Qt.AlignmentFlag.AlignCenter, self.placeholder)
             painter.restore()
             return
+        if self.tool is not None:  # the reader's marks, mapped through the view at every paint
+            self.tool.paint(painter)
         # Painted in viewport coordinates, so markers and text stay put and unscaled at any zoom.
         painter.setFont(self._marker_font())
         for text, point in self.marker_positions(painter.fontMetrics()).values():
@@ -477,6 +484,10 @@ class ImageCanvas(QGraphicsView):
         if button not in (Qt.MouseButton.LeftButton, Qt.MouseButton.MiddleButton, Qt.MouseButton.RightButton):
             super().mousePressEvent(event)
             return
+        if button == Qt.MouseButton.LeftButton and self.tool is not None and self.tool.press(event):
+            self._tool_drag = True
+            event.accept()
+            return
         pos = event.position().toPoint()
         self._drag_button = button
         self._drag_start = pos
@@ -492,6 +503,11 @@ class ImageCanvas(QGraphicsView):
         pos = event.position().toPoint()
         self._mouse_pos = pos
         self._emit_cursor(pos)
+        if self.tool is not None and self._image is not None:
+            self.tool.move(event)
+            if self._tool_drag:
+                event.accept()
+                return
         if self._drag_button is None or self._image is None:
             super().mouseMoveEvent(event)
             return
@@ -525,18 +541,32 @@ class ImageCanvas(QGraphicsView):
         event.accept()
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
+        if self._tool_drag and event.button() == Qt.MouseButton.LeftButton:
+            self._tool_drag = False
+            self.tool.release(event)
+            event.accept()
+            return
         if self._drag_button is None or event.button() != self._drag_button:
             super().mouseReleaseEvent(event)
             return
         button, moved = self._drag_button, self._drag_moved
         self._drag_button = None
         self.viewport().unsetCursor()
+        if self.tool is not None:
+            self.tool.restore_cursor()  # a drawing tool's cross hair after a pan
         if button == Qt.MouseButton.LeftButton and self._previewing:
             self._render(preview=False)  # full resolution once the drag ends
             emit(self.window_changed, self._window)
         elif button == Qt.MouseButton.RightButton and not moved and self.actions():
             QMenu.exec(self.actions(), event.globalPosition().toPoint(), None, self)
         event.accept()
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override
+        if event.button() == Qt.MouseButton.LeftButton and self.tool is not None and self.tool.double_click(event):
+            self._tool_drag = True  # its release belongs to the tool too
+            event.accept()
+            return
+        super().mouseDoubleClickEvent(event)
 
     def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802 - Qt override
         if self._image is None:
@@ -570,6 +600,8 @@ class ImageCanvas(QGraphicsView):
 
     def leaveEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
         self._mouse_pos = None
+        if self.tool is not None:
+            self.tool.hover_left()
         emit(self.cursor_moved, None)
         super().leaveEvent(event)
 

@@ -49,6 +49,7 @@ from viewer.session import OverlayHeat, OverlaySettings, Session
 from viewer.settings import ViewerSettings
 from viewer.tags_panel import TagsPanel
 from viewer.thumbnails import ThumbnailList
+from viewer.tools import install_tools
 from viewer.view_commands import ViewCommands
 from viewer.window_dialogs import WindowDialogs
 
@@ -112,6 +113,7 @@ class MainWindow(QMainWindow):
             + [self.actions_by_id[a] for a in ("flip_h", "flip_v", "overlay")]
         )
         self._connect()
+        self.tools = install_tools(self)  # measuring tools, their actions and the Measurements panel
         apply_font_size(self.settings.font_size)
         self._restore_layout()
         self.view.update_enabled()

@@ -32,7 +32,13 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("zoom_in", ("+", "Ctrl++"), "Zoom &in", "Zoom in", "View"),
     Shortcut("zoom_out", ("-", "Ctrl+-"), "Zoom &out", "Zoom out", "View"),
     Shortcut("actual_size", ("Ctrl+1",), "&Actual pixels", "One image pixel per screen pixel", "View"),
-    Shortcut("reset_view", ("Esc", "Space"), "&Reset view", "Reset zoom, pan, rotation, flips and window", "View"),
+    Shortcut(
+        "reset_view",
+        ("Esc", "Space"),
+        "&Reset view",
+        "Cancel a drawing (then back to Select); else reset zoom, pan, rotation, flips and window",
+        "View",
+    ),
     Shortcut("rotate_left", ("[",), "Rotate &left", "Rotate the view 90° counter-clockwise", "View"),
     Shortcut("rotate_right", ("]",), "Rotate &right", "Rotate the view 90° clockwise", "View"),
     Shortcut("flip_h", ("H",), "Flip &horizontal", "Mirror the view left-right", "View"),
@@ -59,6 +65,42 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("next_image", ("Down", "PgDown", "Right"), "&Next image", "Next image", "Images"),
     Shortcut("first_image", ("Home",), "F&irst image", "First image in the list", "Images"),
     Shortcut("last_image", ("End",), "L&ast image", "Last image in the list", "Images"),
+    # Measuring and annotating (viewer/tools.py); marks are saved with the film (its sidecar).
+    Shortcut(
+        "tool_select",
+        ("S",),
+        "&Select",
+        "Select (click), move (drag) or adjust (drag a handle) a mark; a left drag elsewhere sets the window",
+        "Tools",
+    ),
+    Shortcut(
+        "tool_distance",
+        ("D",),
+        "&Distance",
+        "Distance: drag, or click both ends (mm; at detector; px without spacing)",
+        "Tools",
+    ),
+    Shortcut("tool_angle", ("A",), "&Angle", "Angle: drag the first arm, click the end of the second", "Tools"),
+    Shortcut("tool_cobb", ("B",), "Cob&b angle", "Cobb angle: drag one line along each end plate", "Tools"),
+    Shortcut(
+        "tool_rect", ("R",), "&Rectangle ROI", "Rectangle ROI: drag; mean, SD, min, max (stored values), area", "Tools"
+    ),
+    Shortcut("tool_ellipse", ("E",), "&Ellipse ROI", "Ellipse ROI: drag its box; mean, SD, min, max, area", "Tools"),
+    Shortcut("tool_arrow", ("W",), "Arro&w", "Arrow: drag from the tail to the point shown", "Tools"),
+    Shortcut("tool_text", ("T",), "&Text", "Text: click where it goes and type", "Tools"),
+    Shortcut(
+        "tool_ctr",
+        ("C",),
+        "&Cardiothoracic ratio",
+        "Cardiothoracic ratio: proposed from the lung model when it finds the lungs, else drag the "
+        "maximal cardiac width, then the inner thoracic width; drag the handles to adjust both",
+        "Tools",
+    ),
+    Shortcut("tool_loupe", ("Z",), "&Loupe", "Magnifier around the cursor (3x), on or off", "Tools"),
+    Shortcut("edit_text", ("F2",), "Edit te&xt", "Edit the text of the selected mark (or double-click it)", "Tools"),
+    Shortcut("delete_mark", ("Delete", "Backspace"), "De&lete mark", "Delete the selected mark", "Tools"),
+    Shortcut("undo", ("Ctrl+Z",), "&Undo", "Undo the last change to the marks of this film", "Tools"),
+    Shortcut("redo", ("Ctrl+Y", "Ctrl+Shift+Z"), "Re&do", "Redo", "Tools"),
     Shortcut("overlay", ("G",), "&Grad-CAM overlay", "Show or hide the Grad-CAM overlay", "AI"),
     Shortcut("models", ("Ctrl+M",), "&Model manager…", "List, switch, import and delete models", "AI"),
     Shortcut("train", ("Ctrl+T",), "&Train a model…", "Train a model on a folder of labelled images", "AI"),
@@ -67,6 +109,7 @@ SHORTCUTS: tuple[Shortcut, ...] = (
 
 MOUSE: tuple[tuple[str, str], ...] = (
     ("Left drag", "Window/level: right = wider window (less contrast), up = brighter, down = darker"),
+    ("Left drag with a tool (D A B R E W T C)", "Draw; on a selected mark's handle: adjust it; Esc cancels"),
     ("Ctrl + left drag", "Window/level in fine steps (one tenth)"),
     ("Middle drag", "Pan"),
     ("Right drag", "Zoom: up = in, down = out, around the point where the drag started"),
