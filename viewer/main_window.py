@@ -46,7 +46,7 @@ from viewer.results_panel import DISCLAIMER, ResultsPanel
 from viewer.session import FAILED, READY, ModelStatus, OverlayHeat, OverlaySettings, Session
 from viewer.settings import MAX_FONT_SIZE, MIN_FONT_SIZE, ViewerSettings
 from viewer.tags_panel import TagsPanel
-from viewer.thumbnails import ThumbnailList
+from viewer.worklist_view import WorklistPanel
 
 __all__ = ["MainWindow", "APP_TITLE"]
 
@@ -125,7 +125,7 @@ class MainWindow(QMainWindow):
     # construction
     def _build_docks(self) -> None:
         left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
-        self.thumbnails = ThumbnailList()
+        self.thumbnails = WorklistPanel()  # the worklist
         self.results = ResultsPanel()
         self.overlay_panel = OverlayPanel(_INITIAL_COLORMAPS)
         self.tags = TagsPanel()
@@ -137,13 +137,13 @@ class MainWindow(QMainWindow):
         self.messages_dock = add_dock(self, "Messages", self.messages, right, "messages_dock")
         self.tabifyDockWidget(self.tags_dock, self.messages_dock)
         self.tags_dock.raise_()
-        self.resizeDocks([self.thumbnails_dock], [170], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.thumbnails_dock], [330], Qt.Orientation.Horizontal)
         self.resizeDocks([self.results_dock], [400], Qt.Orientation.Horizontal)
         vertical = Qt.Orientation.Vertical
         self.resizeDocks([self.results_dock, self.overlay_dock, self.tags_dock], [230, 260, 330], vertical)
 
     def _handlers(self) -> dict[str, Callable[[], None]]:
-        session, canvas = self.session, self.canvas
+        canvas = self.canvas
         return {
             "open": self.open_dialog,
             "open_folder": self.open_folder_dialog,
@@ -162,10 +162,10 @@ class MainWindow(QMainWindow):
             "flip_h": canvas.flip_horizontal,
             "flip_v": canvas.flip_vertical,
             "fullscreen": self.toggle_full_screen,
-            "prev_image": lambda: session.step(-1),
-            "next_image": lambda: session.step(1),
-            "first_image": lambda: self.go_to_end(first=True),
-            "last_image": lambda: self.go_to_end(first=False),
+            "prev_image": lambda: self.thumbnails_presenter.step(-1),  # in the worklist's order
+            "next_image": lambda: self.thumbnails_presenter.step(1),
+            "first_image": lambda: self.thumbnails_presenter.go_to_end(first=True),
+            "last_image": lambda: self.thumbnails_presenter.go_to_end(first=False),
             "corner_text": lambda: self.set_corner_text_visible(self.actions_by_id["corner_text"].isChecked()),
             "hide_identifiers": lambda: self.set_hide_identifiers(self.actions_by_id["hide_identifiers"].isChecked()),
             "font_larger": lambda: self.change_font_size(+1),
@@ -187,7 +187,7 @@ class MainWindow(QMainWindow):
         self.results.show_probabilities_changed.connect(
             lambda show: setattr(self.settings, "show_abstained_probabilities", show)
         )
-        self.thumbnails_presenter = ThumbnailsPresenter(session, self.thumbnails)
+        self.thumbnails_presenter = ThumbnailsPresenter(session, self.thumbnails, self.reads)
         self.status_presenter = StatusPresenter(
             session, self.canvas, self.statusBar(), self.scheduler.pending, DISCLAIMER
         )
@@ -385,12 +385,6 @@ class MainWindow(QMainWindow):
         self.canvas.reset_view()
         self.session.set_invert(doc.doc_id, False)
         self.canvas.set_window(doc.default_window)
-
-    def go_to_end(self, first: bool) -> None:
-        """Home/End: the first or the last image of the list."""
-        ids = self.session.document_ids()
-        if ids:
-            self.session.set_current(ids[0] if first else ids[-1])
 
     def set_hide_identifiers(self, hide: bool) -> None:
         """View > Hide identifiers on screen (remembered); exports follow their own "keep identifiers" choice."""
