@@ -41,6 +41,7 @@ from viewer.presenters import (
 )
 from viewer.presets import window_presets
 from viewer.qt_compat import emit
+from viewer.reading import install_reading
 from viewer.reads import Reads
 from viewer.results_panel import DISCLAIMER, ResultsPanel
 from viewer.session import FAILED, READY, ModelStatus, OverlayHeat, OverlaySettings, Session
@@ -113,6 +114,7 @@ class MainWindow(QMainWindow):
             + [self.actions_by_id[a] for a in ("flip_h", "flip_v", "overlay")]
         )
         self._connect()
+        install_reading(self)  # the verdict dock and keys, the compare view, the Reading menu
         apply_font_size(self.settings.font_size)
         self._restore_layout()
         self._update_enabled()

@@ -21,9 +21,9 @@ from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistent
 from PySide6.QtGui import QColor, QFont, QPixmap
 
 from inference.dicom_text import dicom_date
-from viewer.canvas import gray_to_pixmap
 from viewer.qt_compat import emit
 from viewer.theme import class_colour
+from viewer.thumbnails import thumbnail_pixmap
 from viewer.worklist import WorklistEntry, WorklistFilter, arrange, film_order
 
 __all__ = ["COLUMNS", "DOC_ROLE", "GROUP_ROLE", "WorklistModel"]
@@ -284,8 +284,8 @@ class WorklistModel(QAbstractItemModel):
     def _text(e: WorklistEntry, column: int) -> str:
         if column == 0:
             return e.file_name
-        if column == 1:
-            return e.badge or (e.ai_label or "")
+        if column == 1:  # the class; the probability has its own column (the badge text has both)
+            return e.ai_label or e.badge
         if column == 2:
             return _probability(e.ai_probability)
         if column == 3:
@@ -309,9 +309,7 @@ class WorklistModel(QAbstractItemModel):
         gray = self._thumbnail(doc_id)
         if gray is None:
             return None
-        pixmap = gray_to_pixmap(np.ascontiguousarray(gray)).scaled(
-            THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
-        )
+        pixmap = thumbnail_pixmap(gray, THUMB)
         self._pixmaps[doc_id] = pixmap
         while len(self._pixmaps) > _THUMB_CACHE:
             self._pixmaps.popitem(last=False)
