@@ -368,6 +368,7 @@ def install_verdict(window: Any, ask_name: Callable[[], str] | None = None) -> V
     window.splitDockWidget(window.results_dock, window.verdict_dock, Qt.Orientation.Vertical)
     status = lambda text: window.statusBar().showMessage(text, 8000)  # noqa: E731
     controller = VerdictController(window.session, window.reads, window.settings, panel, ask_name, status)
+    window.verdict_controller = controller
     panel.impression.done.connect(lambda: controller.leave_impression(window.canvas))
     a = window.actions_by_id
     a["verdict_agree"].triggered.connect(unless_typing(controller.agree))
