@@ -51,6 +51,7 @@ class WorklistPanel(QWidget):
         self._collapsed: set[str] = set()
         self._current: int | None = None
         self._syncing = False
+        self._restoring = False  # expansion set by the panel itself, not by the reader
 
         self.search = QLineEdit()
         self.search.setPlaceholderText("Filter: file name or patient")
@@ -92,8 +93,8 @@ class WorklistPanel(QWidget):
         for column in range(1, len(COLUMNS)):
             header.resizeSection(column, 90 if column in (1, 5, 6, 7) else 46)
         self.view.selectionModel().currentChanged.connect(self._on_current)
-        self.view.expanded.connect(lambda index: self._collapsed.discard(str(index.data(GROUP_ROLE))))
-        self.view.collapsed.connect(lambda index: self._collapsed.add(str(index.data(GROUP_ROLE))))
+        self.view.expanded.connect(lambda index: self._restoring or self._collapsed.discard(index.data(GROUP_ROLE)))
+        self.view.collapsed.connect(lambda index: self._restoring or self._collapsed.add(index.data(GROUP_ROLE)))
         self.model.modelReset.connect(self._restore)
 
         bar = QHBoxLayout()
@@ -168,9 +169,13 @@ class WorklistPanel(QWidget):
     def _restore(self) -> None:
         """After a re-arrangement: groups open unless the reader closed them; the film on screen selected."""
         if self.model.grouped:
-            self.view.expandAll()
-            for row_key in self._collapsed:
-                self._collapse_key(row_key, QModelIndex())
+            self._restoring = True
+            try:
+                self.view.expandAll()
+                for row_key in self._collapsed:
+                    self._collapse_key(row_key, QModelIndex())
+            finally:
+                self._restoring = False
         current, self._current = self._current, None
         self.select_document(current)
 
