@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QTreeView
 from inference.image import Window
 from tests.dicom_factory import make_dicom
 from viewer.worklist import WorklistEntry
-from viewer.worklist_model import COLUMNS, DOC_ROLE, WorklistModel
+from viewer.worklist_model import COLUMNS, WorklistModel
 
 
 def _film(seed: int) -> np.ndarray:
@@ -62,7 +62,7 @@ def _group_labels(model: WorklistModel, parent=None) -> list[str]:
     from PySide6.QtCore import QModelIndex
 
     parent = parent or QModelIndex()
-    return [model.index(r, 0, parent).data() for r in range(model.rowCount(parent))]
+    return [model.text_at(model.index(r, 0, parent)) for r in range(model.rowCount(parent))]
 
 
 def test_dicom_films_are_grouped_by_patient_and_study(make_window, qtbot, dicom_patients):
@@ -74,7 +74,7 @@ def test_dicom_films_are_grouped_by_patient_and_study(make_window, qtbot, dicom_
     patient_a = model.index(0, 0)
     assert _group_labels(model, patient_a) == ["2019-03-01 · CHEST PA (1)", "2021-03-01 · CHEST PA (2)"]
     study_2021 = model.index(1, 0, patient_a)
-    names = [model.index(r, 0, study_2021).data() for r in range(model.rowCount(study_2021))]
+    names = [model.text_at(model.index(r, 0, study_2021)) for r in range(model.rowCount(study_2021))]
     assert names == ["a_2021_pa.dcm", "a_2021_lat.dcm"]
     ids = _ids_by_name(window)
     row = window.thumbnails.row_texts(ids["b_2020.dcm"])
@@ -138,7 +138,7 @@ def test_current_film_in_step_both_ways_and_keys_follow_the_list_order(make_wind
     # session -> list
     ids = session.document_ids()
     session.set_current(ids[1])
-    assert panel.view.currentIndex().data(DOC_ROLE) == ids[1]
+    assert panel.model.doc_id_at(panel.view.currentIndex()) == ids[1]
     # list -> session
     panel.view.setCurrentIndex(panel.model.index_of(ids[2]))
     assert session.current.doc_id == ids[2]
@@ -151,7 +151,7 @@ def test_current_film_in_step_both_ways_and_keys_follow_the_list_order(make_wind
     assert session.current.doc_id == shown[0]
     qtbot.keyClick(panel.view, Qt.Key.Key_Down)
     assert session.current.doc_id == shown[1]
-    assert panel.view.currentIndex().data(DOC_ROLE) == shown[1]
+    assert panel.model.doc_id_at(panel.view.currentIndex()) == shown[1]
     qtbot.keyClick(panel.view, Qt.Key.Key_PageDown)
     assert session.current.doc_id == shown[2]
     qtbot.keyClick(panel.view, Qt.Key.Key_Up)

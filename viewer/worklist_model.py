@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistentModelIndex, QSize, Qt
@@ -45,17 +44,63 @@ COLUMNS = (
     ("Study date", "study_date", "Study date from DICOM"),
 )
 AGREE_COLOUR, DISAGREE_COLOUR = "#3fb950", "#f85149"
+_GROUP_FLAGS = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+_FILM_FLAGS = _GROUP_FLAGS | Qt.ItemFlag.ItemNeverHasChildren
+_NCOL = len(COLUMNS)
+_ROOT = QModelIndex()
 
 
-@dataclass
-class _Node:
-    parent: int  # node id of the parent; -1 for top-level rows
-    row: int
-    children: list[int] = field(default_factory=list)
-    label: str = ""  # group rows
-    key: str = ""
-    count: int = 0
-    doc_id: int | None = None  # film rows
+class _Layout:
+    """The arranged tree as parallel lists indexed by node id (one pass, no object per row):
+    parent node (-1: top level), row under it, children (None for a film), group key, label and
+    film count, film doc id (None for a group)."""
+
+    def __init__(self, groups: list, grouped: bool) -> None:
+        self.parent: list[int] = []
+        self.row: list[int] = []
+        self.children: list[list[int] | None] = []
+        self.key: list[str] = []
+        self.label: list[str] = []
+        self.count: list[int] = []
+        self.doc: list[int | None] = []
+        self.top: list[int] = []
+        self.film_node: dict[int, int] = {}
+        self.group_node: dict[str, int] = {}
+        if grouped:
+            self._groups(groups, -1, self.top, "")
+        else:
+            for e in groups[0].entries if groups else []:
+                self._film(e.doc_id, -1, self.top)
+        self.shape = (tuple(self.doc), tuple(self.key), tuple(self.parent), tuple(self.label))
+
+    def _node(self, parent: int, siblings: list[int], key: str, label: str, doc: int | None) -> int:
+        node = len(self.parent)
+        self.parent.append(parent)
+        self.row.append(len(siblings))
+        self.children.append(None if doc is not None else [])
+        self.key.append(key)
+        self.label.append(label)
+        self.count.append(0)
+        self.doc.append(doc)
+        siblings.append(node)
+        return node
+
+    def _film(self, doc_id: int, parent: int, siblings: list[int]) -> None:
+        self.film_node[doc_id] = self._node(parent, siblings, "", "", doc_id)
+
+    def _groups(self, groups: list, parent: int, siblings: list[int], prefix: str) -> int:
+        total = 0
+        for g in groups:
+            key = f"{prefix}/{g.key}" if prefix else (g.key or "other")  # a study's key: patient/study
+            node = self._node(parent, siblings, key, g.label, None)
+            self.group_node[key] = node
+            kids = self.children[node]
+            n = self._groups(g.children, node, kids, key)
+            for e in g.entries:
+                self._film(e.doc_id, node, kids)
+            self.count[node] = n + len(g.entries)
+            total += self.count[node]
+        return total
 
 
 def _probability(p: float | None) -> str:
@@ -76,11 +121,8 @@ class WorklistModel(QAbstractItemModel):
         self.rule = WorklistFilter()
         self.sort_key = "opened"
         self.descending = False
-        self._nodes: list[_Node] = []
-        self._top: list[int] = []
-        self._film_node: dict[int, int] = {}  # doc id -> node id
+        self._layout = _Layout([], False)
         self._order: list[int] = []
-        self._shape: tuple = ()
         self._pixmaps: OrderedDict[int, QPixmap] = OrderedDict()
         self.grouped = False
 
@@ -136,20 +178,47 @@ class WorklistModel(QAbstractItemModel):
         return list(self._order)
 
     def index_of(self, doc_id: int, column: int = 0) -> QModelIndex:
-        node_id = self._film_node.get(doc_id)
-        if node_id is None:
+        node = self._layout.film_node.get(doc_id)
+        if node is None:
             return QModelIndex()
-        return self.createIndex(self._nodes[node_id].row, column, node_id)
+        return self.createIndex(self._layout.row[node], column, node)
+
+    def group_index(self, key: str) -> QModelIndex:
+        node = self._layout.group_node.get(key)
+        return QModelIndex() if node is None else self.createIndex(self._layout.row[node], 0, node)
+
+    # Python reads rows through these, never through ``QModelIndex.data()``: with PySide6 6.12 a
+    # ``data()`` call from Python that yields no value hands back None without its reference, and a
+    # few thousand such calls free None and abort the interpreter (as ``emit`` does with True,
+    # see viewer.qt_compat). The view's own calls from C++ are not affected.
+    def doc_id_at(self, index: QModelIndex | QPersistentModelIndex) -> int | None:
+        """The film's doc id on ``index``'s row; None on a group row or an invalid index."""
+        return self._layout.doc[index.internalId()] if index.isValid() else None
+
+    def group_key_at(self, index: QModelIndex | QPersistentModelIndex) -> str | None:
+        if not index.isValid() or self._layout.doc[index.internalId()] is not None:
+            return None
+        return self._layout.key[index.internalId()]
+
+    def text_at(self, index: QModelIndex | QPersistentModelIndex) -> str:
+        """What ``index`` shows (DisplayRole), as a string."""
+        if not index.isValid():
+            return ""
+        layout, node = self._layout, index.internalId()
+        if layout.doc[node] is None:
+            return f"{layout.label[node]} ({layout.count[node]})" if index.column() == 0 else ""
+        e = self._entries.get(layout.doc[node])
+        return "" if e is None else self._text(e, index.column())
 
     def group_keys(self) -> list[str]:
-        return [n.key for n in self._nodes if n.doc_id is None]
+        return list(self._layout.group_node)
 
     # -- arrangement ---------------------------------------------------------------------------
     def _rearrange(self, force: bool = False, changed: Iterable[int] = ()) -> None:
         groups = arrange(list(self._entries.values()), self.rule, self.sort_key, self.descending)
         grouped = any(g.key for g in groups)
-        shape = (grouped, self._shape_of(groups, grouped))
-        if not force and shape == self._shape:
+        layout = _Layout(groups, grouped)
+        if not force and layout.shape == self._layout.shape:
             for doc_id in changed:  # the same rows in the same places: repaint the changed ones
                 index = self.index_of(doc_id)
                 if index.isValid():
@@ -157,68 +226,38 @@ class WorklistModel(QAbstractItemModel):
             return
         self.beginResetModel()
         self.grouped = grouped
-        self._shape = shape
-        self._nodes, self._top, self._film_node = [], [], {}
+        self._layout = layout
         self._order = film_order(groups)
-        if grouped:
-            self._add_groups(groups, -1, self._top)
-        else:
-            for e in groups[0].entries if groups else []:
-                self._add_film(e.doc_id, -1, self._top)
         self.endResetModel()
 
-    @staticmethod
-    def _shape_of(groups: list, grouped: bool) -> tuple:
-        def walk(gs: list) -> tuple:
-            return tuple((g.key, g.label, walk(g.children), tuple(e.doc_id for e in g.entries)) for g in gs)
-
-        return walk(groups)
-
-    def _add_groups(self, groups: list, parent: int, siblings: list[int]) -> None:
-        for g in groups:
-            node_id = len(self._nodes)
-            self._nodes.append(_Node(parent, len(siblings), label=g.label, key=g.key or "other", count=g.count()))
-            siblings.append(node_id)
-            children = self._nodes[node_id].children
-            self._add_groups(g.children, node_id, children)
-            for e in g.entries:
-                self._add_film(e.doc_id, node_id, children)
-
-    def _add_film(self, doc_id: int, parent: int, siblings: list[int]) -> None:
-        node_id = len(self._nodes)
-        self._nodes.append(_Node(parent, len(siblings), doc_id=doc_id))
-        siblings.append(node_id)
-        self._film_node[doc_id] = node_id
-
     # -- QAbstractItemModel --------------------------------------------------------------------
-    def _children(self, parent: QModelIndex | QPersistentModelIndex) -> list[int]:
-        if not parent.isValid():
-            return self._top
-        return self._nodes[parent.internalId()].children
-
-    def index(self, row: int, column: int, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> QModelIndex:  # noqa: B008
-        children = self._children(parent)
-        if 0 <= row < len(children) and 0 <= column < len(COLUMNS):
+    # These run once per row when the view lays out (5,000 Python calls for 5,000 films): kept lean.
+    def index(self, row: int, column: int, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> QModelIndex:
+        layout = self._layout
+        children = layout.top if not parent.isValid() else layout.children[parent.internalId()]
+        if children is not None and 0 <= row < len(children) and 0 <= column < _NCOL:
             return self.createIndex(row, column, children[row])
         return QModelIndex()
 
-    def parent(self, index: QModelIndex | QPersistentModelIndex = QModelIndex()) -> QModelIndex:  # noqa: B008
+    def parent(self, index: QModelIndex | QPersistentModelIndex = _ROOT) -> QModelIndex:
         if not index.isValid():
             return QModelIndex()
-        parent = self._nodes[index.internalId()].parent
+        parent = self._layout.parent[index.internalId()]
         if parent < 0:
             return QModelIndex()
-        return self.createIndex(self._nodes[parent].row, 0, parent)
+        return self.createIndex(self._layout.row[parent], 0, parent)
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
-        if parent.isValid() and parent.column() != 0:
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:  # noqa: N802
+        if not parent.isValid():
+            return len(self._layout.top)
+        if parent.column() != 0:
             return 0
-        return len(self._children(parent))
+        return len(self._layout.children[parent.internalId()] or ())
 
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008, N802
-        return len(COLUMNS)
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:  # noqa: N802
+        return _NCOL
 
-    def hasChildren(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> bool:  # noqa: B008, N802
+    def hasChildren(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> bool:  # noqa: N802
         return self.rowCount(parent) > 0
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):  # noqa: N802
@@ -233,22 +272,24 @@ class WorklistModel(QAbstractItemModel):
     def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
         if not index.isValid():
             return Qt.ItemFlag.NoItemFlags
-        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+        # A film never has children: the tree view then does not ask (one call less per row).
+        return _GROUP_FLAGS if self._layout.doc[index.internalId()] is None else _FILM_FLAGS
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
-        node = self._nodes[index.internalId()]
-        if node.doc_id is None:
+        node = index.internalId()
+        doc_id = self._layout.doc[node]
+        if doc_id is None:
             return self._group_data(node, index.column(), role)
-        e = self._entries.get(node.doc_id)
+        e = self._entries.get(doc_id)
         return None if e is None else self._film_data(e, index.column(), role)
 
-    def _group_data(self, node: _Node, column: int, role: int):
+    def _group_data(self, node: int, column: int, role: int):
         if role == Qt.ItemDataRole.DisplayRole and column == 0:
-            return f"{node.label} ({node.count})"
+            return f"{self._layout.label[node]} ({self._layout.count[node]})"
         if role == GROUP_ROLE:
-            return node.key
+            return self._layout.key[node]
         if role == Qt.ItemDataRole.FontRole:
             font = QFont()
             font.setBold(True)

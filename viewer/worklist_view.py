@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from viewer.qt_compat import emit
 from viewer.worklist import NO_AI_RESULT, WorklistFilter
-from viewer.worklist_model import COLUMNS, DOC_ROLE, GROUP_ROLE, THUMB, WorklistModel
+from viewer.worklist_model import COLUMNS, THUMB, WorklistModel
 
 __all__ = ["WorklistPanel", "CLASS_CHOICES", "ORDERS"]
 
@@ -36,6 +36,9 @@ CLASS_CHOICES = ("Any AI class", "COVID-19", "Normal", "Pneumonia", NO_AI_RESULT
 READ_CHOICES = {"Read and unread": None, "Unread": False, "Read": True}
 AGREEMENT_CHOICES = {"Any verdict": None, "Agree with AI": "agree", "Disagree with AI": "disagree"}
 ORDERS = {"As opened": "opened", "Most urgent first": "attention"}
+# Up to this many patient and study groups the tree opens them all; a longer worklist shows the
+# patients closed (opening thousands of groups costs a stall on every re-arrangement).
+EXPAND_ALL_LIMIT = 300
 
 
 class WorklistPanel(QWidget):
@@ -48,7 +51,8 @@ class WorklistPanel(QWidget):
     def __init__(self, thumbnail: Callable[[int], np.ndarray | None] | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.model = WorklistModel(thumbnail or (lambda _doc_id: None), self)
-        self._collapsed: set[str] = set()
+        self._collapsed: set[str] = set()  # groups the reader closed
+        self._opened: set[str] = set()  # groups the reader opened
         self._current: int | None = None
         self._syncing = False
         self._restoring = False  # expansion set by the panel itself, not by the reader
@@ -93,8 +97,12 @@ class WorklistPanel(QWidget):
         for column in range(1, len(COLUMNS)):
             header.resizeSection(column, 90 if column in (1, 5, 6, 7) else 46)
         self.view.selectionModel().currentChanged.connect(self._on_current)
-        self.view.expanded.connect(lambda index: self._restoring or self._collapsed.discard(index.data(GROUP_ROLE)))
-        self.view.collapsed.connect(lambda index: self._restoring or self._collapsed.add(index.data(GROUP_ROLE)))
+        self.view.expanded.connect(
+            lambda index: self._restoring or self._collapsed.discard(self.model.group_key_at(index))
+        )
+        self.view.collapsed.connect(
+            lambda index: self._restoring or self._collapsed.add(self.model.group_key_at(index))
+        )
         self.model.modelReset.connect(self._restore)
 
         bar = QHBoxLayout()
@@ -140,7 +148,7 @@ class WorklistPanel(QWidget):
 
     # -- current film ---------------------------------------------------------------------------
     def _on_current(self, current: QModelIndex, _previous: QModelIndex) -> None:
-        doc_id = current.data(DOC_ROLE) if current.isValid() else None
+        doc_id = self.model.doc_id_at(current)
         if doc_id is None or self._syncing:
             return
         self._current = int(doc_id)
@@ -166,27 +174,31 @@ class WorklistPanel(QWidget):
         finally:
             self._syncing = False
 
+    def _group_toggled(self, index: QModelIndex, expanded: bool) -> None:
+        key = self.model.group_key_at(index)
+        if self._restoring or key is None:
+            return
+        (self._opened if expanded else self._collapsed).add(key)
+        (self._collapsed if expanded else self._opened).discard(key)
+
     def _restore(self) -> None:
-        """After a re-arrangement: groups open unless the reader closed them; the film on screen selected."""
+        """After a re-arrangement: groups open unless the reader closed them (or, beyond
+        :data:`EXPAND_ALL_LIMIT` groups, closed unless the reader opened them); the film on screen
+        selected, its groups open."""
         if self.model.grouped:
             self._restoring = True
             try:
-                self.view.expandAll()
-                for row_key in self._collapsed:
-                    self._collapse_key(row_key, QModelIndex())
+                if len(self.model.group_keys()) <= EXPAND_ALL_LIMIT:
+                    self.view.expandAll()
+                    for key in self._collapsed:
+                        self.view.collapse(self.model.group_index(key))
+                else:
+                    for key in self._opened:
+                        self.view.expand(self.model.group_index(key))
             finally:
                 self._restoring = False
         current, self._current = self._current, None
         self.select_document(current)
-
-    def _collapse_key(self, key: str, parent: QModelIndex) -> None:
-        for row in range(self.model.rowCount(parent)):
-            index = self.model.index(row, 0, parent)
-            if index.data(GROUP_ROLE) is None:
-                continue
-            if index.data(GROUP_ROLE) == key:
-                self.view.collapse(index)
-            self._collapse_key(key, index)
 
     # -- what tests and the presenter read ------------------------------------------------------
     def document_ids(self) -> list[int]:
@@ -199,7 +211,7 @@ class WorklistPanel(QWidget):
     def row_texts(self, doc_id: int) -> dict[str, str]:
         """The film's row as shown, by column title."""
         return {
-            title: str(self.model.index_of(doc_id, column).data(Qt.ItemDataRole.DisplayRole) or "")
+            title: self.model.text_at(self.model.index_of(doc_id, column))
             for column, (title, _key, _tip) in enumerate(COLUMNS)
         }
 
@@ -210,7 +222,7 @@ class WorklistPanel(QWidget):
             menu.exec(self.view.viewport().mapToGlobal(pos))
 
     def context_menu(self, index: QModelIndex) -> QMenu | None:
-        doc_id = index.data(DOC_ROLE) if index.isValid() else None
+        doc_id = self.model.doc_id_at(index)
         if doc_id is None:
             return None
         menu = QMenu(self)
