@@ -43,15 +43,16 @@ from viewer.presenters import (
     ThumbnailsPresenter,
 )
 from viewer.qt_compat import emit
+from viewer.reading import install_reading
 from viewer.reads import Reads
 from viewer.results_panel import DISCLAIMER, ResultsPanel
 from viewer.session import OverlayHeat, OverlaySettings, Session
 from viewer.settings import ViewerSettings
 from viewer.tags_panel import TagsPanel
-from viewer.thumbnails import ThumbnailList
 from viewer.tools import install_tools
 from viewer.view_commands import ViewCommands
 from viewer.window_dialogs import WindowDialogs
+from viewer.worklist_view import WorklistPanel
 
 __all__ = ["MainWindow", "APP_TITLE"]
 
@@ -114,6 +115,7 @@ class MainWindow(QMainWindow):
         )
         self._connect()
         self.tools = install_tools(self)  # measuring tools, their actions and the Measurements panel
+        install_reading(self)  # the verdict dock and keys, the compare view, the Reading menu
         apply_font_size(self.settings.font_size)
         self._restore_layout()
         self.view.update_enabled()
@@ -126,7 +128,7 @@ class MainWindow(QMainWindow):
     # construction
     def _build_docks(self) -> None:
         left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
-        self.thumbnails = ThumbnailList()
+        self.thumbnails = WorklistPanel()  # the worklist
         self.results = ResultsPanel()
         self.overlay_panel = OverlayPanel(_INITIAL_COLORMAPS)
         self.tags = TagsPanel()
@@ -138,13 +140,13 @@ class MainWindow(QMainWindow):
         self.messages_dock = add_dock(self, "Messages", self.messages, right, "messages_dock")
         self.tabifyDockWidget(self.tags_dock, self.messages_dock)
         self.tags_dock.raise_()
-        self.resizeDocks([self.thumbnails_dock], [170], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.thumbnails_dock], [330], Qt.Orientation.Horizontal)
         self.resizeDocks([self.results_dock], [400], Qt.Orientation.Horizontal)
         vertical = Qt.Orientation.Vertical
         self.resizeDocks([self.results_dock, self.overlay_dock, self.tags_dock], [230, 260, 330], vertical)
 
     def _handlers(self) -> dict[str, Callable[[], None]]:
-        session, canvas, view, dialogs = self.session, self.canvas, self.view, self.dialogs
+        canvas, view, dialogs = self.canvas, self.view, self.dialogs
         return {
             "open": self.open_dialog,
             "open_folder": self.open_folder_dialog,
@@ -163,10 +165,10 @@ class MainWindow(QMainWindow):
             "flip_h": canvas.flip_horizontal,
             "flip_v": canvas.flip_vertical,
             "fullscreen": view.toggle_full_screen,
-            "prev_image": lambda: session.step(-1),
-            "next_image": lambda: session.step(1),
-            "first_image": lambda: view.go_to_end(first=True),
-            "last_image": lambda: view.go_to_end(first=False),
+            "prev_image": lambda: self.thumbnails_presenter.step(-1),  # in the worklist's order
+            "next_image": lambda: self.thumbnails_presenter.step(1),
+            "first_image": lambda: self.thumbnails_presenter.go_to_end(first=True),
+            "last_image": lambda: self.thumbnails_presenter.go_to_end(first=False),
             "corner_text": lambda: view.set_corner_text_visible(self.actions_by_id["corner_text"].isChecked()),
             "hide_identifiers": lambda: view.set_hide_identifiers(self.actions_by_id["hide_identifiers"].isChecked()),
             "font_larger": lambda: view.change_font_size(+1),
@@ -188,7 +190,7 @@ class MainWindow(QMainWindow):
         self.results.show_probabilities_changed.connect(
             lambda show: setattr(self.settings, "show_abstained_probabilities", show)
         )
-        self.thumbnails_presenter = ThumbnailsPresenter(session, self.thumbnails)
+        self.thumbnails_presenter = ThumbnailsPresenter(session, self.thumbnails, self.reads)
         self.status_presenter = StatusPresenter(
             session, self.canvas, self.statusBar(), self.scheduler.pending, DISCLAIMER
         )

@@ -21,10 +21,12 @@ from viewer.corners import ViewState, corner_text
 from viewer.document import ImageDocument
 from viewer.overlay_panel import OverlayPanel, method_title
 from viewer.readout import pixel_readout
+from viewer.reads import Reads
 from viewer.results_panel import ResultsPanel
 from viewer.session import FAILED, LOADING, READY, ModelStatus, OverlayHeat, OverlaySettings, Session
 from viewer.tags_panel import TagsPanel
-from viewer.thumbnails import ThumbnailList
+from viewer.worklist import WorklistEntry, entry_of
+from viewer.worklist_view import WorklistPanel
 
 __all__ = [
     "CanvasPresenter",
@@ -78,75 +80,123 @@ def badge_percent(p: float) -> str:
 
 
 class ThumbnailsPresenter:
-    """The image list: one item per document, its badge from the document's result.
+    """The worklist (image list): one row per document, from its result and the reader's verdict.
 
-    Badges are redrawn a few at a time from a zero-delay timer: three hundred results arriving
-    together never hold the event loop for long.
+    Changes are gathered and applied together from a short timer: three hundred results arriving
+    together are one re-arrangement of the list, not three hundred. Up/Down/Home/End and "next
+    unread" follow the order the list shows (:meth:`step`, :meth:`go_to_end`, :meth:`next_unread`).
     """
 
-    BADGES_PER_TICK = 16
+    BATCH_MS = 30
 
-    def __init__(self, session: Session, thumbnails: ThumbnailList) -> None:
+    def __init__(self, session: Session, thumbnails: WorklistPanel, reads: Reads | None = None) -> None:
         self.session = session
         self.view = thumbnails
+        self.reads = reads
         self._dirty: dict[int, ImageDocument] = {}
+        self._position: dict[int, int] = {}
         self._timer = QTimer(thumbnails)
-        self._timer.setInterval(0)
-        self._timer.timeout.connect(self._draw_some)
+        self._timer.setInterval(self.BATCH_MS)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.flush)
+        thumbnails.model._thumbnail = self._thumbnail
         ev = session.events
         ev.documents_added.connect(self._added)
         ev.document_removed.connect(self._removed)
-        ev.current_changed.connect(lambda doc: doc is not None and thumbnails.select_document(doc.doc_id))
-        ev.result_changed.connect(self._result)
+        ev.current_changed.connect(lambda doc: thumbnails.select_document(None if doc is None else doc.doc_id))
+        ev.result_changed.connect(self._changed)
         ev.model_changed.connect(self._model)
+        if reads is not None:
+            reads.events.verdict_changed.connect(self._changed)
         thumbnails.document_selected.connect(session.set_current)
 
-    def _added(self, docs: list[ImageDocument]) -> None:
-        self.view.add_documents([(d.doc_id, d.name, d.thumbnail, f"{d.path}\n{d.description}") for d in docs])
-        for doc in docs:
-            self._result(doc)
+    def _thumbnail(self, doc_id: int) -> np.ndarray | None:
+        doc = self.session.document(doc_id)
+        return None if doc is None else doc.thumbnail
 
-    def _result(self, doc: ImageDocument) -> None:
+    def _added(self, docs: list[ImageDocument]) -> None:
+        for doc in docs:
+            self._position.setdefault(doc.doc_id, len(self._position))
+        self.view.model.update_entries(
+            [self.entry(doc) for doc in docs], {d.doc_id: f"{d.path}\n{d.description}" for d in docs}
+        )
+        current = self.session.current
+        if current is not None:
+            self.view.select_document(current.doc_id)
+
+    def _changed(self, doc: ImageDocument) -> None:
         self._dirty[doc.doc_id] = doc
         if not self._timer.isActive():
             self._timer.start()
 
-    def _draw_some(self) -> None:
-        for _ in range(min(self.BADGES_PER_TICK, len(self._dirty))):
-            doc_id = next(iter(self._dirty))
-            self._draw(self._dirty.pop(doc_id))
-        if not self._dirty:
-            self._timer.stop()
-
     def flush(self) -> None:
-        """Draw every badge still waiting (tests, and before a screenshot)."""
-        while self._dirty:
-            self._draw_some()
+        """Apply every change still waiting (the timer does it; tests and screenshots call it)."""
+        self._timer.stop()
+        docs = [d for d in self._dirty.values() if self.session.document(d.doc_id) is not None]
+        self._dirty.clear()
+        if docs:
+            self.view.model.update_entries([self.entry(doc) for doc in docs])
 
-    def _draw(self, doc: ImageDocument) -> None:
-        if self.session.document(doc.doc_id) is None:
-            return
-        if doc.prediction is not None:
-            p = doc.prediction
-            if p.abstained:  # neutral: no class colour for a film the model gave no result for
-                self.view.set_badge(doc.doc_id, p.shown_label)
-            else:
-                self.view.set_badge(doc.doc_id, f"{p.label} {badge_percent(p.confidence)}", p.label)
-        elif doc.error:
-            self.view.set_badge(doc.doc_id, "failed")
-        elif self.session.model.state == FAILED:
-            self.view.set_badge(doc.doc_id, "")
-        else:
-            self.view.set_badge(doc.doc_id, "…")  # waiting for (a new model's) prediction
+    def badge(self, doc: ImageDocument) -> str:
+        p = doc.prediction
+        if p is not None:
+            # neutral: no class colour for a film the model gave no result for
+            return p.shown_label if p.abstained else f"{p.label} {badge_percent(p.confidence)}"
+        if doc.error:
+            return "failed"
+        if self.session.model.state == FAILED:
+            return ""
+        return "…"  # waiting for (a new model's) prediction
+
+    def entry(self, doc: ImageDocument) -> WorklistEntry:
+        verdict = self.reads.verdict(doc) if self.reads is not None else None
+        return entry_of(doc, verdict, self._position.get(doc.doc_id, 0), self.badge(doc))
 
     def _removed(self, doc: ImageDocument) -> None:
         self._dirty.pop(doc.doc_id, None)
-        self.view.remove_document(doc.doc_id)
+        self._position.pop(doc.doc_id, None)
+        self.view.model.remove([doc.doc_id])
 
     def _model(self, status: ModelStatus) -> None:
         if status.state == FAILED:
             for doc in self.session.documents():
-                self._result(doc)
+                self._changed(doc)
+
+    # -- moving through the list in its order ----------------------------------------------------
+    def _order(self) -> list[int]:
+        return self.view.document_ids() or self.session.document_ids()
+
+    def step(self, step: int) -> None:
+        """Up/Down: the previous or next film of the list as shown (sorted, filtered)."""
+        order = self._order()
+        current = self.session.current
+        if not order:
+            return
+        if current is None or current.doc_id not in order:
+            self.session.set_current(order[0])
+            return
+        index = order.index(current.doc_id) + step
+        if 0 <= index < len(order):
+            self.session.set_current(order[index])
+
+    def go_to_end(self, first: bool) -> None:
+        """Home/End: the first or the last film of the list."""
+        order = self._order()
+        if order:
+            self.session.set_current(order[0] if first else order[-1])
+
+    def next_unread(self) -> bool:
+        """U: the next unread film after the one on screen (wrapping round); False when all are read."""
+        self.flush()
+        order = self._order()
+        current = self.session.current
+        start = order.index(current.doc_id) + 1 if current is not None and current.doc_id in order else 0
+        for doc_id in order[start:] + order[:start]:
+            entry = self.view.model.entry(doc_id)
+            if entry is not None and not entry.read and (current is None or doc_id != current.doc_id):
+                self.session.set_current(doc_id)
+                return True
+        return False
 
 
 class ResultsPresenter:

@@ -24,7 +24,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-__all__ = ["emit", "EMIT_DROPS_A_REFERENCE", "skip_feature_scan", "NO_PYSIDE_PACKAGES"]
+__all__ = ["emit", "EMIT_DROPS_A_REFERENCE", "VOID_CALL_DROPS_NONE", "skip_feature_scan", "NO_PYSIDE_PACKAGES"]
 
 _PROBES = 8
 
@@ -56,6 +56,24 @@ def _incref(obj: Any) -> None:
 
 
 EMIT_DROPS_A_REFERENCE = _emit_drops_a_reference()
+
+
+def _void_call_drops_none() -> bool:
+    """PySide6 6.12.0 (Python 3.11): every call of a C++ method returning void hands back None without
+    a reference to it, so a few thousand ``update()``/``setText()`` calls free None and abort the
+    interpreter ("none_dealloc"). When a probe shows it, None is given 2**40 references (what
+    Python 3.12 does by making it immortal); a fixed release leaves it alone."""
+    probe = QObject()
+    before = sys.getrefcount(None)
+    for _ in range(_PROBES):
+        probe.setObjectName("probe")
+    if sys.getrefcount(None) - before == -_PROBES:
+        ctypes.c_ssize_t.from_address(id(None)).value += 1 << 40  # ob_refcnt, the object's first field
+        return True
+    return False
+
+
+VOID_CALL_DROPS_NONE = _void_call_drops_none()
 
 
 def emit(signal: Any, *args: Any) -> None:

@@ -120,6 +120,15 @@ class ViewerSettings:
     def active_model(self, value: str) -> None:
         self._qs.setValue("models/active", str(value))
 
+    @property
+    def reader_name(self) -> str:
+        """The reader's name, stamped on each verdict (asked once when empty; editable in the verdict panel)."""
+        return self._get("reading/reader_name", "", str).strip()[:200]
+
+    @reader_name.setter
+    def reader_name(self, value: str) -> None:
+        self._qs.setValue("reading/reader_name", str(value).strip()[:200])
+
     # -- display -----------------------------------------------------------------------------
     @property
     def hide_identifiers(self) -> bool:

@@ -105,6 +105,29 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("models", ("Ctrl+M",), "&Model manager…", "List, switch, import and delete models", "AI"),
     Shortcut("train", ("Ctrl+T",), "&Train a model…", "Train a model on a folder of labelled images", "AI"),
     Shortcut("help", ("F1",), "&Keyboard and mouse…", "This help", "Help"),
+    # Reading (issue 15): the reader's verdict, the worklist, compare. Not while typing in a text field.
+    Shortcut("verdict_agree", ("Y",), "&Agree with the AI", "Agree with the AI: its class becomes yours", "Reading"),
+    Shortcut("verdict_disagree", ("N",), "&Disagree with the AI", "Disagree with the class the AI gave", "Reading"),
+    Shortcut("reader_covid", ("F5",), "Reader: &COVID-19", "Your class: COVID-19", "Reading"),
+    Shortcut("reader_normal", ("F6",), "Reader: &Normal", "Your class: Normal", "Reading"),
+    Shortcut("reader_pneumonia", ("F7",), "Reader: &Pneumonia", "Your class: Pneumonia", "Reading"),
+    Shortcut("reader_other", ("F8",), "Reader: &Other finding", "Your class: Other finding", "Reading"),
+    Shortcut("reader_not_assessable", ("F9",), "Reader: Not &assessable", "Your class: Not assessable", "Reading"),
+    Shortcut("impression", ("F4",), "&Impression…", "Type the impression (Esc or Ctrl+Enter: back)", "Reading"),
+    Shortcut(
+        "next_unread",
+        ("U",),
+        "Next &unread film",
+        "The next film without a verdict, in the order of the list",
+        "Reading",
+    ),
+    Shortcut(
+        "compare",
+        ("Ctrl+Shift+P",),
+        "&Compare with prior",
+        "Side by side with a prior film of the same patient",
+        "Reading",
+    ),
 )
 
 MOUSE: tuple[tuple[str, str], ...] = (

@@ -66,12 +66,6 @@ class ViewCommands:
         self.session.set_invert(doc.doc_id, False)
         self.canvas.set_window(doc.default_window)
 
-    def go_to_end(self, first: bool) -> None:
-        """Home/End: the first or the last image of the list."""
-        ids = self.session.document_ids()
-        if ids:
-            self.session.set_current(ids[0] if first else ids[-1])
-
     def set_hide_identifiers(self, hide: bool) -> None:
         """View > Hide identifiers on screen (remembered); exports follow their own "keep identifiers" choice."""
         self.settings.hide_identifiers = bool(hide)

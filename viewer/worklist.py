@@ -12,7 +12,24 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SORT_KEYS", "WorklistEntry", "WorklistFilter", "Group", "arrange", "filter_entries", "sort_entries"]
+__all__ = [
+    "NO_AI_RESULT",
+    "SORT_KEYS",
+    "WorklistEntry",
+    "WorklistFilter",
+    "Group",
+    "arrange",
+    "entry_of",
+    "film_order",
+    "filter_entries",
+    "prior_of",
+    "sort_entries",
+]
+
+
+# What a film the model abstained on is filed under (inference.predictor.NO_AI_RESULT; that module
+# imports TensorFlow, so the text is repeated here and a test keeps the two equal).
+NO_AI_RESULT = "No AI result"
 
 
 @dataclass(frozen=True)
@@ -29,6 +46,9 @@ class WorklistEntry:
     warning: bool = False
     read: bool = False
     agreement: str | None = None  # "agree" / "disagree"
+    position: int = 0  # where the film came in the opening order
+    badge: str = ""  # what the AI column says ("Pneumonia 91%", "No AI result", "…", "failed")
+    reader_class: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -48,6 +68,7 @@ def _attention(e: WorklistEntry) -> tuple:
 
 # Sort key name -> key function. None values sort last whatever the direction.
 SORT_KEYS: dict[str, Callable[[WorklistEntry], Any]] = {
+    "opened": lambda e: e.position,
     "attention": _attention,
     "file": lambda e: e.file_name.lower(),
     "ai_class": lambda e: e.ai_label,
@@ -70,7 +91,7 @@ class WorklistFilter:
 
     def accepts(self, e: WorklistEntry) -> bool:
         if self.ai_classes is not None:
-            label = "No AI result" if e.abstained else e.ai_label
+            label = NO_AI_RESULT if e.abstained else e.ai_label
             if label not in self.ai_classes:
                 return False
         if self.read is not None and e.read != self.read:
@@ -149,3 +170,59 @@ def arrange(
             patient.children.append(study)
         study.entries.append(e)
     return top
+
+
+def film_order(groups: Sequence[Group]) -> list[int]:
+    """The doc ids of the arranged films in the order the list shows them (Up/Down follow it)."""
+    ids: list[int] = []
+    for group in groups:
+        ids.extend(film_order(group.children))
+        ids.extend(e.doc_id for e in group.entries)
+    return ids
+
+
+def entry_of(doc: Any, verdict: Any = None, position: int = 0, badge: str = "") -> WorklistEntry:
+    """The worklist's view of an opened film (a :class:`viewer.document.ImageDocument`) and the
+    reader's :class:`~inference.verdict.Verdict` (or None): patient and study from DICOM, the AI
+    result from the document's prediction."""
+    from inference.dicom_text import dicom_date, person_name
+
+    meta = doc.meta
+    patient = meta.patient.get("PatientID", "") or person_name(meta.patient.get("PatientName", ""))
+    study = meta.study.get("StudyInstanceUID", "")
+    date = meta.study.get("StudyDate", "")
+    label = " · ".join(p for p in (dicom_date(date), meta.study.get("StudyDescription", "")) if p)
+    p = doc.prediction
+    abstained = bool(p is not None and p.abstained)
+    return WorklistEntry(
+        doc_id=doc.doc_id,
+        file_name=doc.name,
+        patient=patient.strip(),
+        study=study,
+        study_date=date,
+        study_label=label or study,
+        ai_label=None if p is None or abstained else p.label,
+        ai_probability=None if p is None or abstained else float(p.confidence),
+        abstained=abstained,
+        warning=bool(p is not None and p.lung_warning),
+        read=bool(verdict is not None and verdict.is_read),
+        agreement=None if verdict is None else verdict.agreement,
+        position=position,
+        badge=badge,
+        reader_class=None if verdict is None else verdict.reader_class,
+    )
+
+
+def prior_of(entries: Iterable[WorklistEntry], doc_id: int) -> int | None:
+    """The film to compare ``doc_id`` with: of the same patient, from the most recent other study
+    (latest study date; undated studies last); a film of the same study when there is no other.
+    None when the film has no patient or the patient has no other film."""
+    items = list(entries)
+    this = next((e for e in items if e.doc_id == doc_id), None)
+    if this is None or not this.patient:
+        return None
+    same = [e for e in items if e.patient == this.patient and e.doc_id != doc_id]
+    others = [e for e in same if e.study != this.study] or same
+    if not others:
+        return None
+    return max(others, key=lambda e: (e.study_date or "", -e.position)).doc_id
