@@ -213,8 +213,9 @@ class AnalysisScheduler:
     def _render_heat(self, doc: ImageDocument, target: tuple[int, str], explanation: Any) -> None:
         """Build ``explanation``'s display map in the inference thread; one job per film at a time
         (the map wanted when it ends is checked again then)."""
-        running = self._resizing.get(doc.doc_id)
-        if running is not None and not running.done:
+        # Until its ``finished`` reaches this thread: ``done`` is set in the inference thread before
+        # the map is on screen, and a check in between would ask for the same map again.
+        if doc.doc_id in self._resizing:
             return
         side = self.heat_side_for(doc)
         handle = self.controller.render_heat(doc.doc_id, explanation, side)
