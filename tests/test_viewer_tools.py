@@ -407,3 +407,15 @@ def test_the_exported_png_shows_the_arrow_where_the_screen_does(reader, qtbot, t
     assert is_mark(screen_rgb(window, at(window, *shaft))) and is_mark(exported(*shaft))
     screen_gray, export_gray = screen_rgb(window, at(window, *off)), exported(*off)
     assert all(abs(a - b) <= 6 for a, b in zip(screen_gray, export_gray)), (screen_gray, export_gray)
+
+
+def test_a_release_lost_to_a_dialog_does_not_break_the_next_window_level_drag(reader, qtbot, tmp_path):
+    window, tools = reader(make_film(tmp_path, "png"))
+    vp = window.canvas.viewport()
+    key(qtbot, window, Qt.Key.Key_D)
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=at(window, 40, 40))  # its release never comes
+    key(qtbot, window, Qt.Key.Key_Escape)
+    key(qtbot, window, Qt.Key.Key_S)
+    before = window.canvas.window()
+    drag(qtbot, vp, at(window, 120, 120), at(window, 150, 140))
+    assert window.canvas.window().width > before.width and marks(window) == ()

@@ -364,11 +364,7 @@ class ToolController:
             self._grab = (mark, None, self.to_image(pos))
             return True
         point = self.to_image(pos)
-        if kind == "text":
-            text = self.ask_text("Text", "")
-            if text and text.strip():
-                self.add(Annotation("text", (point,), text=text.strip()))
-            self._press = None
+        if kind == "text":  # typed on release: no dialog opens in the middle of a click
             return True
         if not self._draft:
             self.select(None)
@@ -413,6 +409,11 @@ class ToolController:
             self.canvas.viewport().update()
             return
         kind = TOOLS[self.tool]
+        if kind == "text" and press is not None:
+            text = self.ask_text("Text", "")
+            if text and text.strip():
+                self.add(Annotation("text", (self.to_image(press),), text=text.strip()))
+            return
         if kind is not None and self._draft and moved:
             self._draft = constrained(kind, [*self._draft, self.to_image(pos)])
             self._finish_if_complete()
