@@ -407,6 +407,15 @@ def test_the_exported_png_shows_the_arrow_where_the_screen_does(reader, qtbot, t
     assert is_mark(screen_rgb(window, at(window, *shaft))) and is_mark(exported(*shaft))
     screen_gray, export_gray = screen_rgb(window, at(window, *off)), exported(*off)
     assert all(abs(a - b) <= 6 for a, b in zip(screen_gray, export_gray)), (screen_gray, export_gray)
+    # The anatomy around it too (rows beside the arrow head): the same window and gray on screen and in the file.
+    inside = window.canvas.viewport().rect().adjusted(10, 10, -10, -10)
+    pairs = [
+        (screen_rgb(window, at(window, x + 0.5, y + 0.5))[0], exported(x + 0.5, y + 0.5)[0])
+        for y in range(88, 118, 3)
+        for x in range(0, W, 5)
+        if inside.contains(at(window, x + 0.5, y + 0.5))
+    ]
+    assert len(pairs) > 50 and max(abs(a - b) for a, b in pairs) <= 3
 
 
 def test_a_release_lost_to_a_dialog_does_not_break_the_next_window_level_drag(reader, qtbot, tmp_path):

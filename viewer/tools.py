@@ -515,23 +515,17 @@ class ToolController:
         return pen
 
     def _paint_mark(self, painter: QPainter, mark: Annotation, mark_shapes: list, rgb: tuple[int, int, int]) -> None:
-        for outline, pen in ((True, self._pen((0, 0, 0), 4.0)), (False, self._pen(rgb))):
-            painter.setPen(pen)
-            painter.setBrush(Qt.BrushStyle.NoBrush)
-            for shape in mark_shapes:
-                pts = [self.to_view(x, y) for x, y in shape.points]
-                if shape.kind == "ellipse":
-                    xs, ys = [p.x() for p in pts], [p.y() for p in pts]
-                    painter.drawEllipse(QRectF(min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)))
-                else:
-                    painter.drawPolyline(pts)
-            if outline:
-                painter.setPen(QColor(0, 0, 0, 0))
-        if mark.kind == "text":
-            dot = self.to_view(*mark.points[0])
-            painter.setPen(self._pen((0, 0, 0), 1.0))
-            painter.setBrush(QColor(*rgb))
-            painter.drawEllipse(dot, 3.0, 3.0)
+        # Drawn as the exports draw them (inference.export.marks.burn_marks): plain lines in the
+        # mark colour, the text outlined in black; a text mark is its text alone.
+        painter.setPen(self._pen(rgb))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        for shape in mark_shapes:
+            pts = [self.to_view(x, y) for x, y in shape.points]
+            if shape.kind == "ellipse":
+                xs, ys = [p.x() for p in pts], [p.y() for p in pts]
+                painter.drawEllipse(QRectF(min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)))
+            else:
+                painter.drawPolyline(pts)
         self._paint_labels(painter, self._labels(mark), rgb)
 
     def _paint_labels(self, painter: QPainter, labels: list[tuple[QPointF, str]], rgb: tuple[int, int, int]) -> None:
