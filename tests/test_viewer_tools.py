@@ -428,3 +428,30 @@ def test_a_release_lost_to_a_dialog_does_not_break_the_next_window_level_drag(re
     before = window.canvas.window()
     drag(qtbot, vp, at(window, 120, 120), at(window, 150, 140))
     assert window.canvas.window().width > before.width and marks(window) == ()
+
+
+def test_another_film_cancels_a_drawing_and_the_selection(reader, qtbot, tmp_path):
+    first = make_film(tmp_path, "png", name="one")
+    second = write_png(tmp_path / "two.png", film_pixels(seed=5))
+    window, tools = reader(first)
+    open_and_wait(window, qtbot, second)
+    window.show_document(window.session.document_ids()[0])
+    window.canvas.set_zoom(2.0)
+    key(qtbot, window, Qt.Key.Key_D)
+    draw(qtbot, window, ((40, 40), (90, 40)), ((20, 20),))  # a line, then the first end of another
+    assert tools.drawing and tools.selected is None
+    key(qtbot, window, Qt.Key.Key_Down)  # the next film
+    assert window.session.current.name == "two.png"
+    assert not tools.drawing and tools.selected is None and marks(window) == ()
+    assert window.annotations_panel.rows() == []
+    key(qtbot, window, Qt.Key.Key_Up)
+    assert len(marks(window)) == 1 and len(window.annotations_panel.rows()) == 1
+
+
+def test_a_late_proposal_never_adds_a_second_ctr(reader, qtbot, tmp_path):
+    window, tools = reader(make_film(tmp_path, "dicom_mm"))
+    key(qtbot, window, Qt.Key.Key_C)
+    draw(qtbot, window, ((70, 100), (130, 100)), ((40, 60), (160, 60)))
+    proposal = ((60.0, 90.0), (140.0, 90.0), (30.0, 50.0), (170.0, 50.0))
+    window.ctr_proposer._returned(window.session.current, proposal)  # the lung model answers late
+    assert [a.kind for a in marks(window)] == ["ctr"] and marks(window)[0].points[0] == (70.0, 100.0)

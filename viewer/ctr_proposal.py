@@ -58,6 +58,8 @@ class CtrProposer:
         tools = self.tools
         if tools.tool != "ctr" or tools.doc() is not doc or tools.drawing:
             return  # the reader moved on, or is already placing the calipers
+        if any(a.kind == "ctr" for a in tools.reads.annotations(doc)):
+            return  # placed by hand while the lung model ran
         if points is None:
             tools.status(NO_PROPOSAL)
             return
