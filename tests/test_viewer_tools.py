@@ -186,7 +186,8 @@ def test_ctr_by_hand_stays_horizontal_and_says_when_the_film_is_ap(reader, qtbot
     window, tools = reader(make_film(tmp_path, "dicom_ap"))
     key(qtbot, window, Qt.Key.Key_C)
     # The fake model has no lung model: no proposal, the reader places both calipers.
-    qtbot.waitUntil(lambda: "drag the maximal cardiac width" in window.statusBar().currentMessage(), timeout=5000)
+    qtbot.waitUntil(lambda: window.ctr_proposer.pending is None, timeout=5000)
+    assert "drag the maximal cardiac width" in window.statusBar().currentMessage()
     draw(qtbot, window, ((70, 100), (130, 104)), ((40, 60), (160, 50)))
     (ctr,) = marks(window)
     assert ctr.points == ((70.0, 100.0), (130.0, 100.0), (40.0, 60.0), (160.0, 60.0))
