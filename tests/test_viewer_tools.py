@@ -186,7 +186,8 @@ def test_ctr_by_hand_stays_horizontal_and_says_when_the_film_is_ap(reader, qtbot
     window, tools = reader(make_film(tmp_path, "dicom_ap"))
     key(qtbot, window, Qt.Key.Key_C)
     # The fake model has no lung model: no proposal, the reader places both calipers.
-    qtbot.waitUntil(lambda: "drag the maximal cardiac width" in window.statusBar().currentMessage(), timeout=5000)
+    qtbot.waitUntil(lambda: window.ctr_proposer.pending is None, timeout=5000)
+    assert "drag the maximal cardiac width" in window.statusBar().currentMessage()
     draw(qtbot, window, ((70, 100), (130, 104)), ((40, 60), (160, 50)))
     (ctr,) = marks(window)
     assert ctr.points == ((70.0, 100.0), (130.0, 100.0), (40.0, 60.0), (160.0, 60.0))
@@ -407,3 +408,51 @@ def test_the_exported_png_shows_the_arrow_where_the_screen_does(reader, qtbot, t
     assert is_mark(screen_rgb(window, at(window, *shaft))) and is_mark(exported(*shaft))
     screen_gray, export_gray = screen_rgb(window, at(window, *off)), exported(*off)
     assert all(abs(a - b) <= 6 for a, b in zip(screen_gray, export_gray)), (screen_gray, export_gray)
+    # The anatomy around it too (rows beside the arrow head): the same window and gray on screen and in the file.
+    inside = window.canvas.viewport().rect().adjusted(10, 10, -10, -10)
+    pairs = [
+        (screen_rgb(window, at(window, x + 0.5, y + 0.5))[0], exported(x + 0.5, y + 0.5)[0])
+        for y in range(88, 118, 3)
+        for x in range(0, W, 5)
+        if inside.contains(at(window, x + 0.5, y + 0.5))
+    ]
+    assert len(pairs) > 50 and max(abs(a - b) for a, b in pairs) <= 3
+
+
+def test_a_release_lost_to_a_dialog_does_not_break_the_next_window_level_drag(reader, qtbot, tmp_path):
+    window, tools = reader(make_film(tmp_path, "png"))
+    vp = window.canvas.viewport()
+    key(qtbot, window, Qt.Key.Key_D)
+    qtbot.mousePress(vp, Qt.MouseButton.LeftButton, pos=at(window, 40, 40))  # its release never comes
+    key(qtbot, window, Qt.Key.Key_Escape)
+    key(qtbot, window, Qt.Key.Key_S)
+    before = window.canvas.window()
+    drag(qtbot, vp, at(window, 120, 120), at(window, 150, 140))
+    assert window.canvas.window().width > before.width and marks(window) == ()
+
+
+def test_another_film_cancels_a_drawing_and_the_selection(reader, qtbot, tmp_path):
+    first = make_film(tmp_path, "png", name="one")
+    second = write_png(tmp_path / "two.png", film_pixels(seed=5))
+    window, tools = reader(first)
+    open_and_wait(window, qtbot, second)
+    window.show_document(window.session.document_ids()[0])
+    window.canvas.set_zoom(2.0)
+    key(qtbot, window, Qt.Key.Key_D)
+    draw(qtbot, window, ((40, 40), (90, 40)), ((20, 20),))  # a line, then the first end of another
+    assert tools.drawing and tools.selected is None
+    key(qtbot, window, Qt.Key.Key_Down)  # the next film
+    assert window.session.current.name == "two.png"
+    assert not tools.drawing and tools.selected is None and marks(window) == ()
+    assert window.annotations_panel.rows() == []
+    key(qtbot, window, Qt.Key.Key_Up)
+    assert len(marks(window)) == 1 and len(window.annotations_panel.rows()) == 1
+
+
+def test_a_late_proposal_never_adds_a_second_ctr(reader, qtbot, tmp_path):
+    window, tools = reader(make_film(tmp_path, "dicom_mm"))
+    key(qtbot, window, Qt.Key.Key_C)
+    draw(qtbot, window, ((70, 100), (130, 100)), ((40, 60), (160, 60)))
+    proposal = ((60.0, 90.0), (140.0, 90.0), (30.0, 50.0), (170.0, 50.0))
+    window.ctr_proposer._returned(window.session.current, proposal)  # the lung model answers late
+    assert [a.kind for a in marks(window)] == ["ctr"] and marks(window)[0].points[0] == (70.0, 100.0)

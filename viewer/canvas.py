@@ -484,6 +484,7 @@ class ImageCanvas(QGraphicsView):
         if button not in (Qt.MouseButton.LeftButton, Qt.MouseButton.MiddleButton, Qt.MouseButton.RightButton):
             super().mousePressEvent(event)
             return
+        self._tool_drag = False  # a release lost to a dialog the tool opened must not linger
         if button == Qt.MouseButton.LeftButton and self.tool is not None and self.tool.press(event):
             self._tool_drag = True
             event.accept()

@@ -35,15 +35,15 @@ class CtrProposer:
     def __init__(self, controller: Any, tools: Any) -> None:
         self.controller = controller
         self.tools = tools
-        self._handle: Any = None
+        self.pending: Any = None  # the lung model's job while it runs
 
     def propose(self, doc: ImageDocument) -> None:
         existing = next((a for a in self.tools.reads.annotations(doc) if a.kind == "ctr"), None)
         if existing is not None:  # one CTR per film: adjust the one there
             self.tools.select(existing.id)
             return
-        if self._handle is not None:
-            self._handle.cancel()
+        if self.pending is not None:
+            self.pending.cancel()
         image = doc.image
         self.tools.status("CTR: looking for the lungs…")
         handle = self.controller.submit(
@@ -51,13 +51,15 @@ class CtrProposer:
         )
         handle.returned.connect(lambda points: self._returned(doc, points))
         handle.errored.connect(lambda _exc: self._returned(doc, None))
-        self._handle = handle
+        self.pending = handle
 
     def _returned(self, doc: ImageDocument, points: tuple | None) -> None:
-        self._handle = None
+        self.pending = None
         tools = self.tools
         if tools.tool != "ctr" or tools.doc() is not doc or tools.drawing:
             return  # the reader moved on, or is already placing the calipers
+        if any(a.kind == "ctr" for a in tools.reads.annotations(doc)):
+            return  # placed by hand while the lung model ran
         if points is None:
             tools.status(NO_PROPOSAL)
             return

@@ -16,7 +16,8 @@ Gestures (left button):
   selects it and a drag moves it; a press on nothing keeps the canvas's window/level drag.
 
 The canvas calls :meth:`ToolController.press`, ``move``, ``release``, ``double_click`` and
-``paint`` (its ``tool`` attribute); the window wires actions with :func:`install_tools`.
+``paint`` (its ``tool`` attribute; the drawing is in :mod:`viewer.mark_painting`); the window
+wires actions with :func:`install_tools`.
 """
 
 from __future__ import annotations
@@ -28,15 +29,10 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import (
     QActionGroup,
-    QBrush,
-    QColor,
     QFont,
     QFontMetrics,
     QMouseEvent,
     QPainter,
-    QPainterPath,
-    QPen,
-    QTransform,
 )
 from PySide6.QtWidgets import QInputDialog, QLineEdit, QWidget
 
@@ -134,9 +130,9 @@ class ToolController:
         self.tool_changed = Event("tool_changed")  # tool id
         self.selection_changed = Event("selection_changed")  # annotation id or None
         self.propose_ctr: Callable[[ImageDocument], None] | None = None  # set by install_tools
-        self._draft: list[Point] = []  # points placed so far by a drawing tool
-        self._cursor: Point | None = None  # where the next point would go (image coordinates)
-        self._hover: QPointF | None = None  # viewport position of the cursor (loupe)
+        self.draft: list[Point] = []  # points placed so far by a drawing tool
+        self.cursor: Point | None = None  # where the next point would go (image coordinates)
+        self.hover: QPointF | None = None  # viewport position of the cursor (loupe)
         self._press: QPointF | None = None  # viewport position of the left press being handled
         self._grab: tuple[Annotation, int | None, Point] | None = None  # (original, handle or None = move, start)
         self._preview: Annotation | None = None  # the grabbed mark as dragged, until the release saves it
@@ -146,7 +142,7 @@ class ToolController:
     # -- state -------------------------------------------------------------------------------
     @property
     def drawing(self) -> bool:
-        return bool(self._draft)
+        return bool(self.draft)
 
     def set_tool(self, tool: str) -> None:
         if tool not in TOOLS:
@@ -155,8 +151,8 @@ class ToolController:
         self.tool = tool
         self.restore_cursor()
         self.tool_changed.notify(tool)
-        if tool == "ctr" and self.propose_ctr is not None and self._current() is not None:
-            self.propose_ctr(self._current())
+        if tool == "ctr" and self.propose_ctr is not None and self.current() is not None:
+            self.propose_ctr(self.current())
         self.canvas.viewport().update()
 
     def restore_cursor(self) -> None:
@@ -176,7 +172,7 @@ class ToolController:
 
     def marks(self) -> list[Annotation]:
         """The current film's marks as drawn now (the one being dragged in its dragged place)."""
-        doc = self._current()
+        doc = self.current()
         if doc is None:
             return []
         marks = list(self.reads.annotations(doc))
@@ -186,7 +182,7 @@ class ToolController:
 
     def measurement(self, annotation: Annotation) -> Measurement | None:
         """What ``annotation`` measures on the film on screen (kept per film: ROIs read many pixels)."""
-        image, doc = self.canvas.image, self._current()
+        image, doc = self.canvas.image, self.current()
         if image is None or doc is None:
             return None
         key = (doc.doc_id, annotation)
@@ -208,7 +204,7 @@ class ToolController:
     def escape(self) -> bool:
         """Esc: cancel a drawing in progress, else leave a drawing tool for Select; False when
         there was nothing to cancel (the view is then reset as before)."""
-        if self._draft or self._grab is not None:
+        if self.draft or self._grab is not None:
             self._cancel_gesture()
             self.canvas.viewport().update()
             return True
@@ -218,7 +214,7 @@ class ToolController:
         return False
 
     def delete_selected(self) -> bool:
-        doc = self._current()
+        doc = self.current()
         if doc is None or self.selected is None:
             return False
         self.reads.remove_annotation(doc, self.selected)
@@ -226,18 +222,18 @@ class ToolController:
         return True
 
     def undo(self) -> bool:
-        doc = self._current()
+        doc = self.current()
         self._cancel_gesture()
         return doc is not None and self.reads.undo(doc)
 
     def redo(self) -> bool:
-        doc = self._current()
+        doc = self.current()
         self._cancel_gesture()
         return doc is not None and self.reads.redo(doc)
 
     def edit_text(self, annotation_id: str | None = None) -> bool:
         """F2 or a double click: type the text of a text mark or the label of any other mark."""
-        doc = self._current()
+        doc = self.current()
         annotation_id = annotation_id or self.selected
         mark = None if doc is None or annotation_id is None else self.reads.annotation(doc, annotation_id)
         if mark is None:
@@ -252,7 +248,7 @@ class ToolController:
 
     def add(self, annotation: Annotation) -> None:
         """Store a finished mark on the current film and select it (its handles can be dragged at once)."""
-        doc = self._current()
+        doc = self.current()
         if doc is None:
             return
         self.reads.add_annotation(doc, annotation)
@@ -307,28 +303,28 @@ class ToolController:
                 return True
         return any(rect.contains(pos) for rect in self._label_rects(mark))
 
-    def _label_font(self) -> QFont:
+    def label_font(self) -> QFont:
         font = QFont(self.canvas.font())
         font.setBold(True)
         return font
 
     def _label_rects(self, mark: Annotation) -> list[QRectF]:
-        metrics = QFontMetrics(self._label_font())
+        metrics = QFontMetrics(self.label_font())
         out = []
-        for anchor, text in self._labels(mark):
+        for anchor, text in self.labels(mark):
             w, h = metrics.horizontalAdvance(text), metrics.height()
             out.append(QRectF(anchor.x(), anchor.y() - metrics.ascent(), w, h).adjusted(-2, -2, 2, 2))
         return out
 
     def _inside(self, anchor: QPointF, text: str) -> QPointF:
         """A label's origin moved back inside the viewport when it would run off an edge (as the exports do)."""
-        metrics = QFontMetrics(self._label_font())
+        metrics = QFontMetrics(self.label_font())
         vp = self.canvas.viewport().rect()
         x = max(4.0, min(anchor.x(), vp.width() - metrics.horizontalAdvance(text) - 4.0))
         y = max(metrics.ascent() + 4.0, min(anchor.y(), vp.height() - metrics.descent() - 4.0))
         return QPointF(x, y)
 
-    def _labels(self, mark: Annotation) -> list[tuple[QPointF, str]]:
+    def labels(self, mark: Annotation) -> list[tuple[QPointF, str]]:
         """(baseline origin in the viewport, text) of a mark's own text and of its measured value,
         beside the same points as in the exports (the first and the last point)."""
         out = []
@@ -345,11 +341,11 @@ class ToolController:
     # -- canvas hooks --------------------------------------------------------------------------
     def press(self, event: QMouseEvent) -> bool:
         """A left press on the canvas: True when a tool takes it (else the canvas's window/level)."""
-        if self._current() is None or self.canvas.image is None:
+        if self.current() is None or self.canvas.image is None:
             return False
         pos = event.position()
         self._press = QPointF(pos)
-        handle = self._handle_at(pos) if not self._draft else None
+        handle = self._handle_at(pos) if not self.draft else None
         if handle is not None:
             mark, index = handle
             self._grab = (mark, index, self.to_image(pos))
@@ -364,16 +360,12 @@ class ToolController:
             self._grab = (mark, None, self.to_image(pos))
             return True
         point = self.to_image(pos)
-        if kind == "text":
-            text = self.ask_text("Text", "")
-            if text and text.strip():
-                self.add(Annotation("text", (point,), text=text.strip()))
-            self._press = None
+        if kind == "text":  # typed on release: no dialog opens in the middle of a click
             return True
-        if not self._draft:
+        if not self.draft:
             self.select(None)
-        self._draft = constrained(kind, [*self._draft, point])
-        self._cursor = point
+        self.draft = constrained(kind, [*self.draft, point])
+        self.cursor = point
         self._finish_if_complete()
         self.canvas.viewport().update()
         return True
@@ -381,7 +373,7 @@ class ToolController:
     def move(self, event: QMouseEvent) -> None:
         """Any mouse move over the canvas (with or without a button)."""
         pos = event.position()
-        self._hover = QPointF(pos)
+        self.hover = QPointF(pos)
         if self._grab is not None and self._press is not None:
             original, index, start = self._grab
             now = self.to_image(pos)
@@ -395,8 +387,8 @@ class ToolController:
                     points[partner] = (points[partner][0], now[1])
                 self._preview = Annotation(original.kind, tuple(points), original.text, original.id)
             self.canvas.viewport().update()
-        elif self._draft:
-            self._cursor = self.to_image(pos)
+        elif self.draft:
+            self.cursor = self.to_image(pos)
             self.canvas.viewport().update()
         elif self.loupe:
             self.canvas.viewport().update()
@@ -407,14 +399,19 @@ class ToolController:
         moved = press is not None and (pos - press).manhattanLength() >= CLICK_SLOP
         if self._grab is not None:
             preview, self._preview, self._grab = self._preview, None, None
-            doc = self._current()
+            doc = self.current()
             if moved and preview is not None and doc is not None:
                 self.reads.replace_annotation(doc, preview)
             self.canvas.viewport().update()
             return
         kind = TOOLS[self.tool]
-        if kind is not None and self._draft and moved:
-            self._draft = constrained(kind, [*self._draft, self.to_image(pos)])
+        if kind == "text" and press is not None:
+            text = self.ask_text("Text", "")
+            if text and text.strip():
+                self.add(Annotation("text", (self.to_image(press),), text=text.strip()))
+            return
+        if kind is not None and self.draft and moved:
+            self.draft = constrained(kind, [*self.draft, self.to_image(pos)])
             self._finish_if_complete()
             self.canvas.viewport().update()
 
@@ -429,20 +426,20 @@ class ToolController:
         return True
 
     def hover_left(self) -> None:
-        self._hover = None
+        self.hover = None
         if self.loupe:
             self.canvas.viewport().update()
 
     # -- internals -------------------------------------------------------------------------------
-    def _current(self) -> ImageDocument | None:
+    def current(self) -> ImageDocument | None:
         doc = self.doc()
         return doc if doc is not None and doc.loaded else None
 
     def _finish_if_complete(self) -> None:
         kind = TOOLS[self.tool]
-        if kind is None or len(self._draft) < KINDS[kind]:
+        if kind is None or len(self.draft) < KINDS[kind]:
             return
-        points, self._draft, self._cursor = self._draft[: KINDS[kind]], [], None
+        points, self.draft, self.cursor = self.draft[: KINDS[kind]], [], None
         if kind in ("distance", "arrow", "rect", "ellipse") and self._too_small(points):
             return  # a click without a drag: nothing to measure
         self.add(Annotation(kind, tuple(points)))
@@ -452,10 +449,10 @@ class ToolController:
         return (a - b).manhattanLength() < CLICK_SLOP
 
     def _cancel_gesture(self) -> None:
-        self._draft, self._cursor, self._grab, self._preview, self._press = [], None, None, None, None
+        self.draft, self.cursor, self._grab, self._preview, self._press = [], None, None, None, None
 
     def _annotations_changed(self, doc: ImageDocument) -> None:
-        current = self._current()
+        current = self.current()
         if current is not doc:
             return
         if self.selected is not None and self.reads.annotation(doc, self.selected) is None:
@@ -476,119 +473,22 @@ class ToolController:
         text, ok = QInputDialog.getText(parent, title, "Text:", QLineEdit.EchoMode.Normal, initial)
         return text if ok else None
 
-    def _draft_annotation(self) -> Annotation | None:
+    def draft_annotation(self) -> Annotation | None:
         """The mark being drawn with its next point at the cursor, when that completes it (live value)."""
         kind = TOOLS[self.tool]
-        if kind is None or not self._draft or self._cursor is None:
+        if kind is None or not self.draft or self.cursor is None:
             return None
-        points = constrained(kind, [*self._draft, self._cursor])
+        points = constrained(kind, [*self.draft, self.cursor])
         if len(points) != KINDS[kind]:
             return None
         return Annotation(kind, tuple(points), id="draft")
 
-    # -- painting --------------------------------------------------------------------------------
+    # -- painting (viewer/mark_painting.py) -------------------------------------------------------
     def paint(self, painter: QPainter) -> None:
         """Draw the marks (viewport coordinates, the painter reset to them), the draft and the loupe."""
-        if self._current() is None or self.canvas.image is None:
-            return
-        marks = self.marks()
-        if marks or self._draft:
-            from inference.export.marks import shapes  # one geometry with the exports (lazy: not at start-up)
+        from viewer.mark_painting import paint_tools
 
-            painter.save()
-            painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-            for mark in marks:
-                # The exports' colour, selected or not (the handles show the selection).
-                self._paint_mark(painter, mark, shapes(mark), MARK_RGB)
-                if mark.id == self.selected:
-                    self._paint_handles(painter, mark)
-            self._paint_draft(painter, shapes)
-            painter.restore()
-        if self.loupe and self._hover is not None:
-            self._paint_loupe(painter, self._hover)
-
-    def _pen(self, rgb: tuple[int, int, int], width: float = 2.0) -> QPen:
-        pen = QPen(QColor(*rgb), width)
-        pen.setCapStyle(Qt.PenCapStyle.RoundCap)
-        pen.setJoinStyle(Qt.PenJoinStyle.RoundJoin)
-        return pen
-
-    def _paint_mark(self, painter: QPainter, mark: Annotation, mark_shapes: list, rgb: tuple[int, int, int]) -> None:
-        for outline, pen in ((True, self._pen((0, 0, 0), 4.0)), (False, self._pen(rgb))):
-            painter.setPen(pen)
-            painter.setBrush(Qt.BrushStyle.NoBrush)
-            for shape in mark_shapes:
-                pts = [self.to_view(x, y) for x, y in shape.points]
-                if shape.kind == "ellipse":
-                    xs, ys = [p.x() for p in pts], [p.y() for p in pts]
-                    painter.drawEllipse(QRectF(min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)))
-                else:
-                    painter.drawPolyline(pts)
-            if outline:
-                painter.setPen(QColor(0, 0, 0, 0))
-        if mark.kind == "text":
-            dot = self.to_view(*mark.points[0])
-            painter.setPen(self._pen((0, 0, 0), 1.0))
-            painter.setBrush(QColor(*rgb))
-            painter.drawEllipse(dot, 3.0, 3.0)
-        self._paint_labels(painter, self._labels(mark), rgb)
-
-    def _paint_labels(self, painter: QPainter, labels: list[tuple[QPointF, str]], rgb: tuple[int, int, int]) -> None:
-        font = self._label_font()
-        for anchor, text in labels:
-            path = QPainterPath()
-            path.addText(anchor, font, text)
-            painter.strokePath(path, QPen(QColor(0, 0, 0, 220), 3.0))  # legible on bone and on air
-            painter.fillPath(path, QBrush(QColor(*rgb)))
-
-    def _paint_handles(self, painter: QPainter, mark: Annotation) -> None:
-        painter.setPen(self._pen((0, 0, 0), 1.0))
-        painter.setBrush(QColor(*SELECTED_RGB))
-        for x, y in mark.points:
-            v = self.to_view(x, y)
-            painter.drawRect(QRectF(v.x() - HANDLE_PX, v.y() - HANDLE_PX, 2 * HANDLE_PX, 2 * HANDLE_PX))
-
-    def _paint_draft(self, painter: QPainter, shapes: Callable[[Annotation], list]) -> None:
-        if not self._draft:
-            return
-        draft = self._draft_annotation()
-        if draft is not None:
-            self._paint_mark(painter, draft, shapes(draft), DRAFT_RGB)
-            return
-        kind = TOOLS[self.tool] or ""
-        points = [*self._draft, self._cursor] if self._cursor is not None else list(self._draft)
-        pairs = [points[:2], points[2:]] if kind in ("cobb", "ctr") else [points]
-        painter.setPen(self._pen(DRAFT_RGB))
-        for pair in pairs:
-            if len(pair) >= 2:
-                painter.drawPolyline([self.to_view(x, y) for x, y in pair])
-        for x, y in self._draft:
-            painter.drawEllipse(self.to_view(x, y), 3.0, 3.0)
-
-    def _paint_loupe(self, painter: QPainter, centre: QPointF) -> None:
-        """A circle around the cursor showing the film LOUPE_FACTOR times larger, pixel for pixel."""
-        canvas = self.canvas
-        to_centre = QTransform.fromTranslate(-centre.x(), -centre.y())
-        zoom = QTransform.fromScale(LOUPE_FACTOR, LOUPE_FACTOR) * QTransform.fromTranslate(centre.x(), centre.y())
-        view = canvas.viewportTransform() * to_centre * zoom
-        circle = QPainterPath()
-        circle.addEllipse(centre, LOUPE_RADIUS, LOUPE_RADIUS)
-        painter.save()
-        painter.setClipPath(circle)
-        painter.fillPath(circle, QColor(0, 0, 0))
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)  # show the pixels
-        for item in (canvas.image_item, canvas.overlay_item):
-            if item.isVisible() and not item.pixmap().isNull():
-                painter.setOpacity(item.opacity())
-                painter.setTransform(item.transform() * view)
-                painter.drawPixmap(0, 0, item.pixmap())
-        painter.restore()
-        painter.save()
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-        painter.setPen(self._pen((230, 237, 245), 2.0))
-        painter.setBrush(Qt.BrushStyle.NoBrush)
-        painter.drawEllipse(centre, LOUPE_RADIUS, LOUPE_RADIUS)
-        painter.restore()
+        paint_tools(self, painter)
 
 
 def install_tools(window: Any) -> ToolController:
