@@ -223,7 +223,9 @@ def propose_ctr(visible: np.ndarray, whole: np.ndarray | None = None) -> tuple[P
 
     Thoracic width: the widest row of the lungs (outer edges of the whole-lung mask, else of the
     visible one), the inner margins of the ribs. Cardiac width: in the lower half of the lungs,
-    the widest gap between the two visible lung fields' inner edges, where the heart borders lie.
+    the widest gap between the two visible lung fields' inner edges, where the heart borders lie,
+    among the rows where both fields are still at least 40% of their widest: the narrow tips of
+    the costophrenic angles would otherwise make the gap at the lung bases look like the heart.
     The reader adjusts both; this is a starting point, not a measurement.
     """
     outer = whole if whole is not None and whole.any() else visible
@@ -238,8 +240,13 @@ def propose_ctr(visible: np.ndarray, whole: np.ndarray | None = None) -> tuple[P
     _, t_row, t_left, t_right = best
     mid = (t_left + t_right) / 2.0
     top, bottom = rows[0], rows[-1]
+    split = int(round(mid))
+    left_width, right_width = visible[:, :split].sum(axis=1), visible[:, split:].sum(axis=1)
+    wide_enough = (left_width >= 0.4 * left_width.max()) & (right_width >= 0.4 * right_width.max())
     heart = (0.0, None, None, None)
     for r in range(int(top + (bottom - top) * 0.5), int(bottom) + 1):
+        if not wide_enough[r]:
+            continue
         cols = np.flatnonzero(visible[r])
         left, right = cols[cols < mid], cols[cols >= mid]
         if len(left) == 0 or len(right) == 0:

@@ -106,6 +106,17 @@ def test_ctr_is_proposed_from_two_lung_masks() -> None:
     assert (c0[0], c1[0]) == (40, 70) and c0[1] == c1[1] >= 55
 
 
+def test_the_narrow_tip_of_a_costophrenic_angle_is_not_taken_for_the_heart() -> None:
+    visible = np.zeros((100, 120), bool)
+    visible[20:80, 15:50] = True
+    visible[20:80, 70:105] = True
+    visible[55:80, 40:50] = False  # the heart's border, 30 px apart
+    visible[80:86, 15:22] = True  # the right costophrenic angle: a narrow tip below the heart
+    visible[80:86, 70:105] = True  # the left lung base goes on lower
+    c0, c1, _t0, _t1 = propose_ctr(visible)
+    assert (c0[0], c1[0]) == (40, 70) and 55 <= c0[1] < 80  # not 22..70 at the tip's rows
+
+
 def test_no_ctr_is_proposed_without_two_lungs() -> None:
     visible = np.zeros((50, 50), bool)
     visible[10:40, 5:20] = True
