@@ -103,7 +103,7 @@ def test_filter_bar_and_column_sort(make_window, qtbot, dicom_patients):
     assert ids["a_2019.dcm"] not in panel.document_ids() and len(panel.document_ids()) == 4
     panel.read_box.setCurrentText("Read")
     assert panel.document_ids() == [ids["a_2019.dcm"]]
-    panel.read_box.setCurrentText("Read and unread")
+    panel.read_box.setCurrentText("Read: any")
     docs = window.session.documents()
     label = docs[0].prediction.label
     panel.class_box.setCurrentText(label)
