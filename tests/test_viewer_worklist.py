@@ -232,6 +232,15 @@ def test_compare_with_the_prior_syncs_zoom_pan_and_window_until_switched_off(mak
     assert not compare.pane.sync_button.isChecked()
     main.set_zoom(fit_zoom(main) * 1.5)
     assert prior.zoom() / fit_zoom(prior) == pytest.approx(3.0, rel=1e-3)
+    # Each side has its own overlay: the prior's heat map for its own class, computed for it.
+    window.session.set_overlay_visible(True)
+    qtbot.waitUntil(lambda: prior.has_overlay() and main.has_overlay(), timeout=10000)
+    assert prior.overlay_visible()
+    target = window.session.overlay_target(compare.prior)
+    assert target in compare.prior.explanations
+    assert target[0] == compare.prior.prediction.class_index
+    window.session.set_overlay_visible(False)
+    assert not prior.overlay_visible()
     compare.pane.close_button.click()
     assert not compare.active and not compare.pane.isVisible()
 
