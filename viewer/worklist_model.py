@@ -125,6 +125,8 @@ class WorklistModel(QAbstractItemModel):
         self._order: list[int] = []
         self._pixmaps: OrderedDict[int, QPixmap] = OrderedDict()
         self.grouped = False
+        self.hide_identifiers = False  # View > Hide identifiers on screen: no patient ID or file name
+        self._aliases: dict[str, str] = {}
 
     # -- feeding -------------------------------------------------------------------------------
     def set_entries(self, entries: Iterable[WorklistEntry], tooltips: dict[int, str] | None = None) -> None:
@@ -206,7 +208,7 @@ class WorklistModel(QAbstractItemModel):
             return ""
         layout, node = self._layout, index.internalId()
         if layout.doc[node] is None:
-            return f"{layout.label[node]} ({layout.count[node]})" if index.column() == 0 else ""
+            return self._group_label(node) if index.column() == 0 else ""
         e = self._entries.get(layout.doc[node])
         return "" if e is None else self._text(e, index.column())
 
@@ -225,6 +227,9 @@ class WorklistModel(QAbstractItemModel):
                     emit(self.dataChanged, index, self.index_of(doc_id, len(COLUMNS) - 1))
             return
         self.beginResetModel()
+        if self.hide_identifiers:
+            patients = dict.fromkeys(e.patient for e in sorted(self._entries.values(), key=lambda e: e.position))
+            self._aliases = {p: f"Patient {i}" for i, p in enumerate((p for p in patients if p), start=1)}
         self.grouped = grouped
         self._layout = layout
         self._order = film_order(groups)
@@ -287,7 +292,7 @@ class WorklistModel(QAbstractItemModel):
 
     def _group_data(self, node: int, column: int, role: int):
         if role == Qt.ItemDataRole.DisplayRole and column == 0:
-            return f"{self._layout.label[node]} ({self._layout.count[node]})"
+            return self._group_label(node)
         if role == GROUP_ROLE:
             return self._layout.key[node]
         if role == Qt.ItemDataRole.FontRole:
@@ -304,7 +309,8 @@ class WorklistModel(QAbstractItemModel):
         if role == Qt.ItemDataRole.DecorationRole and column == 0:
             return self._pixmap(e.doc_id)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return self._tooltips.get(e.doc_id) or e.file_name
+            tip = self._tooltips.get(e.doc_id) or e.file_name
+            return tip.splitlines()[-1] if self.hide_identifiers else tip  # the path's line left out
         if role == Qt.ItemDataRole.ForegroundRole:
             if column == 1 and e.ai_label:
                 return QColor(class_colour(e.ai_label))
@@ -321,10 +327,23 @@ class WorklistModel(QAbstractItemModel):
             return QSize(THUMB + 8, THUMB + 4)
         return None
 
-    @staticmethod
-    def _text(e: WorklistEntry, column: int) -> str:
+    def _group_label(self, node: int) -> str:
+        layout = self._layout
+        label = layout.label[node]
+        if self.hide_identifiers and layout.parent[node] < 0 and layout.key[node] != "other":
+            label = self._aliases.get(layout.key[node], "Patient")
+        return f"{label} ({layout.count[node]})"
+
+    def set_hide_identifiers(self, hide: bool) -> None:
+        """Patients shown as "Patient 1, 2..." (in the order opened) and films as "Film N" when ``hide``."""
+        if bool(hide) == self.hide_identifiers:
+            return
+        self.hide_identifiers = bool(hide)
+        self._rearrange(force=True)
+
+    def _text(self, e: WorklistEntry, column: int) -> str:
         if column == 0:
-            return e.file_name
+            return f"Film {e.position + 1}" if self.hide_identifiers else e.file_name
         if column == 1:  # the class; the probability has its own column (the badge text has both)
             return e.ai_label or e.badge
         if column == 2:
@@ -337,7 +356,7 @@ class WorklistModel(QAbstractItemModel):
             mark = {"agree": "✓ agree", "disagree": "✗ disagree"}.get(e.agreement or "", "")
             return " · ".join(p for p in (mark, e.reader_class or "") if p)
         if column == 6:
-            return e.patient
+            return self._aliases.get(e.patient, "Patient") if self.hide_identifiers and e.patient else e.patient
         if column == 7:
             return dicom_date(e.study_date)
         return ""
