@@ -270,3 +270,21 @@ def test_hide_identifiers_leaves_patients_and_file_names_out_of_the_list(make_wi
     window.set_hide_identifiers(False)
     assert panel.row_texts(ids["b_2020.dcm"])["Patient"] == "PID-B"
     assert _group_labels(panel.model)[0] == "PID-A (3)"
+
+
+def test_a_result_that_moves_nothing_repaints_its_row_without_rearranging(qtbot):
+    from dataclasses import replace
+
+    model = WorklistModel(lambda _doc_id: None)
+    entries = [WorklistEntry(i, f"f{i}.png", position=i, badge="…") for i in range(50)]
+    model.set_entries(entries)
+    resets, repainted = [], []
+    model.modelReset.connect(lambda: resets.append(1))
+    model.dataChanged.connect(lambda top, _bottom: repainted.append(model.doc_id_at(top)))
+    result = replace(entries[7], ai_label="Normal", ai_probability=0.8, badge="Normal 80%")
+    model.update_entries([result])  # "as opened", no filter: nothing moves
+    assert resets == [] and repainted == [7] and model.entry(7).badge == "Normal 80%"
+    model.set_sort("probability", descending=True)
+    resets.clear()
+    model.update_entries([replace(entries[9], ai_label="COVID-19", ai_probability=0.9)])
+    assert resets == [1] and model.film_ids()[:2] == [9, 7]  # sorted by probability: it moved up

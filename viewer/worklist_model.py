@@ -23,7 +23,7 @@ from inference.dicom_text import dicom_date
 from viewer.qt_compat import emit
 from viewer.theme import class_colour
 from viewer.thumbnails import thumbnail_pixmap
-from viewer.worklist import WorklistEntry, WorklistFilter, arrange, film_order
+from viewer.worklist import SORT_KEYS, WorklistEntry, WorklistFilter, arrange, film_order
 
 __all__ = ["COLUMNS", "DOC_ROLE", "GROUP_ROLE", "WorklistModel"]
 
@@ -136,15 +136,33 @@ class WorklistModel(QAbstractItemModel):
         self._rearrange(force=True)
 
     def update_entries(self, entries: Iterable[WorklistEntry], tooltips: dict[int, str] | None = None) -> None:
-        """Add or replace entries (a batch: one arrangement for all of them)."""
-        changed = []
+        """Add or replace entries (a batch: one arrangement for all of them).
+
+        When no entry moves (the filter, the sort value and the group of each are what they were:
+        a result arriving while the list is "as opened"), only the changed rows are repainted and
+        nothing is re-arranged."""
+        changed, moved = [], False
         for e in entries:
-            if self._entries.get(e.doc_id) != e:
+            old = self._entries.get(e.doc_id)
+            if old != e:
                 changed.append(e.doc_id)
+                moved = moved or old is None or self._placement(old) != self._placement(e)
             self._entries[e.doc_id] = e
         self._tooltips.update(tooltips or {})
-        if changed:
+        if moved:
             self._rearrange(changed=changed)
+        else:
+            self._repaint(changed)
+
+    def _placement(self, e: WorklistEntry) -> tuple:
+        """What decides where ``e`` goes in the list."""
+        return (self.rule.accepts(e), SORT_KEYS[self.sort_key](e), e.patient, e.study, e.study_label, e.study_date)
+
+    def _repaint(self, doc_ids: Iterable[int]) -> None:
+        for doc_id in doc_ids:
+            index = self.index_of(doc_id)
+            if index.isValid():
+                emit(self.dataChanged, index, self.index_of(doc_id, _NCOL - 1))
 
     def remove(self, doc_ids: Iterable[int]) -> None:
         gone = [i for i in doc_ids if self._entries.pop(i, None) is not None]
@@ -221,10 +239,7 @@ class WorklistModel(QAbstractItemModel):
         grouped = any(g.key for g in groups)
         layout = _Layout(groups, grouped)
         if not force and layout.shape == self._layout.shape:
-            for doc_id in changed:  # the same rows in the same places: repaint the changed ones
-                index = self.index_of(doc_id)
-                if index.isValid():
-                    emit(self.dataChanged, index, self.index_of(doc_id, len(COLUMNS) - 1))
+            self._repaint(changed)  # the same rows in the same places
             return
         self.beginResetModel()
         if self.hide_identifiers:
