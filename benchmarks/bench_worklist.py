@@ -170,6 +170,7 @@ def run(n: int, flat: bool) -> dict:
         "slowest_step_cpu_ms": round(max(cpu.values()), 1),
         "load_average": round(os.getloadavg()[0], 2),
         "steps_ms": {k: round(v, 1) for k, v in named},
+        "steps_cpu_ms": {k: round(c, 1) for k, c in cpu.items() if not k.startswith("current film")},
     }
 
 
