@@ -288,3 +288,13 @@ def test_a_result_that_moves_nothing_repaints_its_row_without_rearranging(qtbot)
     resets.clear()
     model.update_entries([replace(entries[9], ai_label="COVID-19", ai_probability=0.9)])
     assert resets == [1] and model.film_ids()[:2] == [9, 7]  # sorted by probability: it moved up
+
+
+def test_closing_all_films_rearranges_the_list_once(make_window, qtbot, image_files):
+    window = make_window()
+    _open(window, qtbot, *image_files.values())
+    resets = []
+    window.thumbnails.model.modelReset.connect(lambda: resets.append(1))
+    window.close_all()
+    qtbot.waitUntil(lambda: window.thumbnails.model.rowCount() == 0)
+    assert len(resets) == 1 and window.thumbnails.document_ids() == []
