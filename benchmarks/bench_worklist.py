@@ -103,8 +103,8 @@ def run(n: int, flat: bool) -> dict:
         ("filter class No AI result", lambda: panel.class_box.setCurrentText("No AI result")),
         ("filter class any", lambda: panel.class_box.setCurrentIndex(0)),
         ("filter unread", lambda: panel.read_box.setCurrentText("Unread")),
-        ("filter disagree (and unread: none)", lambda: panel.agreement_box.setCurrentText("Disagree with AI")),
-        ("filter read and unread", lambda: panel.read_box.setCurrentText("Read and unread")),
+        ("filter disagree (and unread: none)", lambda: panel.agreement_box.setCurrentText("Disagrees with AI")),
+        ("filter read and unread", lambda: panel.read_box.setCurrentText("Read: any")),
         ("filter any verdict", lambda: panel.agreement_box.setCurrentIndex(0)),
         ("filter flagged", lambda: panel.flagged_box.setChecked(True)),
         ("filter flagged off", lambda: panel.flagged_box.setChecked(False)),
@@ -170,6 +170,7 @@ def run(n: int, flat: bool) -> dict:
         "slowest_step_cpu_ms": round(max(cpu.values()), 1),
         "load_average": round(os.getloadavg()[0], 2),
         "steps_ms": {k: round(v, 1) for k, v in named},
+        "steps_cpu_ms": {k: round(c, 1) for k, c in cpu.items() if not k.startswith("current film")},
     }
 
 

@@ -103,7 +103,7 @@ def test_filter_bar_and_column_sort(make_window, qtbot, dicom_patients):
     assert ids["a_2019.dcm"] not in panel.document_ids() and len(panel.document_ids()) == 4
     panel.read_box.setCurrentText("Read")
     assert panel.document_ids() == [ids["a_2019.dcm"]]
-    panel.read_box.setCurrentText("Read and unread")
+    panel.read_box.setCurrentText("Read: any")
     docs = window.session.documents()
     label = docs[0].prediction.label
     panel.class_box.setCurrentText(label)
@@ -232,6 +232,15 @@ def test_compare_with_the_prior_syncs_zoom_pan_and_window_until_switched_off(mak
     assert not compare.pane.sync_button.isChecked()
     main.set_zoom(fit_zoom(main) * 1.5)
     assert prior.zoom() / fit_zoom(prior) == pytest.approx(3.0, rel=1e-3)
+    # Each side has its own overlay: the prior's heat map for its own class, computed for it.
+    window.session.set_overlay_visible(True)
+    qtbot.waitUntil(lambda: prior.has_overlay() and main.has_overlay(), timeout=10000)
+    assert prior.overlay_visible()
+    target = window.session.overlay_target(compare.prior)
+    assert target in compare.prior.explanations
+    assert target[0] == compare.prior.prediction.class_index
+    window.session.set_overlay_visible(False)
+    assert not prior.overlay_visible()
     compare.pane.close_button.click()
     assert not compare.active and not compare.pane.isVisible()
 
@@ -245,3 +254,47 @@ def test_compare_says_when_the_patient_has_no_other_film(make_window, qtbot, dic
         assert not window.compare.start()
         assert "no other film of this patient" in window.messages.messages()[-1]
     assert not window.compare.pane.isVisible()
+
+
+def test_hide_identifiers_leaves_patients_and_file_names_out_of_the_list(make_window, qtbot, dicom_patients):
+    window = make_window()
+    _open(window, qtbot, *dicom_patients.values())
+    ids, panel = _ids_by_name(window), window.thumbnails
+    window.set_hide_identifiers(True)
+    assert _group_labels(panel.model) == ["Patient 1 (3)", "Patient 2 (1)", "Other files (1)"]
+    row = panel.row_texts(ids["b_2020.dcm"])
+    assert row["Patient"] == "Patient 2" and row["File"].startswith("Film ")
+    shown = " ".join(" ".join(panel.row_texts(i).values()) for i in ids.values())
+    assert "PID-" not in shown and ".dcm" not in shown and "loose" not in shown
+    assert panel.model.index_of(ids["a_2019.dcm"]).data(Qt.ItemDataRole.ToolTipRole).count("/") == 0
+    window.set_hide_identifiers(False)
+    assert panel.row_texts(ids["b_2020.dcm"])["Patient"] == "PID-B"
+    assert _group_labels(panel.model)[0] == "PID-A (3)"
+
+
+def test_a_result_that_moves_nothing_repaints_its_row_without_rearranging(qtbot):
+    from dataclasses import replace
+
+    model = WorklistModel(lambda _doc_id: None)
+    entries = [WorklistEntry(i, f"f{i}.png", position=i, badge="…") for i in range(50)]
+    model.set_entries(entries)
+    resets, repainted = [], []
+    model.modelReset.connect(lambda: resets.append(1))
+    model.dataChanged.connect(lambda top, _bottom: repainted.append(model.doc_id_at(top)))
+    result = replace(entries[7], ai_label="Normal", ai_probability=0.8, badge="Normal 80%")
+    model.update_entries([result])  # "as opened", no filter: nothing moves
+    assert resets == [] and repainted == [7] and model.entry(7).badge == "Normal 80%"
+    model.set_sort("probability", descending=True)
+    resets.clear()
+    model.update_entries([replace(entries[9], ai_label="COVID-19", ai_probability=0.9)])
+    assert resets == [1] and model.film_ids()[:2] == [9, 7]  # sorted by probability: it moved up
+
+
+def test_closing_all_films_rearranges_the_list_once(make_window, qtbot, image_files):
+    window = make_window()
+    _open(window, qtbot, *image_files.values())
+    resets = []
+    window.thumbnails.model.modelReset.connect(lambda: resets.append(1))
+    window.close_all()
+    qtbot.waitUntil(lambda: window.thumbnails.model.rowCount() == 0)
+    assert len(resets) == 1 and window.thumbnails.document_ids() == []

@@ -83,6 +83,7 @@ class CompareView:
         self.pane = ComparePane()
         self.prior: ImageDocument | None = None
         self._syncing = False
+        self._asked: set[tuple] = set()  # (doc id, overlay target) explanations asked for the prior
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setObjectName("compare_splitter")
         central = window.takeCentralWidget()
@@ -104,7 +105,7 @@ class CompareView:
         ev = self.session.events
         ev.current_changed.connect(self._current_changed)
         ev.pixels_changed.connect(lambda doc: doc is self.prior and self._show_prior())
-        ev.result_changed.connect(lambda doc: doc is self.prior and self._show_ai())
+        ev.result_changed.connect(self._result_changed)
         ev.overlay_changed.connect(lambda _o, _f: self.prior is not None and self._show_overlay())
         ev.document_removed.connect(lambda doc: doc is self.prior and self.stop())
 
@@ -171,6 +172,11 @@ class CompareView:
             self.stop()
 
     # -- showing the prior ------------------------------------------------------------------------
+    def _result_changed(self, doc: ImageDocument) -> None:
+        if doc is self.prior:
+            self._show_ai()
+            self._show_overlay()
+
     def _show_prior(self) -> None:
         doc = self.prior
         if doc is None:
@@ -228,7 +234,9 @@ class CompareView:
         target = self.session.overlay_target(doc)
         explanation = doc.explanations.get(target) if target is not None else None
         if explanation is None:
-            if self.session.model.state == "ready":
+            wanted = (doc.doc_id, target)
+            if self.session.model.state == "ready" and wanted not in self._asked:
+                self._asked.add(wanted)  # once: a failed or different answer is not asked for again
                 handle = self.window.controller.analyse(doc, explain=(target[0], target[1]), heat_side=512)
                 handle.returned.connect(
                     lambda result: self.session.set_explanation(result.doc_id, result.explanation, None)

@@ -94,6 +94,7 @@ class ThumbnailsPresenter:
         self.view = thumbnails
         self.reads = reads
         self._dirty: dict[int, ImageDocument] = {}
+        self._gone: list[int] = []  # closed films still to take out of the list
         self._position: dict[int, int] = {}
         self._timer = QTimer(thumbnails)
         self._timer.setInterval(self.BATCH_MS)
@@ -132,6 +133,9 @@ class ThumbnailsPresenter:
     def flush(self) -> None:
         """Apply every change still waiting (the timer does it; tests and screenshots call it)."""
         self._timer.stop()
+        if self._gone:  # "Close all" on thousands of films: one re-arrangement, not thousands
+            gone, self._gone = self._gone, []
+            self.view.model.remove(gone)
         docs = [d for d in self._dirty.values() if self.session.document(d.doc_id) is not None]
         self._dirty.clear()
         if docs:
@@ -155,7 +159,9 @@ class ThumbnailsPresenter:
     def _removed(self, doc: ImageDocument) -> None:
         self._dirty.pop(doc.doc_id, None)
         self._position.pop(doc.doc_id, None)
-        self.view.model.remove([doc.doc_id])
+        self._gone.append(doc.doc_id)
+        if not self._timer.isActive():
+            self._timer.start()
 
     def _model(self, status: ModelStatus) -> None:
         if status.state == FAILED:
@@ -164,6 +170,7 @@ class ThumbnailsPresenter:
 
     # -- moving through the list in its order ----------------------------------------------------
     def _order(self) -> list[int]:
+        self.flush()
         return self.view.document_ids() or self.session.document_ids()
 
     def step(self, step: int) -> None:

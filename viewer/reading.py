@@ -16,6 +16,9 @@ __all__ = ["install_reading"]
 def install_reading(window: Any) -> None:
     install_verdict(window)
     compare = install_compare(window)
+    hide = window.actions_by_id["hide_identifiers"]
+    window.thumbnails.model.set_hide_identifiers(hide.isChecked())
+    hide.toggled.connect(window.thumbnails.model.set_hide_identifiers)
     a = window.actions_by_id
     bar = window.menuBar()
     menu = QMenu("&Reading", bar)

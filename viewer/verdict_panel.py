@@ -327,6 +327,8 @@ class VerdictController:
     def refresh(self, keep_note: bool = False, new_film: bool = False) -> None:
         doc = self.session.current
         self._shown = doc
+        if not self.panel.reader_edit.hasFocus():
+            self.panel.reader_edit.setText(self.settings.reader_name)
         if not keep_note:
             self.panel.set_note("")
         if doc is None:

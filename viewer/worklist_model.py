@@ -23,7 +23,7 @@ from inference.dicom_text import dicom_date
 from viewer.qt_compat import emit
 from viewer.theme import class_colour
 from viewer.thumbnails import thumbnail_pixmap
-from viewer.worklist import WorklistEntry, WorklistFilter, arrange, film_order
+from viewer.worklist import SORT_KEYS, WorklistEntry, WorklistFilter, arrange, film_order
 
 __all__ = ["COLUMNS", "DOC_ROLE", "GROUP_ROLE", "WorklistModel"]
 
@@ -125,6 +125,8 @@ class WorklistModel(QAbstractItemModel):
         self._order: list[int] = []
         self._pixmaps: OrderedDict[int, QPixmap] = OrderedDict()
         self.grouped = False
+        self.hide_identifiers = False  # View > Hide identifiers on screen: no patient ID or file name
+        self._aliases: dict[str, str] = {}
 
     # -- feeding -------------------------------------------------------------------------------
     def set_entries(self, entries: Iterable[WorklistEntry], tooltips: dict[int, str] | None = None) -> None:
@@ -134,15 +136,33 @@ class WorklistModel(QAbstractItemModel):
         self._rearrange(force=True)
 
     def update_entries(self, entries: Iterable[WorklistEntry], tooltips: dict[int, str] | None = None) -> None:
-        """Add or replace entries (a batch: one arrangement for all of them)."""
-        changed = []
+        """Add or replace entries (a batch: one arrangement for all of them).
+
+        When no entry moves (the filter, the sort value and the group of each are what they were:
+        a result arriving while the list is "as opened"), only the changed rows are repainted and
+        nothing is re-arranged."""
+        changed, moved = [], False
         for e in entries:
-            if self._entries.get(e.doc_id) != e:
+            old = self._entries.get(e.doc_id)
+            if old != e:
                 changed.append(e.doc_id)
+                moved = moved or old is None or self._placement(old) != self._placement(e)
             self._entries[e.doc_id] = e
         self._tooltips.update(tooltips or {})
-        if changed:
+        if moved:
             self._rearrange(changed=changed)
+        else:
+            self._repaint(changed)
+
+    def _placement(self, e: WorklistEntry) -> tuple:
+        """What decides where ``e`` goes in the list."""
+        return (self.rule.accepts(e), SORT_KEYS[self.sort_key](e), e.patient, e.study, e.study_label, e.study_date)
+
+    def _repaint(self, doc_ids: Iterable[int]) -> None:
+        for doc_id in doc_ids:
+            index = self.index_of(doc_id)
+            if index.isValid():
+                emit(self.dataChanged, index, self.index_of(doc_id, _NCOL - 1))
 
     def remove(self, doc_ids: Iterable[int]) -> None:
         gone = [i for i in doc_ids if self._entries.pop(i, None) is not None]
@@ -206,7 +226,7 @@ class WorklistModel(QAbstractItemModel):
             return ""
         layout, node = self._layout, index.internalId()
         if layout.doc[node] is None:
-            return f"{layout.label[node]} ({layout.count[node]})" if index.column() == 0 else ""
+            return self._group_label(node) if index.column() == 0 else ""
         e = self._entries.get(layout.doc[node])
         return "" if e is None else self._text(e, index.column())
 
@@ -219,12 +239,12 @@ class WorklistModel(QAbstractItemModel):
         grouped = any(g.key for g in groups)
         layout = _Layout(groups, grouped)
         if not force and layout.shape == self._layout.shape:
-            for doc_id in changed:  # the same rows in the same places: repaint the changed ones
-                index = self.index_of(doc_id)
-                if index.isValid():
-                    emit(self.dataChanged, index, self.index_of(doc_id, len(COLUMNS) - 1))
+            self._repaint(changed)  # the same rows in the same places
             return
         self.beginResetModel()
+        if self.hide_identifiers:
+            patients = dict.fromkeys(e.patient for e in sorted(self._entries.values(), key=lambda e: e.position))
+            self._aliases = {p: f"Patient {i}" for i, p in enumerate((p for p in patients if p), start=1)}
         self.grouped = grouped
         self._layout = layout
         self._order = film_order(groups)
@@ -287,7 +307,7 @@ class WorklistModel(QAbstractItemModel):
 
     def _group_data(self, node: int, column: int, role: int):
         if role == Qt.ItemDataRole.DisplayRole and column == 0:
-            return f"{self._layout.label[node]} ({self._layout.count[node]})"
+            return self._group_label(node)
         if role == GROUP_ROLE:
             return self._layout.key[node]
         if role == Qt.ItemDataRole.FontRole:
@@ -304,7 +324,8 @@ class WorklistModel(QAbstractItemModel):
         if role == Qt.ItemDataRole.DecorationRole and column == 0:
             return self._pixmap(e.doc_id)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return self._tooltips.get(e.doc_id) or e.file_name
+            tip = self._tooltips.get(e.doc_id) or e.file_name
+            return tip.splitlines()[-1] if self.hide_identifiers else tip  # the path's line left out
         if role == Qt.ItemDataRole.ForegroundRole:
             if column == 1 and e.ai_label:
                 return QColor(class_colour(e.ai_label))
@@ -321,10 +342,23 @@ class WorklistModel(QAbstractItemModel):
             return QSize(THUMB + 8, THUMB + 4)
         return None
 
-    @staticmethod
-    def _text(e: WorklistEntry, column: int) -> str:
+    def _group_label(self, node: int) -> str:
+        layout = self._layout
+        label = layout.label[node]
+        if self.hide_identifiers and layout.parent[node] < 0 and layout.key[node] != "other":
+            label = self._aliases.get(layout.key[node], "Patient")
+        return f"{label} ({layout.count[node]})"
+
+    def set_hide_identifiers(self, hide: bool) -> None:
+        """Patients shown as "Patient 1, 2..." (in the order opened) and films as "Film N" when ``hide``."""
+        if bool(hide) == self.hide_identifiers:
+            return
+        self.hide_identifiers = bool(hide)
+        self._rearrange(force=True)
+
+    def _text(self, e: WorklistEntry, column: int) -> str:
         if column == 0:
-            return e.file_name
+            return f"Film {e.position + 1}" if self.hide_identifiers else e.file_name
         if column == 1:  # the class; the probability has its own column (the badge text has both)
             return e.ai_label or e.badge
         if column == 2:
@@ -337,7 +371,7 @@ class WorklistModel(QAbstractItemModel):
             mark = {"agree": "✓ agree", "disagree": "✗ disagree"}.get(e.agreement or "", "")
             return " · ".join(p for p in (mark, e.reader_class or "") if p)
         if column == 6:
-            return e.patient
+            return self._aliases.get(e.patient, "Patient") if self.hide_identifiers and e.patient else e.patient
         if column == 7:
             return dicom_date(e.study_date)
         return ""

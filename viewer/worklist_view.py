@@ -32,9 +32,9 @@ from viewer.worklist_model import COLUMNS, THUMB, WorklistModel
 
 __all__ = ["WorklistPanel", "CLASS_CHOICES", "ORDERS"]
 
-CLASS_CHOICES = ("Any AI class", "COVID-19", "Normal", "Pneumonia", NO_AI_RESULT)
-READ_CHOICES = {"Read and unread": None, "Unread": False, "Read": True}
-AGREEMENT_CHOICES = {"Any verdict": None, "Agree with AI": "agree", "Disagree with AI": "disagree"}
+CLASS_CHOICES = ("AI: any", "COVID-19", "Normal", "Pneumonia", NO_AI_RESULT)
+READ_CHOICES = {"Read: any": None, "Unread": False, "Read": True}
+AGREEMENT_CHOICES = {"Verdict: any": None, "Agrees with AI": "agree", "Disagrees with AI": "disagree"}
 ORDERS = {"As opened": "opened", "Most urgent first": "attention"}
 # Up to this many patient and study groups the tree opens them all; a longer worklist shows the
 # patients closed (opening thousands of groups costs a stall on every re-arrangement).
@@ -66,6 +66,9 @@ class WorklistPanel(QWidget):
         self.read_box.addItems(list(READ_CHOICES))
         self.agreement_box = QComboBox()
         self.agreement_box.addItems(list(AGREEMENT_CHOICES))
+        self.class_box.setToolTip("The AI's class")
+        self.read_box.setToolTip("Read (the reader gave a verdict) or not")
+        self.agreement_box.setToolTip("The reader's agreement with the AI")
         self.flagged_box = QCheckBox("Flagged")
         self.flagged_box.setToolTip("Only films the AI abstained on or warned about")
         self.order_box = QComboBox()
@@ -93,9 +96,9 @@ class WorklistPanel(QWidget):
         header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
         header.sortIndicatorChanged.connect(self._header_sort)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(0, 200)
+        header.resizeSection(0, 170)
         for column in range(1, len(COLUMNS)):
-            header.resizeSection(column, 90 if column in (1, 5, 6, 7) else 46)
+            header.resizeSection(column, {1: 84, 5: 120, 6: 90, 7: 84}.get(column, 44))
         self.view.selectionModel().currentChanged.connect(self._on_current)
         self.view.expanded.connect(
             lambda index: self._restoring or self._collapsed.discard(self.model.group_key_at(index))
