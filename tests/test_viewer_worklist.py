@@ -260,14 +260,14 @@ def test_hide_identifiers_leaves_patients_and_file_names_out_of_the_list(make_wi
     window = make_window()
     _open(window, qtbot, *dicom_patients.values())
     ids, panel = _ids_by_name(window), window.thumbnails
-    window.set_hide_identifiers(True)
+    window.view.set_hide_identifiers(True)
     assert _group_labels(panel.model) == ["Patient 1 (3)", "Patient 2 (1)", "Other files (1)"]
     row = panel.row_texts(ids["b_2020.dcm"])
     assert row["Patient"] == "Patient 2" and row["File"].startswith("Film ")
     shown = " ".join(" ".join(panel.row_texts(i).values()) for i in ids.values())
     assert "PID-" not in shown and ".dcm" not in shown and "loose" not in shown
     assert panel.model.index_of(ids["a_2019.dcm"]).data(Qt.ItemDataRole.ToolTipRole).count("/") == 0
-    window.set_hide_identifiers(False)
+    window.view.set_hide_identifiers(False)
     assert panel.row_texts(ids["b_2020.dcm"])["Patient"] == "PID-B"
     assert _group_labels(panel.model)[0] == "PID-A (3)"
 
