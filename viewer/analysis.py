@@ -224,6 +224,8 @@ class AnalysisScheduler:
             current = self.session.current
             if current is None or current.doc_id != doc_id or self.session.overlay_target(current) != target:
                 return  # another film or another class by now
+            if current.explanations.get(target) is not explanation:
+                return  # another model by now (its results were cleared)
             self.session.set_overlay_heat(OverlayHeat(doc_id, target, heat, explanation))
 
         def finished(doc_id: int = doc.doc_id, h: JobHandle = handle) -> None:
