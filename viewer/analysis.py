@@ -57,7 +57,7 @@ class AnalysisScheduler:
         self._resize_timer: QTimer | None = None
         self._predicting: dict[int, JobHandle] = {}  # doc id -> its plain prediction job
         self._explaining: dict[int, tuple[tuple[int | None, str], JobHandle]] = {}  # doc id -> (target, job)
-        self._resizing: dict[int, JobHandle] = {}  # doc id -> its heat-map job (one in flight per film)
+        self._resizing: dict[int, JobHandle] = {}  # doc id -> its heat-map job, until announced (one per film)
         self.model_handle: JobHandle | None = None
         ev = session.events
         ev.documents_added.connect(self._on_documents_added)
@@ -213,8 +213,7 @@ class AnalysisScheduler:
     def _render_heat(self, doc: ImageDocument, target: tuple[int, str], explanation: Any) -> None:
         """Build ``explanation``'s display map in the inference thread; one job per film at a time
         (the map wanted when it ends is checked again then)."""
-        running = self._resizing.get(doc.doc_id)
-        if running is not None and not running.done:
+        if doc.doc_id in self._resizing:  # until its outcome has reached this thread (``finished``)
             return
         side = self.heat_side_for(doc)
         handle = self.controller.render_heat(doc.doc_id, explanation, side)
