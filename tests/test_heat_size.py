@@ -82,3 +82,22 @@ def test_the_overlay_is_built_at_the_drawn_size_and_rebuilt_once_after_a_burst_o
     window.scheduler.refresh_heat_size()
     assert calls == [1200, fitted]
     qtbot.waitUntil(lambda: max(session.overlay_heat.heat.shape) == fitted, timeout=10000)
+
+
+def test_a_map_rebuilt_for_a_result_that_is_gone_is_not_shown(make_window, qtbot, big_film):
+    """A model switch clears the results while a heat job of the old explanation may still run."""
+    window = make_window()
+    with qtbot.waitSignal(window.open_finished, timeout=10000):
+        window.open_paths([str(big_film)])
+    qtbot.waitUntil(lambda: window.session.current is not None and window.session.current.prediction is not None)
+    session, scheduler = window.session, window.scheduler
+    with qtbot.waitSignal(window.overlay_shown, timeout=10000):
+        session.set_overlay_visible(True)
+    old = session.overlay_heat
+    doc = session.current
+    doc.explanations.clear()  # what a model switch does to the results and the overlay
+    session.set_overlay_heat(None)
+    with qtbot.waitSignal(window.overlay_shown, timeout=10000):  # the overlay is computed again
+        scheduler._render_heat(doc, old.target, old.explanation)
+    assert session.overlay_heat.explanation is not old.explanation
+    assert session.overlay_heat.explanation is doc.explanations[old.target]

@@ -57,7 +57,7 @@ class AnalysisScheduler:
         self._resize_timer: QTimer | None = None
         self._predicting: dict[int, JobHandle] = {}  # doc id -> its plain prediction job
         self._explaining: dict[int, tuple[tuple[int | None, str], JobHandle]] = {}  # doc id -> (target, job)
-        self._resizing: dict[int, JobHandle] = {}  # doc id -> its heat-map job (one in flight per film)
+        self._resizing: dict[int, JobHandle] = {}  # doc id -> its heat-map job, until announced (one per film)
         self.model_handle: JobHandle | None = None
         ev = session.events
         ev.documents_added.connect(self._on_documents_added)
@@ -213,9 +213,7 @@ class AnalysisScheduler:
     def _render_heat(self, doc: ImageDocument, target: tuple[int, str], explanation: Any) -> None:
         """Build ``explanation``'s display map in the inference thread; one job per film at a time
         (the map wanted when it ends is checked again then)."""
-        # Until its ``finished`` reaches this thread: ``done`` is set in the inference thread before
-        # the map is on screen, and a check in between would ask for the same map again.
-        if doc.doc_id in self._resizing:
+        if doc.doc_id in self._resizing:  # until its outcome has reached this thread (``finished``)
             return
         side = self.heat_side_for(doc)
         handle = self.controller.render_heat(doc.doc_id, explanation, side)
@@ -225,6 +223,8 @@ class AnalysisScheduler:
             current = self.session.current
             if current is None or current.doc_id != doc_id or self.session.overlay_target(current) != target:
                 return  # another film or another class by now
+            if current.explanations.get(target) is not explanation:
+                return  # another model by now (its results were cleared)
             self.session.set_overlay_heat(OverlayHeat(doc_id, target, heat, explanation))
 
         def finished(doc_id: int = doc.doc_id, h: JobHandle = handle) -> None:

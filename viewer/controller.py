@@ -180,17 +180,6 @@ class JobQueue:
             self._jobs = deque(j for j in self._jobs if not match(j))
             return taken
 
-    def render_heat(self, doc_id: int, explanation: Any, heat_side: int) -> JobHandle:
-        """``explanation``'s heat map with its longest side ``heat_side`` (no network: from its
-        feature-grid map), ahead of the other jobs; ``returned`` gives the float32 array."""
-
-        def run(_ctx: JobContext) -> np.ndarray:
-            from viewer.render import display_heat
-
-            return display_heat(explanation, heat_side)
-
-        return self.submit(run, kind="heat", doc_id=doc_id, front=True)
-
     def prioritise(self, doc_id: int) -> None:
         """Move the jobs of ``doc_id`` to the front (behind a pending model load and its set-up)."""
         with self._lock:
