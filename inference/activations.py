@@ -64,7 +64,9 @@ def record_activation(new: str | os.PathLike[str], previous: str | os.PathLike[s
     data = _load()
     new, prev = str(new), str(previous or "")
     if prev and not _same(prev, new):
-        data["history"].append({"path": prev, "replaced_by": new, "date": datetime.now(UTC).isoformat("seconds")})
+        data["history"].append(
+            {"path": prev, "replaced_by": new, "date": datetime.now(UTC).isoformat(timespec="seconds")}
+        )
     data["active"] = new
     data["history"] = data["history"][-MAX_HISTORY:]
     _save(data)
