@@ -146,3 +146,32 @@ def test_adapted_version_counts_up() -> None:
 
     assert adapted_version("1.1.1") == "1.1.1-adapted.1"
     assert adapted_version("1.1.1-adapted.1") == "1.1.1-adapted.2"
+
+
+def test_trained_bundles_carry_their_images_hashes_and_adapt_leaves_those_films_out(tmp_path: Path) -> None:
+    from inference.model_folder import read_content_hashes, read_description
+    from training.adapt import AdaptConfig, adapt
+    from training.train import TrainConfig, train
+
+    seen = tmp_path / "seen"
+    make_class_folder(seen, dict.fromkeys(CLASSES, 6), size=32, seed=1)
+    result = train(
+        TrainConfig(
+            data=seen,
+            out_dir=tmp_path / "m",
+            arch="custom-cnn",
+            init="scratch",
+            image_size=32,
+            epochs=1,
+            calibrate=False,
+        )
+    )
+    hashes = read_content_hashes(result.bundle_dir, read_description(result.bundle_dir))
+    assert hashes == {hashlib.sha256(p.read_bytes()).hexdigest() for p in seen.rglob("*.png")}
+    local = tmp_path / "local"
+    make_class_folder(local, dict.fromkeys(CLASSES, 6), size=32, seed=2)
+    for p in list(seen.rglob("*.png"))[:5]:  # five films the model was trained on come back as local films
+        (local / p.parent.name / f"again_{p.name}").write_bytes(p.read_bytes())
+    report = adapt(AdaptConfig(parent=result.bundle_dir, out_dir=None, data=local)).report
+    assert report["lineage"]["counts"]["in_parent_training_data"] == 5
+    assert report["lineage"]["local_films"] == 18

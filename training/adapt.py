@@ -508,7 +508,8 @@ def adapt(
     progress.on_stage("features", f"{len(kept)} local films through {info.display_name}")
     model, _ = load_bundle(parent_dir)
     layer = feature_layer(model)
-    if layer is None or len(layer.input.shape) != 2 or getattr(layer, "activation", None).__name__ != "linear":
+    activation = getattr(getattr(layer, "activation", None), "__name__", "")
+    if layer is None or len(layer.input.shape) != 2 or activation != "linear":
         raise AdaptError(f"{info.display_name} has no final linear Dense layer; it cannot be adapted this way.")
     logits, feats = logits_and_features(model, x, pre, config.batch_size)
     check_cancel(cancel)
@@ -669,7 +670,8 @@ def adapt(
         calibration=calibration,
         ood=info.ood,
     )
-    local_hashes = {s.meta["sha256"] for i, s in enumerate(kept) if "sha256" in s.meta and i not in set(tc)}
+    checked = set(tc)  # check films were never trained on: a later round may learn from them
+    local_hashes = {s.meta["sha256"] for i, s in enumerate(kept) if "sha256" in s.meta and i not in checked}
     with tempfile.TemporaryDirectory(prefix="cxr-adapt-") as tmp:
         hashes = Path(tmp) / CONTENT_HASHES_FILE
         hashes.write_text(content_hashes_text((parent_hashes or set()) | local_hashes))
