@@ -199,8 +199,127 @@ def main(argv: list[str] | None = None) -> int:
     return run_adaptations(args.out, args.cache, args.data, args.films)
 
 
+def _nih_draws(nih: list[dict[str, str]], films: list[int]) -> tuple[dict[int, list[dict[str, str]]], list[dict]]:
+    """Nested class-stratified draws of whole patients (50 within 100 within 200) and the NIH
+    films never drawn, which every model is scored on."""
+    rng = np.random.default_rng(SEED)
+    by_patient: dict[str, list[dict[str, str]]] = {}
+    for r in nih:
+        by_patient.setdefault(r["patient_id"] or r["path"], []).append(r)
+    order = list(by_patient)
+    rng.shuffle(order)
+    # Interleave classes so that every prefix is roughly stratified.
+    per_class: dict[str, list[str]] = {c: [] for c in CLASSES}
+    for pid in order:
+        per_class[by_patient[pid][0]["label"]].append(pid)
+    total = len(nih)
+    quota = {c: sum(len(by_patient[p]) for p in per_class[c]) / total for c in CLASSES}
+    drawn: list[str] = []
+    taken = dict.fromkeys(CLASSES, 0)
+    n_films = 0
+    while n_films < max(films):
+        c = min(CLASSES, key=lambda k: (taken[k] / max(quota[k], 1e-9)) if per_class[k] else np.inf)
+        pid = per_class[c].pop(0)
+        drawn.append(pid)
+        taken[c] += len(by_patient[pid])
+        n_films += len(by_patient[pid])
+    draws = {}
+    for n in films:
+        chosen, count = [], 0
+        for pid in drawn:
+            if count >= n:
+                break
+            chosen += by_patient[pid]
+            count += len(by_patient[pid])
+        draws[n] = chosen
+    rest = [r for pid in by_patient if pid not in set(drawn) for r in by_patient[pid]]
+    return draws, rest
+
+
 def run_adaptations(out: Path, cache: Path, data: Path, films: list[int]) -> int:
-    raise NotImplementedError
+    from inference.bundle import load_bundle
+    from training.adapt import AdaptConfig, adapt
+    from training.pipeline import predict_arrays
+    from training.progress import ConsoleProgress
+    from training.samples import Sample
+
+    sets = json.loads((out / "sets.json").read_text())
+    x_all, index = _cached(cache)
+    draws, rest = _nih_draws(sets["nih"], films)
+
+    def arrays(items: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            np.stack([x_all[index[p]] for p, _ in items]),
+            np.asarray([CLASSES.index(c) for _, c in items], np.int32),
+        )
+
+    labels = {r["path"]: r["label"] for r in sets["nih"]}
+    x_nih, y_nih = arrays([(r["path"], r["label"]) for r in rest])
+    ref_labels = _reference_labels(data, sets["reference"])
+    x_ref, y_ref = arrays([(p, ref_labels[p]) for p in sets["reference"]])
+
+    def score(bundle: Path) -> dict[str, Any]:
+        model, info = load_bundle(bundle)
+        pn = predict_arrays(model, x_nih, info.preprocessing).argmax(axis=1)
+        pr = predict_arrays(model, x_ref, info.preprocessing).argmax(axis=1)
+        return {
+            "nih_balanced_accuracy": _balanced_accuracy(y_nih, pn),
+            "nih_correct": int(np.sum(pn == y_nih)),
+            "nih_n": len(y_nih),
+            "other_balanced_accuracy": _balanced_accuracy(y_ref, pr),
+            "other_correct": int(np.sum(pr == y_ref)),
+            "other_n": len(y_ref),
+        }
+
+    results: dict[str, Any] = {"base": score(out / "base"), "adapted": {}}
+    print("base:", results["base"], flush=True)
+    for n in films:
+        local = [
+            Sample(Path(r["path"]), labels[r["path"]], patient_id=r["patient_id"], source=TARGET) for r in draws[n]
+        ]
+        target = out / f"adapted-{n}"
+        if target.exists():
+            import shutil
+
+            shutil.rmtree(target)
+        cpu, wall = time.process_time(), time.time()
+        result = adapt(
+            AdaptConfig(
+                parent=out / "base",
+                out_dir=target,
+                check_fraction=0.2,
+                cache_dir=out / "cache",
+                keep_refused=True,
+                seed=SEED,
+            ),
+            progress=ConsoleProgress(),
+            local=local,
+            reference_arrays=(x_ref, y_ref),
+        )
+        cpu, wall = time.process_time() - cpu, time.time() - wall
+        row = score(target)
+        row.update(
+            {
+                "films": len(local),
+                "gate_accepted": result.accepted,
+                "gate_reasons": result.reasons,
+                "cpu_seconds": round(cpu, 1),
+                "wall_seconds": round(wall, 1),
+                "split": {
+                    "fine_tune": result.report["lineage"]["fine_tune_films"],
+                    "check": result.report["lineage"]["check_films"],
+                },
+            }
+        )
+        results["adapted"][str(n)] = row
+        print(f"adapted with {n}:", json.dumps(row), flush=True)
+        (out / "bench_adaptation.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _reference_labels(data: Path, paths: list[str]) -> dict[str, str]:
+    wanted = set(paths)
+    return {r["abs"]: r["label"] for r in _rows(data) if r["abs"] in wanted}
 
 
 if __name__ == "__main__":

@@ -175,3 +175,27 @@ def test_trained_bundles_carry_their_images_hashes_and_adapt_leaves_those_films_
     report = adapt(AdaptConfig(parent=result.bundle_dir, out_dir=None, data=local)).report
     assert report["lineage"]["counts"]["in_parent_training_data"] == 5
     assert report["lineage"]["local_films"] == 18
+
+
+def test_rehearsal_draws_the_parents_class_gaussians_and_holds_its_decisions() -> None:
+    from inference.ood import FeatureGaussians
+    from training.adapt import fit_head, replay_features
+
+    means = np.array([[4.0, 0.0], [0.0, 4.0], [-4.0, -4.0]])
+    cov = np.array([[1.0, 0.3], [0.3, 0.5]])
+    scorer = FeatureGaussians(means, np.linalg.inv(cov), 10.0, 0.99)
+    x, y = replay_features(scorer, 4000, seed=1)
+    assert np.bincount(y).tolist() == [4000] * 3
+    for c in range(3):
+        assert np.allclose(x[y == c].mean(axis=0), means[c], atol=0.1)
+    assert np.allclose(np.cov((x[y == 0] - means[0]).T), cov, atol=0.1)
+    # The parent separates the classes; local films say "class 1" for everything near class 0's mean.
+    w0, b0 = means.T.astype(np.float32), np.zeros(3, np.float32)
+    local = means[0] + np.random.default_rng(2).normal(0, 0.3, (40, 2))
+    labels = np.ones(40, np.int64)
+    args = dict(steps=300, learning_rate=0.05, anchor=0.0)
+    w, b, _ = fit_head(local, labels, np.ones(40), w0, b0, None, **args)
+    wr, br, _ = fit_head(local, labels, np.ones(40), w0, b0, None, replay=(x, y), replay_weight=1.0, **args)
+    far2 = np.array([[-4.0, -4.0]])  # class 2, which the local films never show
+    assert int(np.argmax(far2 @ wr + br)) == 2  # rehearsal keeps what the parent knew there
+    assert float(np.mean(np.argmax(x @ wr + br, axis=1) == y)) > float(np.mean(np.argmax(x @ w + b, axis=1) == y))

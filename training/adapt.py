@@ -45,6 +45,7 @@ __all__ = [
     "MIN_CHECK_FRACTION",
     "adapt",
     "adapted_version",
+    "replay_features",
     "GateResult",
     "balanced_accuracy",
     "gate",
@@ -208,6 +209,10 @@ class AdaptConfig:
     epochs: int = 300  # full-batch steps of the classification layer, early-stopped on validation
     learning_rate: float = 1e-3
     anchor: float = 1e-3  # L2 pull toward the parent's weights (per weight, relative to the loss)
+    # Rehearsal of what the parent knew: features drawn from the class Gaussians its OOD scorer
+    # stores (fitted on its training images), mixed in with this share of the loss.
+    replay_per_class: int = 500
+    replay_weight: float = 1.0
     batch_size: int = 32
     cache_dir: Path | str | None = None
     seed: int = 0
@@ -246,6 +251,8 @@ def fit_head(
     b0: np.ndarray,
     val: tuple[np.ndarray, np.ndarray] | None,
     *,
+    replay: tuple[np.ndarray, np.ndarray] | None = None,
+    replay_weight: float = 1.0,
     steps: int,
     learning_rate: float,
     anchor: float,
@@ -259,6 +266,12 @@ def fit_head(
     x = np.asarray(features, np.float64)
     y = np.asarray(labels, np.int64)
     sw = np.asarray(weights, np.float64) / max(float(np.sum(weights)), 1e-12)
+    if replay is not None and len(replay[0]):
+        # The local films and the rehearsed parent features weigh 1 : replay_weight in the loss.
+        x = np.concatenate([x, np.asarray(replay[0], np.float64)])
+        y = np.concatenate([y, np.asarray(replay[1], np.int64)])
+        rw = np.full(len(replay[0]), replay_weight / len(replay[0]))
+        sw = np.concatenate([sw, rw]) / (1.0 + replay_weight)
     k = w0.shape[1]
     onehot = np.eye(k)[y]
     w, b = w0.astype(np.float64).copy(), b0.astype(np.float64).copy()
@@ -300,6 +313,19 @@ def fit_head(
         best = (np.nan, w.copy(), b.copy(), step)
     summary = {"steps_run": step, "best_step": best[3], "best_val_loss": None if val is None else round(best[0], 4)}
     return best[1].astype(np.float32), best[2].astype(np.float32), summary
+
+
+def replay_features(scorer: Any, n_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Features of the parent's training distribution, drawn from its OOD scorer's class Gaussians
+    (class means and shared covariance of the training features), with their class labels."""
+    cov = np.linalg.inv(np.asarray(scorer.precision, np.float64))
+    cov = (cov + cov.T) / 2
+    vals, vecs = np.linalg.eigh(cov)
+    root = vecs * np.sqrt(np.clip(vals, 0.0, None))  # cov = root @ root.T, robust to round-off
+    rng = np.random.default_rng(seed)
+    k, d = scorer.means.shape
+    x = np.concatenate([scorer.means[c] + rng.standard_normal((n_per_class, d)) @ root.T for c in range(k)])
+    return x.astype(np.float32), np.repeat(np.arange(k), n_per_class).astype(np.int32)
 
 
 def _local_samples(
@@ -516,6 +542,15 @@ def adapt(
     w0, b0 = (np.asarray(a) for a in layer.get_weights())
     t_parent = temperature_of(info.calibration)
 
+    scorer = load_feature_gaussians(parent_dir) if info.ood else None
+    replay, replay_note = None, "No rehearsal: the parent carries no class Gaussians of its training features."
+    if scorer is not None and scorer.means.shape == (len(classes), feats.shape[1]) and config.replay_per_class > 0:
+        replay = replay_features(scorer, config.replay_per_class, config.seed)
+        replay_note = (
+            f"Rehearsal: {config.replay_per_class} features per class drawn from the parent's training-feature "
+            f"Gaussians (its out-of-distribution scorer), weight {config.replay_weight:g} against the local films."
+        )
+    progress.on_message(replay_note)
     progress.on_stage("training", f"classification layer on {len(part['train'])} films")
     yt = y[part["train"]]
     cw = class_weights(yt, len(classes))
@@ -527,6 +562,8 @@ def adapt(
         w0,
         b0,
         val,
+        replay=replay,
+        replay_weight=config.replay_weight,
         steps=config.epochs,
         learning_rate=config.learning_rate,
         anchor=config.anchor,
@@ -552,7 +589,6 @@ def adapt(
             f"at least {MIN_IMAGES} are needed to refit it."
         )
     t_child = temperature_of(calibration)
-    scorer = load_feature_gaussians(parent_dir) if info.ood else None
     ood_note = (
         "Parent's out-of-distribution scorer kept unchanged: only the classification layer was fine-tuned, "
         "so the features it reads are the parent's."
@@ -628,6 +664,7 @@ def adapt(
         "comparison": comparison,
         "calibration": calibration_note,
         "ood": ood_note,
+        "rehearsal": replay_note,
         "fit": fit,
     }
     report = {
