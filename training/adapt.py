@@ -206,13 +206,17 @@ class AdaptConfig:
     reference: Path | str | None = None  # labelled images for the forgetting check (default: see adapt())
     check_fraction: float = MIN_CHECK_FRACTION
     tolerance: float = DEFAULT_TOLERANCE
-    epochs: int = 300  # full-batch steps of the classification layer, early-stopped on validation
+    epochs: int = 300  # full-batch steps of the classification layer
+    early_stop: bool = False  # stop at the best local validation loss instead
     learning_rate: float = 1e-3
-    anchor: float = 1e-3  # L2 pull toward the parent's weights (per weight, relative to the loss)
+    # Defaults chosen by 4-fold cross-validation inside the 200-film NIH pool of
+    # benchmarks/bench_adaptation.py (never on its evaluation films): the best gain that kept the
+    # reference loss within 0.01 (see bench_adaptation.md).
+    anchor: float = 0.1  # L2 pull toward the parent's weights (per weight, relative to the loss)
     # Rehearsal of what the parent knew: features drawn from the class Gaussians its OOD scorer
     # stores (fitted on its training images), mixed in with this share of the loss.
     replay_per_class: int = 500
-    replay_weight: float = 1.0
+    replay_weight: float = 3.0
     batch_size: int = 32
     cache_dir: Path | str | None = None
     seed: int = 0
@@ -253,6 +257,7 @@ def fit_head(
     *,
     replay: tuple[np.ndarray, np.ndarray] | None = None,
     replay_weight: float = 1.0,
+    early_stop: bool = False,
     steps: int,
     learning_rate: float,
     anchor: float,
@@ -260,7 +265,9 @@ def fit_head(
     cancel: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """The classification layer fine-tuned from ``(w0, b0)``: class-weighted cross-entropy plus
-    ``anchor * |W - W0|^2`` (L2-SP), full-batch Adam, best validation loss kept (patience 50)."""
+    ``anchor * |W - W0|^2`` (L2-SP), full-batch Adam for ``steps`` steps; with ``early_stop`` the
+    weights of the best validation loss are kept (patience 50). A few local validation films make
+    a noisy stopping signal, so the default is the fixed number of steps the benchmark chose."""
     from training.progress import check_cancel
 
     x = np.asarray(features, np.float64)
@@ -301,7 +308,9 @@ def fit_head(
         if val is not None:
             vl = val_loss(w, b)
             logs["val_loss"] = vl
-            if vl < best[0] - 1e-6:
+            if not early_stop:
+                best = (vl, w, b, step)
+            elif vl < best[0] - 1e-6:
                 best = (vl, w.copy(), b.copy(), step)
             elif step - best[3] >= 50:
                 break
@@ -564,6 +573,7 @@ def adapt(
         val,
         replay=replay,
         replay_weight=config.replay_weight,
+        early_stop=config.early_stop,
         steps=config.epochs,
         learning_rate=config.learning_rate,
         anchor=config.anchor,
