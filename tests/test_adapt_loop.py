@@ -174,6 +174,9 @@ def test_trained_bundles_carry_their_images_hashes_and_adapt_leaves_those_films_
         (local / p.parent.name / f"again_{p.name}").write_bytes(p.read_bytes())
     report = adapt(AdaptConfig(parent=result.bundle_dir, out_dir=None, data=local)).report
     assert report["lineage"]["counts"]["in_parent_training_data"] == 5
+    # Its training data is still where it was: forgetting is checked on its own validation images.
+    assert report["lineage"]["reference"].startswith("the parent's own validation images")
+    assert "reference" in report["lineage"]["comparison"] and "Reference set" in report["reasons"][1]
     assert report["lineage"]["local_films"] == 18
 
 

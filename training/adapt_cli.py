@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fine-tune the model on this hospital's labelled films, with a gate against getting worse",
         description=(
             "Adapt a model to local films: the reader's verdicts (--reads) and/or DATA (a folder of class "
-            "subfolders or a CSV, as train reads them). A patient-level share (--check-fraction, at least 20%%) "
-            "is held out to check; the new model is written only if it is better there by more than its 95%% "
+            "subfolders or a CSV, as train reads them). A patient-level share (--check-fraction, at least 20%) "
+            "is held out to check; the new model is written only if it is better there by more than its 95% "
             "bootstrap interval and not worse than --tolerance on the reference images. Exit codes: 0 accepted "
             f"and written, {EXIT_REFUSED} refused by the gate, 1 bad input, 2 unusable model, 130 cancelled."
         ),
