@@ -66,10 +66,14 @@ def test_adapt_cli_writes_a_new_version_with_lineage_and_card(parent: Path, film
     assert len((out / "training_hashes.txt").read_text().split()) >= 90  # fine-tune films, for the next round
     assert json.loads(report.read_text())["accepted"] is True
     assert _tree_digest(parent) == before  # the parent is never written to
-    # An adapted model is loaded like any other.
-    from inference.bundle import load_bundle
+    # An adapted model is loaded like any other, and its results name its exact version.
+    import csv
 
-    load_bundle(out)
+    film = next(films.rglob("*.png"))
+    table = tmp_path / "predictions.csv"
+    assert _main("predict", str(film), "--model", str(out), "--csv", str(table)) == 0
+    rows = list(csv.DictReader(table.open(encoding="utf-8")))
+    assert rows[0]["model_name"] == "tiny-test" and rows[0]["model_version"] == "1.1.1-adapted.1"
 
 
 def test_refused_gate_exits_3_and_writes_nothing(parent: Path, tmp_path: Path) -> None:
