@@ -12,7 +12,9 @@ one beyond ``tolerance`` on a reference set (forgetting what it knew).
 "Adapt to my reads": local films (reads and/or a labelled folder or CSV), minus those the
 parent was trained on (its ``training_hashes.txt``), split by patient; the parent's
 classification layer fine-tuned on the frozen network's features of the fine-tune films
-(one forward pass per film; an L2 pull toward the parent's weights keeps what it knew), the
+(one forward pass per film), with two guards against forgetting what it knew: an L2 pull
+toward the parent's weights, and rehearsal of its training distribution (features drawn from
+the class Gaussians its out-of-distribution scorer stores); the
 temperature refitted where at least ``MIN_IMAGES`` validation films allow it; both models
 scored on the check set and on the reference images; the gate; and, only when it passes
 (or when asked to keep a refused one), a NEW model folder with its lineage and a card
@@ -606,7 +608,8 @@ def adapt(
         else "No out-of-distribution scorer (the parent has none)."
     )
 
-    def compare(idx_or_feats: Any, labels: np.ndarray, parent_logits: np.ndarray, f: np.ndarray) -> dict[str, Any]:
+    def compare(labels: np.ndarray, parent_logits: np.ndarray, f: np.ndarray) -> dict[str, Any]:
+        """Both models on one set: the parent's logits as computed, the child's from the same features."""
         cl = f.astype(np.float64) @ w + b
         pp, pc = _softmax(parent_logits, t_parent), _softmax(cl, t_child)
         abstain = float(np.mean(scorer.is_outlier(f))) if scorer is not None and len(f) else None
@@ -617,7 +620,7 @@ def adapt(
         }
 
     tc = part["test"]
-    check = compare(tc, y[tc], logits[tc], feats[tc])
+    check = compare(y[tc], logits[tc], feats[tc])
     reference = None
     if reference_arrays is not None or ref_samples:
         if reference_arrays is not None:
@@ -628,7 +631,7 @@ def adapt(
         check_cancel(cancel)
         if len(xr):
             lr, fr = logits_and_features(model, xr, pre, config.batch_size)
-            reference = compare(None, np.asarray(yr), lr, fr)
+            reference = compare(np.asarray(yr), lr, fr)
     check_cancel(cancel)
     result = gate(
         check["_pred"],
