@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from inference import cli as inference_cli
+from training import adapt_cli
 from training import cli as training_cli
 
 DESCRIPTION = (
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="subcommands")
     inference_cli.register(sub)
     training_cli.register(sub)
+    adapt_cli.register(sub)
     return parser
 
 

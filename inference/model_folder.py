@@ -70,6 +70,9 @@ __all__ = [
     "card_markdown",
     "clean_stale_temp_folders",
     "is_stale_temp_name",
+    "CONTENT_HASHES_FILE",
+    "content_hashes_text",
+    "read_content_hashes",
 ]
 
 MODEL_FILE = "model.keras"
@@ -77,6 +80,13 @@ INFO_FILE = "model.json"
 CARD_FILE = "README.md"
 
 # model.json: the shipped ones are ~20 KB (the training history is the bulk).
+# The sha256 of every training image's file bytes, one per line, sorted: a model folder that
+# has it (``training.data.content_hashes`` in model.json names it) lets an adaptation leave
+# out local films the model was already trained on. Older folders have none: "not checked".
+CONTENT_HASHES_FILE = "training_hashes.txt"
+_HASH_LINE = re.compile(r"^[0-9a-f]{64}$")
+MAX_HASHES = 10_000_000
+
 MAX_INFO_BYTES = 2 * 1024 * 1024
 MAX_DEPTH = 16  # nesting of objects/lists; the shipped files use 6
 MAX_STRING = 100_000  # any one string anywhere in model.json
@@ -606,6 +616,35 @@ def write_model_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Training-data content hashes
+
+
+def content_hashes_text(hashes: Iterable[str]) -> str:
+    """The body of :data:`CONTENT_HASHES_FILE` (sorted, de-duplicated, lower-case hex)."""
+    return "".join(f"{h}\n" for h in sorted({h.lower() for h in hashes}))
+
+
+def read_content_hashes(folder: str | os.PathLike[str], description: Mapping[str, Any]) -> set[str] | None:
+    """The training images' sha256 set the folder carries, or None when it carries none (an older
+    folder) or the file is unreadable: the caller then says "not checked", never "no overlap"."""
+    training = description.get("training")
+    data = training.get("data") if isinstance(training, Mapping) else None
+    entry = data.get("content_hashes") if isinstance(data, Mapping) else None
+    if not isinstance(entry, Mapping) or entry.get("file") != CONTENT_HASHES_FILE:
+        return None
+    path = Path(folder) / CONTENT_HASHES_FILE
+    try:
+        if path.stat().st_size > MAX_HASHES * 65:
+            return None
+        lines = path.read_text(encoding="ascii").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not all(_HASH_LINE.match(line) for line in lines):
+        return None
+    return set(lines)
 
 
 # ---------------------------------------------------------------------------------------------

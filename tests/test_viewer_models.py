@@ -218,3 +218,55 @@ def test_model_manager_opens_with_hostile_models_and_shows_errors_as_text(
     assert "<img src=x>" in dialog.card.toPlainText()  # shown as text: the markup did not render
     dialog.import_folder(str(root / "tiles"))
     assert "clahe_tiles" in dialog.note.text() and dialog.note.textFormat() == Qt.TextFormat.PlainText
+
+
+def _adapted_variant(tiny_bundle_dir: Path, folder: Path) -> Path:
+    """A copy of the tiny bundle that says it was adapted from tiny-test 0.0.1 on 40 local films."""
+    shutil.copytree(tiny_bundle_dir, folder)
+    data = json.loads((folder / "model.json").read_text())
+    data["version"] = "0.0.1-adapted.1"
+    comparison = {
+        "parent": {"n": 10, "accuracy": 0.5, "balanced_accuracy": 0.5, "recall": {"Normal": 0.4}, "ece": 0.1},
+        "child": {"n": 10, "accuracy": 0.8, "balanced_accuracy": 0.8, "recall": {"Normal": 0.9}, "ece": 0.05},
+    }
+    data["training"] = {
+        "adaptation": {
+            "parent": {"name": "tiny-test", "version": "0.0.1", "content_hash": "sha256:abc"},
+            "local_films": 40,
+            "check_films": 10,
+            "date": "2026-12-01T18:00:00+00:00",
+            "gate": {"accepted": True, "reasons": ["Local check set (10 films): better <b>beyond</b>"]},
+            "comparison": {"check": comparison},
+        }
+    }
+    (folder / "model.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_activation_keeps_the_predecessor_and_roll_back_restores_it(
+    make_window, qtbot, models_env, tiny_bundle_dir, tmp_path
+):
+    from viewer.model_manager import ModelManagerDialog
+
+    window = make_window(model_dir=str(models_env))
+    dialog = ModelManagerDialog(window.session, window.activate_model, window)
+    qtbot.addWidget(dialog)
+    assert not dialog.rollback_button.isEnabled()  # nothing activated before: nothing to go back to
+    imported = dialog.import_folder(str(_adapted_variant(tiny_bundle_dir, tmp_path / "adapted")))
+    assert imported is not None
+    card = dialog.card.toPlainText()
+    assert "Fine-tuned from" in card and "tiny-test 0.0.1" in card and "40 (10 held out to check)" in card
+    assert "<b>beyond</b>" in card  # the model's own text is shown as text, never as markup
+    assert "Parent" in card and "Adapted" in card and "0.800" in card
+
+    with qtbot.waitSignal(window.model_changed, timeout=10000):
+        dialog.activate_selected()
+    assert window.session.model.path == str(imported)
+    assert dialog.rollback_button.isEnabled()
+    with qtbot.waitSignal(window.model_changed, timeout=10000):
+        assert dialog.roll_back() == models_env
+    assert window.session.model.path == str(models_env)
+    assert not dialog.rollback_button.isEnabled()  # one step taken back; no further predecessor
+    from inference.activations import active_model
+
+    assert active_model() == models_env  # what `main.py adapt` starts from by default

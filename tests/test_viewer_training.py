@@ -118,3 +118,83 @@ def test_a_new_run_clears_the_last_runs_epoch_line(dialog, qtbot, data_folder, m
         assert dialog.start()
         assert dialog.live_label.text() == ""
     assert "Epoch 2, batch 4" not in dialog.live_label.text()
+
+
+# -- "Adapt to my reads" ------------------------------------------------------------------------------
+ADAPT_CLASSES = ("COVID-19", "Normal", "Pneumonia")
+
+
+@pytest.fixture(scope="module")
+def adapt_parent(tmp_path_factory) -> Path:
+    from tests.tiny_bundle import make_tiny_bundle
+
+    # Untrained, flattened features: only the classification layer has to learn where the blob is.
+    return make_tiny_bundle(tmp_path_factory.mktemp("parent") / "parent", head="flatten", version="1.1.1")
+
+
+def _reads_store(root: Path, shuffle: bool = False) -> Path:
+    """A verdict store of 90 generated films whose reader's class is the folder's (or random)."""
+    import hashlib
+
+    import numpy as np
+
+    from inference.sidecar import Sidecar, SidecarStore
+    from inference.verdict import Verdict
+
+    films = make_class_folder(root / "films", dict.fromkeys(ADAPT_CLASSES, 30), size=48)
+    store = SidecarStore(root / "reads")
+    rng = np.random.default_rng(0)
+    for p in films:
+        reader = ADAPT_CLASSES[int(rng.integers(0, 3))] if shuffle else p.parent.name
+        key = "sha256-" + hashlib.sha256(p.read_bytes()).hexdigest()
+        store.save(Sidecar(key, file=str(p), verdict=Verdict().with_class(reader, "Normal", reader="Dr A")))
+    return store.root
+
+
+def test_adapt_to_my_reads_shows_the_comparison_and_activates(dialog, qtbot, adapt_parent, tmp_path):
+    reads = _reads_store(tmp_path)
+    with qtbot.waitSignal(dialog.adaptation_finished, timeout=180000) as done:
+        assert dialog.start_adapt(str(adapt_parent), str(reads))
+        assert dialog.cancel_button.isEnabled() and not dialog.activate_button.isEnabled()
+    result = done.args[0]
+    assert result is not None, dialog.stage_label.text() + "\n" + dialog.log_view.toPlainText()
+    assert result.accepted and result.bundle_dir.parent == user_models_dir()
+    assert result.bundle_dir.name == "tiny-test-1.1.1-adapted.1"
+    report = dialog.report_view.toPlainText()
+    assert "Gate passed" in report and "Parent" in report and "Adapted" in report and "Balanced accuracy" in report
+    assert "Confusion matrix" in report
+    assert dialog.epoch_bar.value() > 0  # progress arrived from the worker thread
+    assert dialog.activate_button.isEnabled()
+    with qtbot.waitSignal(dialog.parent().model_changed, timeout=10000):
+        dialog.activate()
+    assert dialog.session.model.path == str(result.bundle_dir)
+    from inference.activations import active_model
+
+    assert active_model() == result.bundle_dir
+
+
+def test_a_refused_adaptation_says_why_and_cannot_be_activated(dialog, qtbot, adapt_parent, tmp_path):
+    reads = _reads_store(tmp_path, shuffle=True)  # labels unrelated to the films: nothing to gain
+    before = sorted(user_models_dir().glob("*")) if user_models_dir().exists() else []
+    with qtbot.waitSignal(dialog.adaptation_finished, timeout=180000) as done:
+        assert dialog.start_adapt(str(adapt_parent), str(reads))
+    result = done.args[0]
+    assert result is not None and not result.accepted and result.bundle_dir is None
+    assert "Gate refused" in dialog.stage_label.text()
+    assert "not better beyond its uncertainty" in dialog.report_view.toPlainText()
+    assert not dialog.activate_button.isEnabled()
+    after = sorted(user_models_dir().glob("*")) if user_models_dir().exists() else []
+    assert after == before  # a refused model is never written
+
+
+def test_cancelling_an_adaptation_writes_nothing(dialog, qtbot, adapt_parent, tmp_path, monkeypatch):
+    from viewer.training_dialog import QtTrainingProgress
+
+    reads = _reads_store(tmp_path)
+    monkeypatch.setattr(QtTrainingProgress, "on_train_begin", lambda self, epochs, steps: dialog._cancel.set())
+    with qtbot.waitSignal(dialog.adaptation_finished, timeout=180000) as done:
+        assert dialog.start_adapt(str(adapt_parent), str(reads))
+    assert done.args == [None]
+    assert "Cancelled" in dialog.stage_label.text()
+    assert not user_models_dir().exists() or not any(user_models_dir().glob("tiny-test-*"))
+    assert not dialog.activate_button.isEnabled()

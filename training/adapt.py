@@ -7,10 +7,27 @@ least a fifth of the patients out as the *check set*, never trained on. After a 
 the new model is offered only when its gain is larger than its uncertainty (the 95% interval of
 the difference in balanced accuracy lies above zero), and when it is not worse than the current
 one beyond ``tolerance`` on a reference set (forgetting what it knew).
+
+:func:`adapt` is the whole loop, the one code path behind ``main.py adapt`` and the viewer's
+"Adapt to my reads": local films (reads and/or a labelled folder or CSV), minus those the
+parent was trained on (its ``training_hashes.txt``), split by patient; the parent's
+classification layer fine-tuned on the frozen network's features of the fine-tune films
+(one forward pass per film), with two guards against forgetting what it knew: an L2 pull
+toward the parent's weights, and rehearsal of its training distribution (features drawn from
+the class Gaussians its out-of-distribution scorer stores); the
+temperature refitted where at least ``MIN_IMAGES`` validation films allow it; both models
+scored on the check set and on the reference images; the gate; and, only when it passes
+(or when asked to keep a refused one), a NEW model folder with its lineage and a card
+comparing parent and child. The parent is never written to.
+
+Only the final Dense layer changes, so the penultimate features, and with them the parent's
+out-of-distribution scorer (class means and threshold on those features), stay valid as
+they are: the child carries the parent's ``ood.npz`` unchanged and says so.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +40,14 @@ from training.samples import Sample
 from training.splits import split_dataset
 
 __all__ = [
+    "AdaptConfig",
+    "AdaptError",
+    "AdaptResult",
+    "EXIT_REFUSED",
     "MIN_CHECK_FRACTION",
+    "adapt",
+    "adapted_version",
+    "replay_features",
     "GateResult",
     "balanced_accuracy",
     "gate",
@@ -34,6 +58,11 @@ __all__ = [
 
 MIN_CHECK_FRACTION = 0.2
 DEFAULT_TOLERANCE = 0.02
+MIN_LOCAL_FILMS = 10  # fewer cannot be split into fine-tune and check films that mean anything
+MAX_REFERENCE = 1000  # reference images drawn from the parent's own validation split
+# ``main.py adapt`` exits with this when the gate refuses the new model (0: accepted and
+# written, 1: bad input, 2: unusable model folder, 130: cancelled).
+EXIT_REFUSED = 3
 
 
 def samples_from_reads(store: SidecarStore, class_names: Sequence[str]) -> tuple[list[Sample], list[tuple[str, str]]]:
@@ -159,3 +188,634 @@ def gate(
     else:
         reasons.append("No reference set: forgetting was not checked.")
     return GateResult(accept=better and kept, reasons=reasons, figures=figures)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole loop
+
+
+class AdaptError(Exception):
+    """The adaptation cannot start or finish as asked; the message says why."""
+
+
+@dataclass
+class AdaptConfig:
+    parent: Path | str  # the model folder to adapt (never written to)
+    out_dir: Path | str | None  # the new model folder (must not exist); None: not written at all
+    reads_dir: Path | str | None = None  # a verdict store (<user data>/reads) to take labels from
+    data: Path | str | None = None  # a folder of class subfolders or a CSV, as ``train`` reads them
+    class_map: dict[str, str] | None = None
+    reference: Path | str | None = None  # labelled images for the forgetting check (default: see adapt())
+    check_fraction: float = MIN_CHECK_FRACTION
+    tolerance: float = DEFAULT_TOLERANCE
+    epochs: int = 300  # full-batch steps of the classification layer
+    early_stop: bool = False  # stop at the best local validation loss instead
+    learning_rate: float = 1e-3
+    # Defaults chosen by 4-fold cross-validation inside the 200-film NIH pool of
+    # benchmarks/bench_adaptation.py (never on its evaluation films): the best gain that kept the
+    # reference loss within 0.01 (see bench_adaptation.md).
+    anchor: float = 0.1  # L2 pull toward the parent's weights (per weight, relative to the loss)
+    # Rehearsal of what the parent knew: features drawn from the class Gaussians its OOD scorer
+    # stores (fitted on its training images), mixed in with this share of the loss.
+    replay_per_class: int = 500
+    replay_weight: float = 3.0
+    batch_size: int = 32
+    cache_dir: Path | str | None = None
+    seed: int = 0
+    n_boot: int = 2000
+    version: str | None = None  # default: adapted_version(parent's)
+    keep_refused: bool = False  # write the model even when the gate refuses it (marked refused)
+
+
+@dataclass
+class AdaptResult:
+    accepted: bool
+    reasons: list[str]
+    report: dict[str, Any]  # everything --json writes
+    bundle_dir: Path | None  # None when nothing was written
+
+
+def adapted_version(version: str) -> str:
+    """``1.1.1`` -> ``1.1.1-adapted.1``; ``1.1.1-adapted.1`` -> ``1.1.1-adapted.2``."""
+    import re
+
+    m = re.fullmatch(r"(.*)-adapted\.(\d+)", version)
+    return f"{m.group(1)}-adapted.{int(m.group(2)) + 1}" if m else f"{version}-adapted.1"
+
+
+def _softmax(z: np.ndarray, t: float = 1.0) -> np.ndarray:
+    from inference.calibration import softmax
+
+    return softmax(z, t)
+
+
+def fit_head(
+    features: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    w0: np.ndarray,
+    b0: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray] | None,
+    *,
+    replay: tuple[np.ndarray, np.ndarray] | None = None,
+    replay_weight: float = 1.0,
+    early_stop: bool = False,
+    steps: int,
+    learning_rate: float,
+    anchor: float,
+    progress: Any = None,
+    cancel: Any = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The classification layer fine-tuned from ``(w0, b0)``: class-weighted cross-entropy plus
+    ``anchor * |W - W0|^2`` (L2-SP), full-batch Adam for ``steps`` steps; with ``early_stop`` the
+    weights of the best validation loss are kept (patience 50). A few local validation films make
+    a noisy stopping signal, so the default is the fixed number of steps the benchmark chose."""
+    from training.progress import check_cancel
+
+    x = np.asarray(features, np.float64)
+    y = np.asarray(labels, np.int64)
+    sw = np.asarray(weights, np.float64) / max(float(np.sum(weights)), 1e-12)
+    if replay is not None and len(replay[0]):
+        # The local films and the rehearsed parent features weigh 1 : replay_weight in the loss.
+        x = np.concatenate([x, np.asarray(replay[0], np.float64)])
+        y = np.concatenate([y, np.asarray(replay[1], np.int64)])
+        rw = np.full(len(replay[0]), replay_weight / len(replay[0]))
+        sw = np.concatenate([sw, rw]) / (1.0 + replay_weight)
+    k = w0.shape[1]
+    onehot = np.eye(k)[y]
+    w, b = w0.astype(np.float64).copy(), b0.astype(np.float64).copy()
+    params = [w, b]
+    m = [np.zeros_like(q) for q in params]
+    v = [np.zeros_like(q) for q in params]
+
+    def val_loss(w_: np.ndarray, b_: np.ndarray) -> float:
+        xv, yv = val  # type: ignore[misc]
+        p = _softmax(np.asarray(xv, np.float64) @ w_ + b_)
+        return float(-np.mean(np.log(np.maximum(p[np.arange(len(yv)), yv], 1e-12))))
+
+    best = (val_loss(w, b) if val is not None else np.inf, w.copy(), b.copy(), 0)
+    if progress is not None:
+        progress.on_train_begin(steps, 1)
+    step = 0
+    for step in range(1, steps + 1):
+        p = _softmax(x @ w + b)
+        g = (p - onehot) * sw[:, None]
+        grads = [x.T @ g + 2 * anchor * (w - w0), g.sum(axis=0)]
+        for i, (q, dq) in enumerate(zip(params, grads, strict=True)):
+            m[i] = 0.9 * m[i] + 0.1 * dq
+            v[i] = 0.999 * v[i] + 0.001 * dq * dq
+            q -= learning_rate * (m[i] / (1 - 0.9**step)) / (np.sqrt(v[i] / (1 - 0.999**step)) + 1e-8)
+        loss = float(-np.sum(sw * np.log(np.maximum(p[np.arange(len(y)), y], 1e-12))))
+        logs = {"loss": loss}
+        if val is not None:
+            vl = val_loss(w, b)
+            logs["val_loss"] = vl
+            if not early_stop:
+                best = (vl, w, b, step)
+            elif vl < best[0] - 1e-6:
+                best = (vl, w.copy(), b.copy(), step)
+            elif step - best[3] >= 50:
+                break
+        if progress is not None and (step % 10 == 0 or step == steps):
+            progress.on_epoch_end(step - 1, logs)
+        if step % 10 == 0:
+            check_cancel(cancel)
+    if val is None:
+        best = (np.nan, w.copy(), b.copy(), step)
+    summary = {"steps_run": step, "best_step": best[3], "best_val_loss": None if val is None else round(best[0], 4)}
+    return best[1].astype(np.float32), best[2].astype(np.float32), summary
+
+
+def replay_features(scorer: Any, n_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Features of the parent's training distribution, drawn from its OOD scorer's class Gaussians
+    (class means and shared covariance of the training features), with their class labels."""
+    cov = np.linalg.inv(np.asarray(scorer.precision, np.float64))
+    cov = (cov + cov.T) / 2
+    vals, vecs = np.linalg.eigh(cov)
+    root = vecs * np.sqrt(np.clip(vals, 0.0, None))  # cov = root @ root.T, robust to round-off
+    rng = np.random.default_rng(seed)
+    k, d = scorer.means.shape
+    x = np.concatenate([scorer.means[c] + rng.standard_normal((n_per_class, d)) @ root.T for c in range(k)])
+    return x.astype(np.float32), np.repeat(np.arange(k), n_per_class).astype(np.int32)
+
+
+def _local_samples(
+    config: AdaptConfig, classes: list[str], progress: Any
+) -> tuple[list[Sample], dict[str, Any], list[tuple[str, str]]]:
+    """The labelled local films (reads first, then DATA) with counts of what came from where."""
+    from training.datasets import discover
+
+    samples: list[Sample] = []
+    counts: dict[str, Any] = {"from_reads": 0, "from_data": 0, "excluded_not_a_model_class": 0}
+    skipped: list[tuple[str, str]] = []
+    if config.reads_dir is not None:
+        folder = Path(config.reads_dir).expanduser()
+        if not folder.is_dir():
+            raise AdaptError(f"No reads were found: {folder} is not a folder of the viewer's reads.")
+        progress.on_stage("scanning", f"reads in {folder}")
+        reads, skip = samples_from_reads(SidecarStore(folder), classes)
+        counts["from_reads"] = len(reads)
+        counts["excluded_not_a_model_class"] = sum(1 for _p, r in skip if "is not one of the model's" in r)
+        samples += reads
+        skipped += skip
+    if config.data is not None:
+        progress.on_stage("scanning", str(config.data))
+        ds = discover(config.data, config.class_map, use_split=False)
+        kept = [s for s in ds.samples if s.label in classes]
+        wrong = sorted({s.label for s in ds.samples if s.label not in classes})
+        if wrong:
+            skipped += [
+                (str(s.path), f"class '{s.label}' is not one of the model's") for s in ds.samples if s.label in wrong
+            ]
+            counts["excluded_not_a_model_class"] += len(ds.samples) - len(kept)
+        for s in kept:
+            s.split, s.source = "", s.source or "local"
+        counts["from_data"] = len(kept)
+        samples += kept
+        skipped += list(ds.skipped)
+    if config.reads_dir is None and config.data is None:
+        raise AdaptError("Nothing to adapt to: give --reads (the reader's verdicts) and/or DATA (labelled films).")
+    return samples, counts, skipped
+
+
+def _deduplicate(samples: list[Sample], parent_hashes: set[str] | None) -> tuple[list[Sample], dict[str, Any]]:
+    """Local films less exact copies of one another and of the parent's training images."""
+    from inference.sidecar import file_sha256
+
+    seen: set[str] = set()
+    kept: list[Sample] = []
+    copies = in_parent = 0
+    for s in samples:
+        try:
+            h = file_sha256(s.path)
+        except OSError:
+            kept.append(s)  # unreadable: the decoder reports it with its reason
+            continue
+        s.meta["sha256"] = h
+        if h in seen:
+            copies += 1
+        elif parent_hashes is not None and h in parent_hashes:
+            in_parent += 1
+        else:
+            seen.add(h)
+            kept.append(s)
+    return kept, {
+        "local_copies_removed": copies,
+        "in_parent_training_data": in_parent if parent_hashes is not None else "not checked",
+    }
+
+
+def _reference_samples(config: AdaptConfig, info: Any, classes: list[str], progress: Any) -> tuple[list[Sample], str]:
+    """Images to catch forgetting on: ``--reference``, else the parent's own validation split
+    when its training data is still where it was, else none (said so)."""
+    from training.datasets import discover
+    from training.ood_fit import recreate_split
+
+    if config.reference is not None:
+        ds = discover(config.reference, config.class_map, use_split=False)
+        return [s for s in ds.samples if s.label in classes], f"reference images {config.reference}"
+    data = (info.training.get("data") or {}).get("path")
+    if data and Path(data).exists() and info.training.get("config"):
+        try:
+            cfg = info.training["config"]
+            ds = discover(
+                data,
+                cfg.get("class_map"),
+                csv_kind=cfg.get("csv_kind", "auto"),
+                use_split=bool(cfg.get("use_split", True)),
+            )
+            val = [s for s in recreate_split(ds.samples, info.training)["val"] if s.label in classes]
+        except Exception as exc:  # an unusable old data set is not the adaptation's failure
+            progress.on_message(f"The parent's validation images could not be used ({exc}).")
+            return [], ""
+        rng = np.random.default_rng(config.seed)
+        if len(val) > MAX_REFERENCE:
+            val = [val[i] for i in sorted(rng.choice(len(val), MAX_REFERENCE, replace=False))]
+        return val, f"the parent's own validation images ({data})"
+    return [], ""
+
+
+def _model_hash(folder: Path) -> str:
+    from inference.model_folder import MODEL_FILE
+    from inference.sidecar import file_sha256
+
+    return "sha256:" + file_sha256(folder / MODEL_FILE)
+
+
+def _summary(m: dict[str, Any], abstain: float | None) -> dict[str, Any]:
+    """The figures compared side by side (from training.evaluate.compute_metrics)."""
+    return {
+        "n": m["n_images"],
+        "accuracy": m["accuracy"],
+        "balanced_accuracy": m["balanced_accuracy"],
+        "recall": {c: v["recall"] for c, v in m["per_class"].items()},
+        "ece": m["ece"],
+        "abstain_rate": abstain,
+        "confusion_matrix": m["confusion_matrix"],
+    }
+
+
+def adapt(
+    config: AdaptConfig,
+    progress: Any = None,
+    cancel: Any = None,
+    *,
+    reference_arrays: tuple[np.ndarray, np.ndarray] | None = None,
+    local: list[Sample] | None = None,
+) -> AdaptResult:
+    """Run the adaptation loop (module docstring). ``reference_arrays`` (preprocessed uint8
+    images, labels) and ``local`` (labelled samples) let a benchmark pass data it already holds.
+    Raises AdaptError/DatasetError/BundleError for bad input, TrainingCancelled on cancel;
+    nothing is written unless the gate passes or ``keep_refused``."""
+    import tempfile
+    from datetime import UTC, datetime
+
+    from inference.bundle import BundleInfo, load_bundle, read_bundle_info, write_bundle
+    from inference.calibration import temperature_of
+    from inference.model_folder import (
+        CARD_FILE,
+        CONTENT_HASHES_FILE,
+        content_hashes_text,
+        read_content_hashes,
+        read_description,
+    )
+    from inference.ood import OOD_FILE, feature_layer, load_feature_gaussians
+    from training.calibration import MIN_IMAGES, CalibrationError, calibration_record
+    from training.evaluate import compute_metrics
+    from training.ood_fit import logits_and_features
+    from training.pipeline import class_weights, load_arrays
+    from training.progress import NullProgress, check_cancel
+    from training.samples import DatasetError
+
+    progress = progress or NullProgress()
+    parent_dir = Path(config.parent).expanduser().resolve()
+    info = read_bundle_info(parent_dir)
+    classes, pre = list(info.class_names), info.preprocessing
+    out_dir = Path(config.out_dir).expanduser() if config.out_dir is not None else None
+    if out_dir is not None and out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise AdaptError(f"{out_dir} already exists; an adapted model is always written to a new folder.")
+    if out_dir is not None and out_dir.resolve() == parent_dir:
+        raise AdaptError("The adapted model cannot replace the model it starts from.")
+    if config.check_fraction < MIN_CHECK_FRACTION:
+        raise AdaptError(f"At least {MIN_CHECK_FRACTION:.0%} of the local films must be held out for checking.")
+
+    counts: dict[str, Any] = {}
+    skipped: list[tuple[str, str]] = []
+    if local is None:
+        local, counts, skipped = _local_samples(config, classes, progress)
+    else:
+        counts = {"from_data": len(local)}
+    parent_hashes = read_content_hashes(parent_dir, read_description(parent_dir))
+    local, dedup = _deduplicate(local, parent_hashes)
+    counts.update(dedup)
+    if parent_hashes is None:
+        progress.on_message(
+            "The parent model carries no training-data hashes: overlap with its training data not checked."
+        )
+    elif dedup["in_parent_training_data"]:
+        progress.on_message(
+            f"{dedup['in_parent_training_data']} local films were in the parent's training data: left out."
+        )
+    if len(local) < MIN_LOCAL_FILMS:
+        raise AdaptError(
+            f"{len(local)} usable local films; at least {MIN_LOCAL_FILMS} labelled films of the model's classes "
+            f"({', '.join(classes)}) are needed to fine-tune and check."
+        )
+    try:
+        splits = split_local(local, config.check_fraction, config.seed)
+    except ValueError as exc:
+        raise AdaptError(str(exc)) from None
+    check_cancel(cancel)
+
+    ordered = splits["train"] + splits["val"] + splits["test"]
+    x, kept, unreadable = load_arrays(ordered, pre, config.cache_dir, progress, cancel)
+    skipped += unreadable
+    index = {c: i for i, c in enumerate(classes)}
+    part = {name: [i for i, s in enumerate(kept) if s.split == name] for name in ("train", "val", "test")}
+    y = np.asarray([index[s.label] for s in kept], np.int32)
+    if len(part["train"]) < 2 or len(part["test"]) < 2:
+        raise DatasetError("Too few readable local films to fine-tune and check (see the skipped list).")
+    ref_samples, ref_label = (
+        ([], "") if reference_arrays is not None else _reference_samples(config, info, classes, progress)
+    )
+    if reference_arrays is not None:
+        ref_label = "reference images given by the caller"
+    check_cancel(cancel)
+
+    progress.on_stage("features", f"{len(kept)} local films through {info.display_name}")
+    model, _ = load_bundle(parent_dir)
+    layer = feature_layer(model)
+    activation = getattr(getattr(layer, "activation", None), "__name__", "")
+    if layer is None or len(layer.input.shape) != 2 or activation != "linear":
+        raise AdaptError(f"{info.display_name} has no final linear Dense layer; it cannot be adapted this way.")
+    logits, feats = logits_and_features(model, x, pre, config.batch_size)
+    check_cancel(cancel)
+    w0, b0 = (np.asarray(a) for a in layer.get_weights())
+    t_parent = temperature_of(info.calibration)
+
+    scorer = load_feature_gaussians(parent_dir) if info.ood else None
+    replay, replay_note = None, "No rehearsal: the parent carries no class Gaussians of its training features."
+    if scorer is not None and scorer.means.shape == (len(classes), feats.shape[1]) and config.replay_per_class > 0:
+        replay = replay_features(scorer, config.replay_per_class, config.seed)
+        replay_note = (
+            f"Rehearsal: {config.replay_per_class} features per class drawn from the parent's training-feature "
+            f"Gaussians (its out-of-distribution scorer), weight {config.replay_weight:g} against the local films."
+        )
+    progress.on_message(replay_note)
+    progress.on_stage("training", f"classification layer on {len(part['train'])} films")
+    yt = y[part["train"]]
+    cw = class_weights(yt, len(classes))
+    val = (feats[part["val"]], y[part["val"]]) if part["val"] else None
+    w, b, fit = fit_head(
+        feats[part["train"]],
+        yt,
+        np.asarray([cw.get(int(c), 1.0) for c in yt]),
+        w0,
+        b0,
+        val,
+        replay=replay,
+        replay_weight=config.replay_weight,
+        early_stop=config.early_stop,
+        steps=config.epochs,
+        learning_rate=config.learning_rate,
+        anchor=config.anchor,
+        progress=progress,
+        cancel=cancel,
+    )
+    check_cancel(cancel)
+
+    progress.on_stage("evaluating")
+    child_logits = feats.astype(np.float64) @ w + b
+    calibration, calibration_note = info.calibration, ""
+    if len(part["val"]) >= MIN_IMAGES:
+        try:
+            calibration = calibration_record(
+                child_logits[part["val"]], y[part["val"]], f"local validation films ({len(part['val'])})"
+            )
+            calibration_note = f"Temperature refitted on {len(part['val'])} local validation films."
+        except CalibrationError as exc:
+            calibration_note = f"Parent's temperature kept: {exc}"
+    if not calibration_note:
+        calibration_note = (
+            f"Parent's temperature ({t_parent:g}) kept: {len(part['val'])} local validation films, "
+            f"at least {MIN_IMAGES} are needed to refit it."
+        )
+    t_child = temperature_of(calibration)
+    ood_note = (
+        "Parent's out-of-distribution scorer kept unchanged: only the classification layer was fine-tuned, "
+        "so the features it reads are the parent's."
+        if scorer is not None
+        else "No out-of-distribution scorer (the parent has none)."
+    )
+
+    def compare(labels: np.ndarray, parent_logits: np.ndarray, f: np.ndarray) -> dict[str, Any]:
+        """Both models on one set: the parent's logits as computed, the child's from the same features."""
+        cl = f.astype(np.float64) @ w + b
+        pp, pc = _softmax(parent_logits, t_parent), _softmax(cl, t_child)
+        abstain = float(np.mean(scorer.is_outlier(f))) if scorer is not None and len(f) else None
+        return {
+            "parent": _summary(compute_metrics(labels, pp, classes), abstain),
+            "child": _summary(compute_metrics(labels, pc, classes), abstain),
+            "_pred": (labels, pp.argmax(axis=1), pc.argmax(axis=1)),
+        }
+
+    tc = part["test"]
+    check = compare(y[tc], logits[tc], feats[tc])
+    reference = None
+    if reference_arrays is not None or ref_samples:
+        if reference_arrays is not None:
+            xr, yr = reference_arrays
+        else:
+            xr, kept_r, _ = load_arrays(ref_samples, pre, config.cache_dir, progress, cancel)
+            yr = np.asarray([index[s.label] for s in kept_r], np.int32)
+        check_cancel(cancel)
+        if len(xr):
+            lr, fr = logits_and_features(model, xr, pre, config.batch_size)
+            reference = compare(np.asarray(yr), lr, fr)
+    check_cancel(cancel)
+    result = gate(
+        check["_pred"],
+        len(classes),
+        reference["_pred"] if reference else None,
+        config.tolerance,
+        config.n_boot,
+        config.seed,
+    )
+    if reference is None:
+        stored = (info.metrics.get("val") or {}) if isinstance(info.metrics, dict) else {}
+        result.reasons[-1] = (
+            "Forgetting not checked: no reference images (give --reference, or keep the parent's training data "
+            "where it was)"
+            + (
+                f"; the parent's stored validation summary: accuracy {stored['accuracy']:.3f} "
+                f"on {stored.get('n_images')} images."
+                if isinstance(stored.get("accuracy"), float)
+                else "."
+            )
+        )
+    date = datetime.now(UTC).isoformat(timespec="seconds")
+    version = config.version or adapted_version(info.version)
+    n_local = len(part["train"]) + len(part["val"]) + len(part["test"])
+    comparison = {
+        "check": {k: v for k, v in check.items() if k != "_pred"},
+        **({"reference": {k: v for k, v in reference.items() if k != "_pred"}} if reference else {}),
+    }
+    lineage = {
+        "parent": {
+            "name": info.name,
+            "version": info.version,
+            "content_hash": _model_hash(parent_dir),
+            "folder": str(parent_dir),
+        },
+        "local_films": n_local,
+        "fine_tune_films": len(part["train"]) + len(part["val"]),
+        "check_films": len(part["test"]),
+        "date": date,
+        "counts": counts,
+        "reference": ref_label or None,
+        "gate": {"accepted": result.accept, "reasons": result.reasons, "figures": result.figures},
+        "comparison": comparison,
+        "calibration": calibration_note,
+        "ood": ood_note,
+        "rehearsal": replay_note,
+        "fit": fit,
+    }
+    report = {
+        "accepted": result.accept,
+        "reasons": result.reasons,
+        "model": {"name": info.name, "version": version},
+        "lineage": lineage,
+        "skipped": [{"path": p, "reason": r} for p, r in skipped],
+        "written_to": None,
+    }
+    for r in result.reasons + [calibration_note, ood_note]:
+        progress.on_message(r)
+    if out_dir is None or not (result.accept or config.keep_refused):
+        return AdaptResult(result.accept, result.reasons, report, None)
+
+    progress.on_stage("saving", str(out_dir))
+    layer.set_weights([w, b])
+    training = {
+        "adaptation": lineage,
+        "data": {
+            "n_images": n_local,
+            "counts": {n: {c: int(sum(1 for i in part[n] if y[i] == k)) for c, k in index.items()} for n in part},
+            "content_hashes": {"file": CONTENT_HASHES_FILE, "algorithm": "sha256 of the file bytes"},
+        },
+        "date": date,
+        "init": f"fine-tuned from {info.display_name} ({lineage['parent']['content_hash']})",
+        "parent_training": {k: v for k, v in info.training.items() if k in ("data", "date", "command", "init")},
+    }
+    child = BundleInfo(
+        name=info.name,
+        version=version,
+        architecture=info.architecture,
+        class_names=classes,
+        preprocessing=pre,
+        gradcam_layer=info.gradcam_layer,
+        description=(info.description + " " if info.description else "")
+        + f"Adapted on {n_local} local films ({date[:10]}).",
+        training=training,
+        metrics={"local_check": compute_metrics(y[tc], _softmax(child_logits[tc], t_child), classes)},
+        calibration=calibration,
+        ood=info.ood,
+    )
+    checked = set(tc)  # check films were never trained on: a later round may learn from them
+    local_hashes = {s.meta["sha256"] for i, s in enumerate(kept) if "sha256" in s.meta and i not in checked}
+    with tempfile.TemporaryDirectory(prefix="cxr-adapt-") as tmp:
+        hashes = Path(tmp) / CONTENT_HASHES_FILE
+        hashes.write_text(content_hashes_text((parent_hashes or set()) | local_hashes))
+        card = Path(tmp) / CARD_FILE
+        card.write_text(adaptation_card(child.display_name, lineage, classes), encoding="utf-8")
+        rep = Path(tmp) / "adaptation.json"
+        rep.write_text(json.dumps(report, indent=2, default=_json_default), encoding="utf-8")
+        extra: dict[str, Any] = {CONTENT_HASHES_FILE: hashes, CARD_FILE: card, "report/adaptation.json": rep}
+        if scorer is not None:
+            extra[OOD_FILE] = parent_dir / OOD_FILE
+        check_cancel(cancel)
+        written = write_bundle(model, child, out_dir, extra_files=extra)
+    report["written_to"] = str(written)
+    return AdaptResult(result.accept, result.reasons, report, written)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _f(v: Any, signed: bool = False) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:+.3f}" if signed else f"{v:.3f}"
+
+
+def comparison_markdown(comparison: dict[str, Any], classes: list[str]) -> str:
+    """Parent vs child, one table per set, plus both confusion matrices (rows: true class)."""
+    lines: list[str] = []
+    names = {"check": "Local check set (never trained on)", "reference": "Reference set (forgetting)"}
+    for key, block in comparison.items():
+        p, c = block["parent"], block["child"]
+        lines += [
+            f"### {names.get(key, key)}: {p['n']} films",
+            "",
+            "| | parent | adapted | change |",
+            "|---|---|---|---|",
+        ]
+        rows = [
+            ("Accuracy", "accuracy"),
+            ("Balanced accuracy", "balanced_accuracy"),
+            ("ECE", "ece"),
+            ("Abstain rate", "abstain_rate"),
+        ]
+        for label, k in rows:
+            d = None if p[k] is None or c[k] is None else c[k] - p[k]
+            lines.append(f"| {label} | {_f(p[k])} | {_f(c[k])} | {_f(d, True)} |")
+        for cls in classes:
+            pr, cr = p["recall"].get(cls), c["recall"].get(cls)
+            d = None if pr is None or cr is None else cr - pr
+            lines.append(f"| Recall {cls} | {_f(pr)} | {_f(cr)} | {_f(d, True)} |")
+        lines.append("")
+        for who, m in (("parent", p), ("adapted", c)):
+            lines += [
+                f"Confusion matrix, {who} (rows: true, columns: predicted)",
+                "",
+                "| | " + " | ".join(classes) + " |",
+            ]
+            lines.append("|---" * (len(classes) + 1) + "|")
+            for cls, row in zip(classes, m["confusion_matrix"]["matrix"], strict=True):
+                lines.append(f"| {cls} | " + " | ".join(str(v) for v in row) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def adaptation_card(title: str, lineage: dict[str, Any], classes: list[str]) -> str:
+    """The adapted model's ``README.md``: lineage, the gate's verdict and the side-by-side figures."""
+    parent = lineage["parent"]
+    gate_ = lineage["gate"]
+    lines = [
+        f"# Model: {title}",
+        "",
+        "Research use only, not for clinical diagnosis.",
+        "",
+        "## Lineage",
+        "",
+        f"- Fine-tuned from: {parent['name']} {parent['version']} ({parent['content_hash']})",
+        f"- Local films: {lineage['local_films']} "
+        f"({lineage['fine_tune_films']} fine-tune, {lineage['check_films']} check)",
+        f"- Date: {lineage['date']}",
+        f"- Overlap with the parent's training data: {lineage['counts'].get('in_parent_training_data', 'not checked')}",
+        f"- Calibration: {lineage['calibration']}",
+        f"- Out-of-distribution gate: {lineage['ood']}",
+        "",
+        "## Gate: " + ("passed" if gate_["accepted"] else "REFUSED"),
+        "",
+        *[f"- {r}" for r in gate_["reasons"]],
+        "",
+        "## Parent vs adapted",
+        "",
+        comparison_markdown(lineage["comparison"], classes),
+    ]
+    return "\n".join(lines) + "\n"

@@ -36,13 +36,16 @@ from inference.bundle import MAX_CLASSES, BundleInfo, write_bundle
 from inference.calibration import apply_temperature, temperature_of
 from inference.model_folder import (
     CLASS_RE,
+    CONTENT_HASHES_FILE,
     NAME_RE,
     VERSION_RE,
     BundleError,
     check_preprocessing,
     clean_stale_temp_folders,
+    content_hashes_text,
 )
 from inference.ood import OOD_FILE, FeatureGaussians
+from inference.sidecar import file_sha256
 from training.architectures import ARCHITECTURES, MIN_INPUT_SIZE, build_model
 from training.datasets import discover
 from training.distributed import (
@@ -321,6 +324,7 @@ def train(
                 "skipped": len(all_skipped),
                 "patients_in_several_splits": len(overlap),
                 "near_duplicates": len(duplicates),
+                "content_hashes": {"file": CONTENT_HASHES_FILE, "algorithm": "sha256 of the file bytes"},
             },
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": config.command,
@@ -366,6 +370,10 @@ def train(
             ("split_a", "path_a", "split_b", "path_b", "distance"),
             [(d["split_a"], d["path_a"], d["split_b"], d["path_b"], d["distance"]) for d in duplicates],
         )
+        # What an adaptation de-duplicates its local films against (training.adapt).
+        hashes = Path(tmp) / CONTENT_HASHES_FILE
+        hashes.write_text(content_hashes_text(file_sha256(s.path) for a in arrays.values() for s in a[2]))
+        extra[CONTENT_HASHES_FILE] = hashes
         if scorer is not None:  # inside the one atomic save: a half-written bundle never has it
             extra[OOD_FILE] = scorer.save(tmp)
         check_cancel(cancel)

@@ -13,7 +13,15 @@ from typing import Any
 
 from inference.bundle import BundleInfo
 
-__all__ = ["model_card_html", "metrics_html", "confusion_html", "error_card_html"]
+__all__ = [
+    "model_card_html",
+    "metrics_html",
+    "confusion_html",
+    "error_card_html",
+    "lineage_html",
+    "comparison_html",
+    "adaptation_html",
+]
 
 _HEADLINE = (
     ("accuracy", "Accuracy"),
@@ -129,7 +137,12 @@ def _split_metrics(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """Metrics per split ({"val": {...}, "test": {...}}) or a single evaluation."""
     if "accuracy" in metrics or "per_class" in metrics:
         return [("Evaluation", metrics)]
-    names = {"val": "Validation split", "test": "Test split", "train": "Training split"}
+    names = {
+        "val": "Validation split",
+        "test": "Test split",
+        "train": "Training split",
+        "local_check": "Local check set (adaptation)",
+    }
     return [(names.get(k, str(k)), v) for k, v in metrics.items() if isinstance(v, dict)]
 
 
@@ -177,6 +190,7 @@ def model_card_html(info: BundleInfo, path: str = "", bundled: bool = False, act
         f"<p><b>{escape(' · '.join(tags))}</b></p>" if tags else "",
         f"<p>{escape(info.description)}</p>" if info.description else "",
         f"<table cellspacing='0' cellpadding='2'>{facts}</table>",
+        lineage_html(training),
     ]
     counts = {k: v for k, v in _dict(data.get("counts")).items() if isinstance(v, dict)}
     if counts:
@@ -218,3 +232,78 @@ def model_card_html(info: BundleInfo, path: str = "", bundled: bool = False, act
         "from the training sources usually overstate performance in other hospitals.</p>"
     )
     return "".join(parts)
+
+
+def lineage_html(training: dict[str, Any]) -> str:
+    """Where an adapted model comes from (``training.adaptation`` in model.json), or "" for others."""
+    lineage = _dict(_dict(training).get("adaptation"))
+    if not lineage:
+        return ""
+    parent = _dict(lineage.get("parent"))
+    gate = _dict(lineage.get("gate"))
+    verdict = "passed" if gate.get("accepted") is True else "refused"
+    rows = [
+        ("Fine-tuned from", f"{_num(parent.get('name'))} {_num(parent.get('version'))}"),
+        ("Parent content hash", _num(parent.get("content_hash"))),
+        ("Local films", f"{_fig(lineage.get('local_films'))} ({_fig(lineage.get('check_films'))} held out to check)"),
+        ("Date", _num(lineage.get("date"))),
+        ("Gate", verdict),
+    ]
+    facts = "".join(f"<tr><td><i>{k}</i></td><td>{v}</td></tr>" for k, v in rows)
+    reasons = gate.get("reasons") if isinstance(gate.get("reasons"), list) else []
+    items = "".join(f"<li>{_num(r)}</li>" for r in reasons[:6])
+    return (
+        f"<h3>Lineage</h3><table cellspacing='0' cellpadding='2'>{facts}</table>"
+        + (f"<ul>{items}</ul>" if items else "")
+        + comparison_html(_dict(lineage.get("comparison")))
+    )
+
+
+_COMPARED = (
+    ("accuracy", "Accuracy"),
+    ("balanced_accuracy", "Balanced accuracy"),
+    ("ece", "Calibration error (ECE)"),
+    ("abstain_rate", "Abstain rate"),
+)
+
+
+def comparison_html(comparison: dict[str, Any]) -> str:
+    """Parent and adapted model side by side on each set (check, reference): figures, recall, matrices."""
+    names = {"check": "Local check set (never trained on)", "reference": "Reference images (forgetting)"}
+    parts = []
+    for key, block in _dict(comparison).items():
+        parent, child = _dict(_dict(block).get("parent")), _dict(_dict(block).get("child"))
+        if not parent or not child:
+            continue
+        rows = [(label, parent.get(k), child.get(k)) for k, label in _COMPARED]
+        recalls_p, recalls_c = _dict(parent.get("recall")), _dict(child.get("recall"))
+        rows += [(f"Recall {escape(str(c))}", recalls_p.get(c), recalls_c.get(c)) for c in recalls_p]
+        body = "".join(
+            f"<tr><td>{label}</td><td align='right'>{_fig(a)}</td><td align='right'><b>{_fig(b)}</b></td></tr>"
+            for label, a, b in rows
+        )
+        parts.append(
+            f"<h4>{escape(names.get(key, str(key)))}: {_fig(parent.get('n'))} films</h4>"
+            "<table cellspacing='0' cellpadding='3' border='1'><tr><th></th><th>Parent</th><th>Adapted</th></tr>"
+            f"{body}</table>"
+            "<table><tr><td valign='top'><p><i>Parent</i></p>"
+            f"{confusion_html(parent.get('confusion_matrix'))}</td>"
+            "<td valign='top'><p><i>Adapted</i></p>"
+            f"{confusion_html(child.get('confusion_matrix'))}</td></tr></table>"
+        )
+    return "".join(parts)
+
+
+def adaptation_html(report: dict[str, Any]) -> str:
+    """The training dialog's view of one adaptation: the gate's verdict and reasons, then the figures."""
+    report = _dict(report)
+    accepted = report.get("accepted") is True
+    lineage = _dict(report.get("lineage"))
+    colour = "#3fb950" if accepted else "#ef5b5b"
+    reasons = report.get("reasons") if isinstance(report.get("reasons"), list) else []
+    items = "".join(f"<li>{_num(r)}</li>" for r in reasons)
+    notes = "".join(f"<li>{_num(lineage.get(k))}</li>" for k in ("calibration", "ood") if lineage.get(k))
+    return (
+        f"<h2 style='color:{colour}'>Gate {'passed' if accepted else 'refused'}</h2><ul>{items}{notes}</ul>"
+        + comparison_html(_dict(lineage.get("comparison")))
+    )

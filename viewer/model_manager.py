@@ -1,4 +1,6 @@
-"""Model manager: list the installed models with their cards, switch, import, delete."""
+"""Model manager: list the installed models with their cards (lineage included), switch, roll back,
+import, delete. Every switch records the model it replaces (``inference.activations``), so
+"Roll back" re-activates the predecessor in one step."""
 
 from __future__ import annotations
 
@@ -23,7 +25,16 @@ from PySide6.QtWidgets import (
 )
 
 from viewer.model_card import error_card_html, model_card_html
-from viewer.model_store import ModelEntry, delete_user_model, import_bundle, is_user_model, list_models
+from viewer.model_store import (
+    ModelEntry,
+    delete_user_model,
+    import_bundle,
+    is_user_model,
+    list_models,
+    predecessor,
+    record_activation,
+    roll_back,
+)
 from viewer.qt_compat import emit
 from viewer.session import Session
 
@@ -66,6 +77,8 @@ class ModelManagerDialog(QDialog):
         layout.addWidget(self.note)
         buttons = QHBoxLayout()
         self.activate_button = QPushButton("Use this model")
+        self.rollback_button = QPushButton("Roll back")
+        self.rollback_button.clicked.connect(self.roll_back)
         self.import_button = QPushButton("Import folder…")
         self.delete_button = QPushButton("Delete…")
         close = QPushButton("Close")
@@ -73,7 +86,7 @@ class ModelManagerDialog(QDialog):
         self.import_button.clicked.connect(self._import_dialog)
         self.delete_button.clicked.connect(self.delete_selected)
         close.clicked.connect(self.accept)
-        for b in (self.activate_button, self.import_button, self.delete_button):
+        for b in (self.activate_button, self.rollback_button, self.import_button, self.delete_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(close)
@@ -142,6 +155,11 @@ class ModelManagerDialog(QDialog):
 
     def _update_buttons(self) -> None:
         entry = self.selected()
+        previous = predecessor(self.session.model.path) if self.session.model.path else None
+        self.rollback_button.setEnabled(previous is not None)
+        self.rollback_button.setToolTip(
+            f"Use the model this one replaced again: {previous}" if previous else "No earlier model to go back to."
+        )
         self.activate_button.setEnabled(entry is not None and entry.info is not None)
         self.delete_button.setEnabled(entry is not None and not entry.bundled and is_user_model(entry.path))
         if entry is not None and entry.bundled:
@@ -154,10 +172,24 @@ class ModelManagerDialog(QDialog):
         entry = self.selected()
         if entry is None or entry.info is None:
             return
+        record_activation(entry.path, self.session.model.path)
         self._activate(str(entry.path))
         self.note.setText(f"Active model: {entry.info.display_name}. Opened images are analysed again.")
         emit(self.model_activated, str(entry.path))
         self.refresh(select=entry.path)
+
+    def roll_back(self) -> Path | None:
+        """Re-activate the model the active one replaced (one step back in the record)."""
+        previous = roll_back(self.session.model.path)
+        if previous is None:
+            self.note.setText("No earlier model to roll back to.")
+            self._update_buttons()
+            return None
+        self._activate(str(previous))
+        self.note.setText(f"Rolled back to {previous}. Opened images are analysed again.")
+        emit(self.model_activated, str(previous))
+        self.refresh(select=previous)
+        return previous
 
     def _import_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Import a model folder (model.keras + model.json)")

@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference.activations import predecessor, record_activation, roll_back
 from inference.bundle import BundleError, BundleInfo, read_bundle_info
 from inference.model_folder import INFO_FILE, MODEL_FILE, check_archive, clean_stale_temp_folders
 from inference.paths import bundled_model_dir, user_models_dir
@@ -39,6 +40,9 @@ __all__ = [
     "startup_model_dir",
     "MAX_IMPORT_BYTES",
     "MAX_IMPORT_FILES",
+    "predecessor",
+    "record_activation",
+    "roll_back",
 ]
 
 MAX_IMPORT_BYTES = 4 * 1024**3  # a model folder with its report; the largest networks are ~0.5 GB

@@ -6,6 +6,11 @@ implements ``training.progress.TrainingProgress`` by emitting Qt signals. The vi
 usable throughout. A new model goes into the user models folder under a name no other
 model has; cancelling leaves every existing model untouched (the training module writes
 bundles atomically).
+
+"Adapt to my reads" runs ``training.adapt.adapt`` (the code behind ``main.py adapt``) the same
+way: on a worker thread, cancellable, with the same progress signals. It starts from the
+active model, learns from the reader's verdicts, and shows parent and adapted model side by
+side; "Activate" is enabled only when the gate passed (a refused model is never written).
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ class TrainingDialog(QDialog):
 
     scan_finished = Signal(object)  # Dataset, or None when the scan failed
     training_finished = Signal(object)  # TrainResult, or None when it failed or was cancelled
+    adaptation_finished = Signal(object)  # AdaptResult, or None when it failed or was cancelled
 
     def __init__(self, session: Any, activate: Any, parent: QWidget | None = None) -> None:
         """``session`` (a :class:`viewer.session.Session`) receives the messages; ``activate(folder)``
@@ -90,6 +96,7 @@ class TrainingDialog(QDialog):
         self.resize(980, 720)
         self.dataset: Any = None
         self.result: Any = None
+        self.adapt_result: Any = None
         self._cancel = threading.Event()
         self._running = False
         self._scanning = False
@@ -109,6 +116,12 @@ class TrainingDialog(QDialog):
         self.start_button = QPushButton("Start training")
         self.start_button.setDefault(True)
         self.cancel_button = QPushButton("Cancel training")
+        self.adapt_button = QPushButton("Adapt to my reads")
+        self.adapt_button.setToolTip(
+            "Fine-tune the active model on the classes you recorded in your reads; "
+            "offered only if it is better on films held out to check and not worse elsewhere."
+        )
+        self.adapt_button.clicked.connect(lambda: self.start_adapt())
         self.activate_button = QPushButton("Activate this model")
         self.close_button = QPushButton("Close")
         self.start_button.clicked.connect(self.start)
@@ -119,6 +132,7 @@ class TrainingDialog(QDialog):
         self.activate_button.setEnabled(False)
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.adapt_button)
         buttons.addStretch(1)
         buttons.addWidget(self.activate_button)
         buttons.addWidget(self.close_button)
@@ -313,7 +327,9 @@ class TrainingDialog(QDialog):
         self.start_button.setEnabled(self.dataset is not None and not self._running and not self._scanning)
         self.cancel_button.setEnabled(self._running)
         self.scan_button.setEnabled(not self._running and not self._scanning)
-        self.activate_button.setEnabled(self.result is not None and not self._running)
+        self.adapt_button.setEnabled(not self._running and not self._scanning)
+        adapted = self.adapt_result is not None and self.adapt_result.accepted and self.adapt_result.bundle_dir
+        self.activate_button.setEnabled(bool(self.result is not None or adapted) and not self._running)
 
     def make_config(self) -> Any:
         from training.train import TrainConfig
@@ -340,8 +356,19 @@ class TrainingDialog(QDialog):
 
         config = self.make_config()
         self.config = config
-        self._cancel = threading.Event()
         self.result = None
+        self.adapt_result = None
+        self._begin_run(f"Training {config.name} into {config.out_dir}")
+        progress = self._connect_progress()
+        cancel = self._cancel
+        job = lambda: train(config, progress=progress, cancel=cancel)  # noqa: E731 - reads best inline
+        self._train_thread = run_in_thread(job, self._on_trained, self._on_failed, self, "cxr-train")
+        self._update_buttons()
+        return True
+
+    def _begin_run(self, title: str) -> None:
+        """Reset the progress panel for a new run (training or adaptation)."""
+        self._cancel = threading.Event()
         self._running = True
         self._started_at = time.monotonic()
         self.loss_plot.clear()
@@ -355,7 +382,9 @@ class TrainingDialog(QDialog):
             bar.setFormat("—")
         self.stage_label.setText("Starting…")
         self.tabs.setCurrentIndex(0)
-        self._log(f"Training {config.name} into {config.out_dir}")
+        self._log(title)
+
+    def _connect_progress(self) -> QtTrainingProgress:
         progress = QtTrainingProgress()
         progress.stage.connect(self._on_stage)
         progress.train_begin.connect(self._on_train_begin)
@@ -363,11 +392,7 @@ class TrainingDialog(QDialog):
         progress.epoch_end.connect(self._on_epoch)
         progress.message.connect(self._log)
         self._progress = progress  # lives on this (GUI) thread; its signals are queued from the worker
-        cancel = self._cancel
-        job = lambda: train(config, progress=progress, cancel=cancel)  # noqa: E731 - reads best inline
-        self._train_thread = run_in_thread(job, self._on_trained, self._on_failed, self, "cxr-train")
-        self._update_buttons()
-        return True
+        return progress
 
     def cancel(self) -> None:
         if self._running:
@@ -474,10 +499,90 @@ class TrainingDialog(QDialog):
         emit(self.training_finished, None)
 
     def activate(self) -> None:
-        if self.result is None:
+        from viewer.model_store import record_activation
+
+        adapted = self.adapt_result
+        if adapted is not None and adapted.accepted and adapted.bundle_dir is not None:
+            folder, name = adapted.bundle_dir, f"{adapted.report['model']['name']} {adapted.report['model']['version']}"
+        elif self.result is not None:
+            folder, name = self.result.bundle_dir, self.result.info.display_name
+        else:
             return
-        self._activate(str(self.result.bundle_dir))
-        self.stage_label.setText(f"{self.result.info.display_name} is now the active model.")
+        record_activation(folder, getattr(self.session.model, "path", None) or None)  # "Roll back" returns here
+        self._activate(str(folder))
+        self.stage_label.setText(f"{name} is now the active model.")
+
+    # -- adaptation -----------------------------------------------------------------------------------
+    def adapt_parent(self) -> str:
+        """The model to adapt: the active one when it is a model folder, else the bundled one."""
+        from inference.bundle import is_bundle
+        from inference.paths import bundled_model_dir
+
+        active = getattr(self.session.model, "path", "") or ""
+        return active if active and is_bundle(active) else str(bundled_model_dir())
+
+    def start_adapt(self, parent: str | None = None, reads_dir: str | None = None) -> bool:
+        """Adapt ``parent`` (default: :meth:`adapt_parent`) to the reads in ``reads_dir`` (default:
+        the viewer's verdict store) on a worker thread."""
+        if self._running:
+            return False
+        from inference.bundle import read_bundle_info
+        from inference.sidecar import SidecarStore
+        from training.adapt import AdaptConfig, adapt, adapted_version
+        from viewer.model_store import unique_model_dir
+
+        parent = parent or self.adapt_parent()
+        try:
+            info = read_bundle_info(parent)
+        except Exception as exc:  # a broken model folder: say why, start nothing
+            self.stage_label.setText(f"Cannot adapt {parent}: {exc}")
+            return False
+        config = AdaptConfig(
+            parent=parent,
+            out_dir=unique_model_dir(f"{info.name}-{adapted_version(info.version)}"),
+            reads_dir=reads_dir or SidecarStore().root,
+        )
+        self.adapt_result = None
+        self.result = None
+        self._begin_run(f"Adapting {info.display_name} to your reads in {config.reads_dir}")
+        progress = self._connect_progress()
+        cancel = self._cancel
+        job = lambda: adapt(config, progress=progress, cancel=cancel)  # noqa: E731 - reads best inline
+        self._train_thread = run_in_thread(job, self._on_adapted, self._on_adapt_failed, self, "cxr-adapt")
+        self._update_buttons()
+        return True
+
+    def _on_adapted(self, result: Any) -> None:
+        from viewer.model_card import adaptation_html
+
+        self._running = False
+        self.adapt_result = result
+        if result.accepted:
+            self.stage_label.setText(f"Gate passed: the adapted model is saved in {result.bundle_dir}; activate it?")
+        else:
+            self.stage_label.setText(
+                "Gate refused: the adapted model was not better beyond its uncertainty "
+                "or lost too much elsewhere; nothing was saved."
+            )
+        self.report_view.setHtml(adaptation_html(result.report))
+        self.tabs.setCurrentWidget(self.report_view)
+        for reason in result.reasons:
+            self._log(reason)
+        self._update_buttons()
+        emit(self.adaptation_finished, result)
+
+    def _on_adapt_failed(self, exc: BaseException) -> None:
+        from training.progress import TrainingCancelled
+
+        self._running = False
+        if isinstance(exc, TrainingCancelled):
+            self.stage_label.setText("Cancelled: no model was written, existing models are untouched.")
+        else:
+            self.stage_label.setText(f"Adaptation failed: {exc}")
+            self.session.message(f"Adaptation failed: {exc}", "error")
+        self._log(str(exc))
+        self._update_buttons()
+        emit(self.adaptation_finished, None)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
         # Closing only hides the dialog: training goes on and can be watched again from the menu.
