@@ -157,6 +157,7 @@ def bundle_outputs(
 
 def fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray, n_classes: int, l2: float, steps: int = 400) -> tuple:
     """Weighted multinomial logistic regression (Adam, full batch) on standardised features."""
+    x = np.asarray(x, np.float64)  # once: mixed precision would copy the matrix at every step
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
     z = (x - mean) / std
     onehot = np.eye(n_classes)[y]
@@ -300,14 +301,16 @@ def latency_ms(bundle: Path, runs: int = 20) -> dict[str, float]:
     from inference.predictor import Predictor
 
     predictor = Predictor(bundle)
-    image = load_image(ROOT / "resources" / "samples" / "covid19_ieee8023_00870a9c.jpg")
+    path = ROOT / "resources" / "samples" / "covid19_ieee8023_00870a9c.jpg"
     predictor.warm_up()
     out = {}
     for name, fn in (("predict", predictor.predict), ("predict_gradcam", predictor.predict_and_explain)):
         for _ in range(3):
-            fn(image)
+            fn(load_image(path))
+        # A freshly decoded image each time: the lung model's result is cached per pixel array.
+        images = [load_image(path) for _ in range(runs)]
         times = []
-        for _ in range(runs):
+        for image in images:
             t0 = time.perf_counter()
             fn(image)
             times.append((time.perf_counter() - t0) * 1000)
@@ -362,6 +365,33 @@ def bundle_experiments(bundle: Path, data: dict[str, Any], work: Path, probe: bo
     return out
 
 
+def ensemble_experiment(bundles: dict[str, str], data: dict[str, Any], work: Path) -> dict[str, Any]:
+    """The mean of the bundles' calibrated probabilities on validation and test (cached outputs)."""
+    from inference.bundle import read_bundle_info
+    from inference.calibration import softmax, temperature_of
+    from training.calibration import fit_temperature
+
+    keep = np.isin(data["split"], ("val", "test"))
+    probs = []
+    for folder in bundles.values():
+        logits, _ = bundle_outputs(Path(folder), data, work, keep)
+        probs.append(softmax(logits, temperature_of(read_bundle_info(Path(folder)).calibration)))
+    mean_logits = np.log(np.maximum(np.mean(probs, axis=0), 1e-12))
+    y, split, classes = data["y"][keep], data["split"][keep], data["classes"]
+    val, test = split == "val", split == "test"
+    out = {"members": list(bundles), "val": score(y[val], mean_logits[val], classes)}
+    t = fit_temperature(mean_logits[val], y[val])
+    out["val"]["temperature"] = round(float(t), 4)
+    out["val"]["ece_calibrated"] = score(y[val], mean_logits[val], classes, t)["ece"]
+    out["test"] = score(y[test], mean_logits[test], classes)
+    print(
+        f"ensemble: val {out['val']['correct']}/{out['val']['n']} ECE cal {out['val']['ece_calibrated']:.3f}, "
+        f"test {out['test']['correct']}/{out['test']['n']}",
+        flush=True,
+    )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", type=Path, help="the CSV the bundled model was trained on")
@@ -369,18 +399,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, required=True, help="feature caches (outside the repository)")
     ap.add_argument("--reference", type=Path, default=ROOT / "resources" / "models" / "default")
     ap.add_argument("--bundle", action="append", default=[], metavar="NAME=DIR", help="bundles to compare")
-    ap.add_argument("--steps", default="features,heads,bundles")
+    ap.add_argument("--steps", default="features,heads,bundles", help="any of features,heads,bundles,ensemble,latency")
     ap.add_argument("--no-probe", action="store_true", help="skip the shortcut probe (minutes per bundle)")
     ap.add_argument("--no-imagenet", action="store_true", help="no frozen ImageNet features (heads on bundles only)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     steps = set(args.steps.split(","))
-    data = load_data(args.data, args.reference, args.cache_dir)
-    data["csv"] = args.data
-    counts = {s: int(np.sum(data["split"] == s)) for s in ("train", "val", "test")}
-    print(f"{len(data['y'])} images ({counts}; {data['skipped']} skipped)", flush=True)
     result: dict[str, Any] = json.loads(args.json.read_text()) if args.json and args.json.is_file() else {}
-    result["split_counts"] = counts
+    if steps - {"latency"}:
+        data = load_data(args.data, args.reference, args.cache_dir)
+        data["csv"] = args.data
+        counts = {s: int(np.sum(data["split"] == s)) for s in ("train", "val", "test")}
+        print(f"{len(data['y'])} images ({counts}; {data['skipped']} skipped)", flush=True)
+        result["split_counts"] = counts
     bundles = dict(item.split("=", 1) for item in args.bundle)
     feature_sets: dict[str, np.ndarray] = {}
     if "features" in steps or "heads" in steps:
@@ -401,6 +432,13 @@ def main(argv: list[str] | None = None) -> int:
         out = result.setdefault("bundles", {})
         for name, folder in bundles.items():
             out[name] = bundle_experiments(Path(folder), data, args.work, probe=not args.no_probe)
+    if "ensemble" in steps and len(bundles) > 1:
+        result["ensemble"] = ensemble_experiment(bundles, data, args.work)
+    if "latency" in steps:  # alone, on a quieter machine: the figure depends on the load
+        lat = result.setdefault("latency_ms", {})
+        for name, folder in bundles.items():
+            lat[name] = {**latency_ms(Path(folder)), "load_average": [round(v, 2) for v in os.getloadavg()]}
+            print(f"{name}: {lat[name]}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         print(f"written to {args.json}")
