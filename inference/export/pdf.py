@@ -57,6 +57,7 @@ _READER_FILL = "#eef7f0"
 _LINE = 0.0165
 _MAX_ROWS = 12
 _MAX_IMPRESSION = 6
+_LABEL_CHARS, _VALUE_CHARS = 34, 62  # the measurement table's columns (0.075-0.35, 0.36-0.93 of A4 at 8.5 pt)
 
 
 def _shrink(rgb: np.ndarray) -> np.ndarray:
@@ -102,19 +103,29 @@ def _reader_lines(verdict: Verdict | None) -> list[tuple[str, str]]:
     return lines
 
 
-def _measurement_rows(marks) -> list[tuple[str, str]]:
+def _measurement_rows(marks) -> list[tuple[list[str], list[str]]]:
+    """(label lines, value lines) per measurement, wrapped to their columns: an ROI's statistics
+    ran past the right edge of the reader's box in one line."""
     rows = []
     for number, (annotation, measurement) in enumerate(((a, m) for a, m in marks if m is not None), start=1):
         label = measurement.label + (f" ({annotation.text})" if annotation.text else "")
-        rows.append((f"{number}. {label}", measurement.text()))
+        rows.append((_wrap(f"{number}. {label}", _LABEL_CHARS), _wrap(measurement.text(), _VALUE_CHARS)))
     return rows
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width, break_long_words=True) or [""]
+
+
+def _row_lines(rows) -> int:
+    return sum(max(len(label), len(value)) for label, value in rows)
 
 
 def _reader_height(lines, impression: list[str], rows) -> float:
     if not lines:
         return 0.0
-    shown_rows = min(len(rows), _MAX_ROWS) + (1 if len(rows) > _MAX_ROWS else 0)
-    table = (0.026 + shown_rows * _LINE) if rows else 0.0
+    shown_lines = _row_lines(rows[:_MAX_ROWS]) + (1 if len(rows) > _MAX_ROWS else 0)
+    table = (0.026 + shown_lines * _LINE) if rows else 0.0
     return 0.040 + len(lines) * _LINE + (0.006 + len(impression) * _LINE if impression else 0.0) + table + 0.012
 
 
@@ -144,10 +155,12 @@ def _draw_reader(fig: Figure, top: float, height: float, lines, impression: list
         y -= 0.008
         fig.text(0.075, y, "Measurements", fontsize=9.5, fontweight="bold", color=_READER, va="top")
         y -= 0.018
-        for key, value in rows[:_MAX_ROWS]:
-            fig.text(0.075, y, key, fontsize=8.5, color=_INK, va="top")
-            fig.text(0.36, y, value, fontsize=8.5, color=_INK, va="top")
-            y -= _LINE
+        for label, value in rows[:_MAX_ROWS]:
+            for i, line in enumerate(label):
+                fig.text(0.075, y - i * _LINE, line, fontsize=8.5, color=_INK, va="top")
+            for i, line in enumerate(value):
+                fig.text(0.36, y - i * _LINE, line, fontsize=8.5, color=_INK, va="top")
+            y -= max(len(label), len(value)) * _LINE
         if len(rows) > _MAX_ROWS:
             fig.text(
                 0.075,
