@@ -37,6 +37,7 @@ from inference.image import ImageMeta
 __all__ = [
     "KINDS",
     "AP_CTR_NOTE",
+    "PLAUSIBLE_CTR",
     "Annotation",
     "Measurement",
     "Spacing",
@@ -54,6 +55,8 @@ __all__ = [
 Point = tuple[float, float]
 KINDS = {"distance": 2, "angle": 3, "cobb": 4, "rect": 2, "ellipse": 2, "arrow": 2, "text": 1, "ctr": 4}
 AP_CTR_NOTE = "AP film: CTR overestimates heart size"
+# A proposed cardiac/thoracic width outside this range is not a heart the lung masks found.
+PLAUSIBLE_CTR = (0.3, 0.85)
 _MAX_TEXT = 500
 
 
@@ -226,7 +229,8 @@ def propose_ctr(visible: np.ndarray, whole: np.ndarray | None = None) -> tuple[P
     the widest gap between the two visible lung fields' inner edges, where the heart borders lie,
     among the rows where both fields are still at least 40% of their widest: the narrow tips of
     the costophrenic angles would otherwise make the gap at the lung bases look like the heart.
-    The reader adjusts both; this is a starting point, not a measurement.
+    The reader adjusts both; this is a starting point, not a measurement, and none is proposed
+    when the ratio it would give is outside :data:`PLAUSIBLE_CTR`.
     """
     outer = whole if whole is not None and whole.any() else visible
     if outer is None or not outer.any() or not visible.any():
@@ -257,6 +261,8 @@ def propose_ctr(visible: np.ndarray, whole: np.ndarray | None = None) -> tuple[P
     if heart[1] is None:
         return None
     _, h_row, h_left, h_right = heart
+    if not PLAUSIBLE_CTR[0] <= (h_right - h_left) / (t_right - t_left) <= PLAUSIBLE_CTR[1]:
+        return None  # the masks did not show the heart borders (0.28 on a real CR film): the reader places both
     cy, ty = h_row + 0.5, t_row + 0.5
     return ((float(h_left), cy), (float(h_right), cy), (float(t_left), ty), (float(t_right), ty))
 

@@ -216,3 +216,17 @@ def test_the_verdict_is_kept_in_the_sidecar(tmp_path: Path) -> None:
     store.save(Sidecar(key, verdict=verdict))
     assert store.load(key).verdict == verdict
     assert json.loads(store.path_for(key).read_text())["verdict"]["impression"] == "RLL consolidation"
+
+
+def test_no_ctr_is_proposed_when_the_masks_give_an_implausible_ratio() -> None:
+    """On the shared CR film the masks gave a 36.6 mm "heart" in a 132.7 mm thorax (CTR 0.28), shown
+    as the proposal (QA under Xvfb): a ratio no heart has means the masks missed its borders."""
+    visible = np.zeros((100, 120), bool)
+    visible[20:80, 15:57] = True
+    visible[20:80, 63:105] = True  # a 6 px gap in a 90 px thorax: 0.07
+    assert propose_ctr(visible) is None
+    visible[20:80, 5:15] = True
+    visible[20:80, 105:115] = True
+    visible[20:80, 35:85] = False  # a 50 px gap in 110 px: 0.45, proposed
+    c0, c1, t0, t1 = propose_ctr(visible)
+    assert (c1[0] - c0[0]) / (t1[0] - t0[0]) == pytest.approx(50 / 110)

@@ -455,3 +455,50 @@ def test_predict_writes_ai_only_sr_and_gsps_for_dicom_inputs(tmp_path, predictor
         assert "GraphicObjectSequence" not in ai
     else:
         assert ai.GraphicObjectSequence[0].GraphicType == "CIRCLE"
+
+
+def test_the_pdf_measurement_table_stays_inside_the_reader_box(session):
+    """An ROI's statistics ("mean ..., area 6.1 mm² at detector (300 pixels)") ran past the right
+    edge of the reader's green box and of the page's margin in one line (QA: pdftoppm of the PDF)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.patches import FancyBboxPatch
+
+    from inference.export.pdf import report_figure
+
+    items, _report, _out = session
+    item = items[1]  # Imager Pixel Spacing: the longest ROI lines ("mm² at detector")
+    fig = report_figure(
+        item.image, item.prediction, item.explanation, annotations=item.annotations, verdict=item.verdict
+    )
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    (box,) = [p for p in fig.patches if isinstance(p, FancyBboxPatch) and p.get_edgecolor()[1] > 0.3]
+    inside = box.get_window_extent(renderer)
+    values = [t for t in fig.texts if t.get_text().startswith(("mean ", "area ")) or "pixels)" in t.get_text()]
+    assert values, "the ROI rows are in the table"
+    for text in fig.texts:
+        extent = text.get_window_extent(renderer)
+        if inside.y0 <= extent.y0 <= inside.y1:
+            assert extent.x1 <= inside.x1, text.get_text()
+
+
+def test_a_long_impression_and_many_rois_stay_on_the_page(session):
+    """Six lines of impression and 15 ROIs pushed the input file's facts over the footnote and off
+    the page (QA: pdftoppm); the table now takes the lines that are left and says how many more."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from inference.export.pdf import FOOTNOTE, report_figure
+
+    items, _report, _out = session
+    item = items[1]
+    note = "nodule {} in the right upper zone"
+    rois = tuple(Annotation("ellipse", ((2 + i, 2), (30 + i, 40)), note.format(i)) for i in range(15))
+    verdict = dataclasses.replace(item.verdict, impression="Multiple nodules in both lungs. " * 30)
+    fig = report_figure(item.image, item.prediction, item.explanation, annotations=rois, verdict=verdict)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    (foot,) = [t for t in fig.texts if " ".join(t.get_text().split()) == FOOTNOTE]
+    foot_top = foot.get_window_extent(renderer).y1
+    texts = [t for t in fig.texts if t is not foot]
+    assert any(t.get_text().startswith("... and ") and "more" in t.get_text() for t in texts)
+    assert any(t.get_text() == "Input file" for t in texts)
+    for text in texts:
+        assert text.get_window_extent(renderer).y0 > foot_top, text.get_text()

@@ -411,3 +411,30 @@ def test_a_tool_gets_left_presses_first_and_what_it_leaves_is_window_level(canva
     assert "paint" in tool.calls  # marks are painted at every paint, over the image
     drag(qtbot, vp, centre, centre + QPoint(30, 0), button=Qt.MouseButton.MiddleButton)
     assert tool.calls[-1] == "cursor"  # after a pan the tool's cursor comes back
+
+
+def test_corner_text_of_a_narrow_view_is_never_drawn_over_itself(canvas):
+    """In compare each side is narrow: "Pixel spacing not stated: lengths in px" was drawn over
+    "Research use only", the file name over the AI result (QA screenshot under Xvfb)."""
+    from PySide6.QtCore import QRectF
+    from PySide6.QtGui import QFont, QFontMetrics
+
+    canvas.set_image(deep_image())
+    canvas.set_annotations(
+        {
+            "top_left": ["Covid0000", "14_nih-cxr14-gcp_DX_chest_8bit_ImplicitLE.dcm", "DICOM · 8-bit · DX"],
+            "top_right": ["No Finding", "DX", "AI: COVID-19 66.4%"],
+            "bottom_left": ["C 127.5  W 255", "Zoom 30%", "Pixel spacing not stated: lengths in px"],
+            "bottom_right": ["Research use only"],
+        }
+    )
+    metrics = QFontMetrics(QFont(canvas.font()))
+    for width in (900, 300):
+        canvas.resize(width, 500)
+        boxes = [
+            QRectF(p.x(), p.y() - metrics.ascent(), metrics.horizontalAdvance(t), metrics.height())
+            for t, p in canvas.corner_positions(metrics)
+        ]
+        assert len(boxes) == 10
+        for i, a in enumerate(boxes):
+            assert all(not a.intersects(b) for b in boxes[i + 1 :]), width

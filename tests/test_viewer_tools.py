@@ -456,3 +456,19 @@ def test_a_late_proposal_never_adds_a_second_ctr(reader, qtbot, tmp_path):
     proposal = ((60.0, 90.0), (140.0, 90.0), (30.0, 50.0), (170.0, 50.0))
     window.ctr_proposer._returned(window.session.current, proposal)  # the lung model answers late
     assert [a.kind for a in marks(window)] == ["ctr"] and marks(window)[0].points[0] == (70.0, 100.0)
+
+
+def test_an_roi_covering_no_pixel_of_the_film_is_refused_not_shown_as_nan(reader, qtbot, tmp_path):
+    """Drawn or moved off the film, an ROI measured nothing and read "mean nan, sd nan" (QA, Xvfb)."""
+    window, tools = reader(make_film(tmp_path, "dicom_mm"))
+    said = []
+    tools.status = said.append
+    key(qtbot, window, Qt.Key.Key_R)
+    draw(qtbot, window, ((-20, -20), (-5, -5)))  # beside the film, above its top left corner
+    assert marks(window) == () and "covers no pixel" in said[-1]
+    draw(qtbot, window, ((10, 10), (30, 30)))
+    (roi,) = marks(window)
+    key(qtbot, window, Qt.Key.Key_S)
+    drag(qtbot, window.canvas.viewport(), at(window, 10, 20), at(window, -30, 20))  # its left edge, 40 px left
+    assert marks(window) == (roi,)  # kept where it measured something
+    assert all("nan" not in tools.label(m) for m in marks(window))

@@ -164,3 +164,41 @@ def test_f1_help_lists_the_verdict_keys():
     for key in ("Y", "N", "F4", "F5", "F6", "F7", "F8", "F9", "U"):
         assert f"<b>{key}</b>" in html
     assert "<h3>Reading</h3>" in html
+
+
+def test_the_chosen_verdict_buttons_look_pressed(qtbot):
+    """The theme gave every push button one background: a checked verdict class, agreement, or the
+    compare view's "Synchronised" toggle looked exactly like an unchecked one (QA, Xvfb)."""
+    from viewer.theme import STYLE_SHEET
+    from viewer.verdict_panel import VerdictPanel
+
+    panel = VerdictPanel()
+    qtbot.addWidget(panel)
+    panel.setStyleSheet(STYLE_SHEET)
+    panel.show()
+    panel.show_verdict("film", None)
+    chosen, other = panel.class_buttons["Pneumonia"], panel.class_buttons["Normal"]
+    chosen.setChecked(True)
+
+    def background(button):
+        image = button.grab().toImage()
+        return image.pixelColor(6, image.height() // 2).name()
+
+    assert background(chosen) != background(other)
+
+
+def test_a_short_window_scrolls_the_verdict_panel_instead_of_drawing_it_over_its_neighbours(reader_window, qtbot):
+    """On a 1000 px high screen the right column's docks asked for more height than there was and
+    the verdict panel was drawn over the AI result and the overlay controls (QA, Xvfb)."""
+    from PySide6.QtWidgets import QDockWidget
+
+    window = reader_window
+    window.resize(1250, 760)
+    qtbot.wait(50)
+    right_area = Qt.DockWidgetArea.RightDockWidgetArea
+    shown = [d for d in window.findChildren(QDockWidget) if d.isVisible() and d.geometry().top() >= 0]
+    right = [d.geometry() for d in shown if window.dockWidgetArea(d) == right_area]
+    assert window.verdict_dock.geometry() in right and len(right) >= 3
+    for i, a in enumerate(right):
+        for b in right[i + 1 :]:
+            assert not a.intersects(b), (a, b)

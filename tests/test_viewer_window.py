@@ -412,3 +412,21 @@ def test_files_given_at_start_show_before_the_model_loads(qtbot, viewer_env, fak
     assert states[0] == "idle"
     qtbot.waitUntil(lambda: window.session.current.prediction is not None, timeout=10000)
     window.close()
+
+
+def test_the_overlay_names_the_predicted_class_of_the_film_on_screen(make_window, qtbot, tmp_path):
+    """The Grad-CAM panel's "Predicted class (Normal)" stayed from the previous film when the next one's result
+    was already there: on the NIH film the AI called COVID-19 (QA screenshot under Xvfb)."""
+    from tests.conftest import write_png
+
+    y, x = np.mgrid[0:48, 0:48]
+    low = write_png(tmp_path / "low.png", (10 + (x + y) % 7 * 2 + (x == 0) * 200).astype(np.uint8))  # COVID-19
+    high = write_png(tmp_path / "high.png", (200 + (x + y) % 9 * 5).astype(np.uint8))  # Pneumonia
+    w = make_window()
+    open_and_wait(w, qtbot, low, high)
+    labels = {}
+    for _ in range(2):
+        doc = w.session.current
+        labels[doc.prediction.label] = w.overlay_panel.class_combo.itemText(0)
+        w.session.step(1)
+    assert labels == {"COVID-19": "Predicted class (COVID-19)", "Pneumonia": "Predicted class (Pneumonia)"}

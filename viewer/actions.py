@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QMenu, QToolBar, QWidget
+from PySide6.QtWidgets import QDockWidget, QFrame, QMainWindow, QMenu, QScrollArea, QToolBar, QWidget
 
 from viewer.icons import icon
 from viewer.presets import PRESET_HELP
@@ -207,10 +207,19 @@ def build_tools_menu_and_toolbar(window: QMainWindow, a: dict[str, QAction]) -> 
 
 
 def add_dock(window: QMainWindow, title: str, widget: QWidget, area: Qt.DockWidgetArea, name: str) -> QDockWidget:
-    """A movable, closable, floatable dock holding ``widget`` (``name`` keys its saved position)."""
+    """A movable, closable, floatable dock holding ``widget`` (``name`` keys its saved position).
+
+    The widget is in a scroll area: when the docks of a column ask for more height than the
+    screen has (a 1000 px or shorter screen), Qt drew them over each other, the verdict panel
+    over the AI result and the overlay controls; now each one scrolls instead.
+    """
     dock = QDockWidget(title, window)
     dock.setObjectName(name)
-    dock.setWidget(widget)
+    scroll = QScrollArea()
+    scroll.setWidget(widget)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    dock.setWidget(scroll)
     features = QDockWidget.DockWidgetFeature
     dock.setFeatures(features.DockWidgetMovable | features.DockWidgetClosable | features.DockWidgetFloatable)
     window.addDockWidget(area, dock)

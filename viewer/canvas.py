@@ -460,20 +460,34 @@ class ImageCanvas(QGraphicsView):
         for text, point in self.marker_positions(painter.fontMetrics()).values():
             self._draw_shadowed(painter, point, text)
         painter.setFont(QFont(self.font()))
-        metrics = painter.fontMetrics()
-        line = metrics.height()
-        pad = 10
+        if self._corner_text_visible:
+            for text, point in self.corner_positions(painter.fontMetrics()):
+                self._draw_shadowed(painter, point, text)
+        painter.restore()
+
+    def corner_positions(self, metrics: QFontMetrics | None = None) -> list[tuple[str, QPointF]]:
+        """Where each corner line is drawn (text baseline origin, viewport pixels). When a right
+        corner's line would run into the left one's on the same row (a narrow viewport, as in
+        compare), the right corner moves past the left block instead of being drawn over it."""
+        metrics = metrics or QFontMetrics(QFont(self.font()))
+        vp = self.viewport().rect()
+        line, pad = metrics.height(), 10
+        room = vp.width() - 2 * pad - metrics.horizontalAdvance("  ")
+        shift: dict[str, int] = {}
+        for edge in ("top", "bottom"):
+            left, right = self._annotations.get(f"{edge}_left", []), self._annotations.get(f"{edge}_right", [])
+            pairs = zip(left, right) if edge == "top" else zip(reversed(left), reversed(right))
+            clash = any(metrics.horizontalAdvance(a) + metrics.horizontalAdvance(b) > room for a, b in pairs)
+            shift[f"{edge}_right"] = len(left) if clash else 0
+        out: list[tuple[str, QPointF]] = []
         for corner, lines in self._annotations.items():
-            if not lines or not self._corner_text_visible:
-                continue
-            right = corner.endswith("right")
-            bottom = corner.startswith("bottom")
+            right, bottom = corner.endswith("right"), corner.startswith("bottom")
             for i, text in enumerate(lines):
-                row = (len(lines) - 1 - i) if bottom else i
+                row = ((len(lines) - 1 - i) if bottom else i) + shift.get(corner, 0)
                 y = vp.bottom() - pad - row * line - metrics.descent() if bottom else vp.top() + pad + (row + 1) * line
                 x = vp.right() - pad - metrics.horizontalAdvance(text) if right else vp.left() + pad
-                self._draw_shadowed(painter, QPointF(x, y), text)
-        painter.restore()
+                out.append((text, QPointF(x, y)))
+        return out
 
     # -- mouse ----------------------------------------------------------------------------------------
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt override

@@ -272,7 +272,7 @@ class OverlayPresenter:
         ev.overlay_heat_changed.connect(lambda _heat: self._show_heat())
         ev.model_changed.connect(self._model)
         ev.current_changed.connect(lambda _doc: self._status())
-        ev.current_changed.connect(lambda _doc: self.update_available())
+        ev.current_changed.connect(self._current)
         ev.result_changed.connect(self._result)
         self.sync()
         self.update_available()
@@ -315,12 +315,19 @@ class OverlayPresenter:
             self.panel.set_class(self.session.overlay.class_index)
         self._status()
 
+    def _current(self, doc: ImageDocument | None) -> None:
+        """Another film on screen, or its result came: what the overlay offers and the class that
+        "Predicted class (...)" names; it kept the previous film's class when the next one had its
+        result already, and named a class for a film the model abstained on."""
+        self.update_available()
+        names = self.session.class_names
+        if names:
+            p = None if doc is None else doc.prediction
+            self.panel.set_predicted(names, None if p is None or p.abstained else p.class_index)
+
     def _result(self, doc: ImageDocument) -> None:
         if doc is self.session.current:
-            self.update_available()
-            names = self.session.class_names
-            if names:
-                self.panel.set_predicted(names, None if doc.prediction is None else doc.prediction.class_index)
+            self._current(doc)
             self._status()
 
     def _show_heat(self) -> None:

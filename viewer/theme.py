@@ -48,6 +48,7 @@ QRadioButton::indicator:checked {{
 QPushButton {{ background: #243040; border: 1px solid #2f3d4f; border-radius: 4px; padding: 5px 12px; }}
 QPushButton:hover {{ background: #2c3b4f; }}
 QPushButton:default {{ border-color: {ACCENT}; }}
+QPushButton:checked {{ background: #21466e; border-color: {ACCENT}; }}  /* a toggle (verdict, sync) shows its state */
 QPushButton:disabled {{ color: #5f6b79; }}
 QProgressBar {{ background: #121820; border: 1px solid #2a3542; border-radius: 3px; text-align: center; }}
 QProgressBar::chunk {{ background: {ACCENT}; border-radius: 2px; }}

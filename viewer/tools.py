@@ -400,7 +400,7 @@ class ToolController:
         if self._grab is not None:
             preview, self._preview, self._grab = self._preview, None, None
             doc = self.current()
-            if moved and preview is not None and doc is not None:
+            if moved and preview is not None and doc is not None and not self._off_image(preview):
                 self.reads.replace_annotation(doc, preview)
             self.canvas.viewport().update()
             return
@@ -442,7 +442,17 @@ class ToolController:
         points, self.draft, self.cursor = self.draft[: KINDS[kind]], [], None
         if kind in ("distance", "arrow", "rect", "ellipse") and self._too_small(points):
             return  # a click without a drag: nothing to measure
-        self.add(Annotation(kind, tuple(points)))
+        annotation = Annotation(kind, tuple(points))
+        if not self._off_image(annotation):
+            self.add(annotation)
+
+    def _off_image(self, annotation: Annotation) -> bool:
+        """An ROI that covers no pixel of the film measures nothing ("mean nan"): refused, with a word why."""
+        m = self.measurement(annotation) if annotation.kind in ("rect", "ellipse") else None
+        if m is None or m.values.get("area", 0.0) > 0:
+            return False
+        self.status("The ROI covers no pixel of the image: draw it over the film")
+        return True
 
     def _too_small(self, points: list[Point]) -> bool:
         a, b = (self.to_view(*p) for p in points[:2])

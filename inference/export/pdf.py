@@ -55,8 +55,9 @@ _AMBER = "#ffbf00"
 _READER = "#1e6b3a"  # the reader's section: green, never the AI's blue
 _READER_FILL = "#eef7f0"
 _LINE = 0.0165
-_MAX_ROWS = 12
+_MAX_TABLE_LINES = 12  # the measurement table's lines on the page; the rest are in the CSV/JSON and the SR
 _MAX_IMPRESSION = 6
+_LABEL_CHARS, _VALUE_CHARS = 34, 62  # the measurement table's columns (0.075-0.35, 0.36-0.93 of A4 at 8.5 pt)
 
 
 def _shrink(rgb: np.ndarray) -> np.ndarray:
@@ -102,23 +103,43 @@ def _reader_lines(verdict: Verdict | None) -> list[tuple[str, str]]:
     return lines
 
 
-def _measurement_rows(marks) -> list[tuple[str, str]]:
+def _measurement_rows(marks) -> list[tuple[list[str], list[str]]]:
+    """(label lines, value lines) per measurement, wrapped to their columns: an ROI's statistics
+    ran past the right edge of the reader's box in one line."""
     rows = []
     for number, (annotation, measurement) in enumerate(((a, m) for a, m in marks if m is not None), start=1):
         label = measurement.label + (f" ({annotation.text})" if annotation.text else "")
-        rows.append((f"{number}. {label}", measurement.text()))
+        rows.append((_wrap(f"{number}. {label}", _LABEL_CHARS), _wrap(measurement.text(), _VALUE_CHARS)))
     return rows
 
 
-def _reader_height(lines, impression: list[str], rows) -> float:
+def _wrap(text: str, width: int) -> list[str]:
+    return textwrap.wrap(text, width, break_long_words=True) or [""]
+
+
+def _row_lines(rows) -> int:
+    return sum(max(len(label), len(value)) for label, value in rows)
+
+
+def _shown_rows(rows, budget: int) -> list:
+    """The first rows that fit in ``budget`` lines (a wrapped row takes two or more)."""
+    shown: list = []
+    for row in rows:
+        if _row_lines([*shown, row]) > budget:
+            break
+        shown.append(row)
+    return shown
+
+
+def _reader_height(lines, impression: list[str], rows, hidden: int = 0) -> float:
+    """The reader's box for ``rows`` shown and ``hidden`` more (one "... and N more" line)."""
     if not lines:
         return 0.0
-    shown_rows = min(len(rows), _MAX_ROWS) + (1 if len(rows) > _MAX_ROWS else 0)
-    table = (0.026 + shown_rows * _LINE) if rows else 0.0
+    table = (0.026 + (_row_lines(rows) + (1 if hidden else 0)) * _LINE) if rows or hidden else 0.0
     return 0.040 + len(lines) * _LINE + (0.006 + len(impression) * _LINE if impression else 0.0) + table + 0.012
 
 
-def _draw_reader(fig: Figure, top: float, height: float, lines, impression: list[str], rows) -> None:
+def _draw_reader(fig: Figure, top: float, height: float, lines, impression: list[str], rows, hidden: int) -> None:
     """The reader's section: its own green box and heading, so nobody mistakes it for the AI's."""
     fig.patches.append(
         FancyBboxPatch(
@@ -140,19 +161,21 @@ def _draw_reader(fig: Figure, top: float, height: float, lines, impression: list
         for line in impression:
             fig.text(0.21, y, line, fontsize=8.5, color=_INK, va="top")
             y -= _LINE
-    if rows:
+    if rows or hidden:
         y -= 0.008
         fig.text(0.075, y, "Measurements", fontsize=9.5, fontweight="bold", color=_READER, va="top")
         y -= 0.018
-        for key, value in rows[:_MAX_ROWS]:
-            fig.text(0.075, y, key, fontsize=8.5, color=_INK, va="top")
-            fig.text(0.36, y, value, fontsize=8.5, color=_INK, va="top")
-            y -= _LINE
-        if len(rows) > _MAX_ROWS:
+        for label, value in rows:
+            for i, line in enumerate(label):
+                fig.text(0.075, y - i * _LINE, line, fontsize=8.5, color=_INK, va="top")
+            for i, line in enumerate(value):
+                fig.text(0.36, y - i * _LINE, line, fontsize=8.5, color=_INK, va="top")
+            y -= max(len(label), len(value)) * _LINE
+        if hidden:
             fig.text(
                 0.075,
                 y,
-                f"... and {len(rows) - _MAX_ROWS} more (all in the CSV/JSON and the SR)",
+                f"... and {hidden} more (all in the CSV/JSON and the SR)",
                 fontsize=8.5,
                 color=_MUTED,
                 va="top",
@@ -206,7 +229,6 @@ def report_figure(
     if verdict and verdict.impression and len(textwrap.wrap(verdict.impression, 95)) > _MAX_IMPRESSION:
         impression[-1] += " ... (in full in the CSV/JSON and the SR)"
     rows = _measurement_rows(marks)
-    reader_h = _reader_height(reader_lines, impression, rows)
     # Model facts (drawn to the right of the bars) and the input file facts.
     model_facts = [("Model", f"{prediction.model_name} {prediction.model_version}")]
     if model_info is not None:
@@ -230,7 +252,14 @@ def report_figure(
     narrow = [f for f in facts if f[0] not in ("File", "Format")]
     half = (len(narrow) + 1) // 2 if len(narrow) > 4 else len(narrow)
     file_h = 0.046 + _lines_height(wide, 95) + max(_lines_height(narrow[:half], 40), _lines_height(narrow[half:], 40))
-    below = 0.05 + ai_h + 0.02 + (reader_h + 0.02 if reader else 0.0) + file_h
+    fixed = 0.05 + ai_h + 0.02 + (0.02 if reader else 0.0) + file_h
+    # The measurement table gets the lines left once everything else and the smallest images
+    # (0.07) are placed: a long impression with many ROIs pushed the input facts off the page.
+    table_room = 0.852 - 0.10 - 0.07 - fixed - _reader_height(reader_lines, impression, []) - 0.026 - _LINE
+    shown = _shown_rows(rows, max(2, min(_MAX_TABLE_LINES, int(table_room / _LINE))))
+    hidden = len(rows) - len(shown)
+    reader_h = _reader_height(reader_lines, impression, shown, hidden)
+    below = fixed + (reader_h if reader else 0.0)
     room = 0.852 - 0.10 - below  # the footer's rule is at 0.095
 
     # Images, side by side, bottoms aligned, with the reader's marks burned in.
@@ -310,7 +339,7 @@ def report_figure(
     # The reader's section, in its own box.
     y = min(bars_bottom, model_bottom) - 0.02
     if reader:
-        _draw_reader(fig, y, reader_h, reader_lines, impression, rows)
+        _draw_reader(fig, y, reader_h, reader_lines, impression, shown, hidden)
         y -= reader_h + 0.02
 
     # Input file, in two columns so that a long DICOM description never reaches the footer.
