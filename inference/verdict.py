@@ -72,6 +72,19 @@ class Verdict:
         stamp = _stamp(reader, ai_label, ai_model)
         return replace(self, reader_class=reader_class, agreement=agreement, **stamp)
 
+    def with_ai_result(self, ai_label: str | None, ai_model: str) -> Verdict:
+        """A class the reader gave before the AI answered, completed when the answer comes: the AI's
+        class, its model and the agreement are recorded; the reader's class and time stay as they were.
+        A verdict that already records an AI answer (or has no class yet) is returned unchanged."""
+        if self.ai_model or self.reader_class is None or self.agreement is not None or not ai_model:
+            return self
+        agreement = None
+        if ai_label is not None:
+            agreement = (
+                agreement_of(self.reader_class, ai_label) if self.reader_class in READER_CLASSES[:3] else "disagree"
+            )
+        return replace(self, ai_label=ai_label, ai_model=ai_model, agreement=agreement)
+
     def with_impression(self, text: str, reader: str) -> Verdict:
         return replace(self, impression=text, reader=reader or self.reader, time=_now())
 

@@ -202,3 +202,29 @@ def test_a_short_window_scrolls_the_verdict_panel_instead_of_drawing_it_over_its
     for i, a in enumerate(right):
         for b in right[i + 1 :]:
             assert not a.intersects(b), (a, b)
+
+
+def test_a_class_given_before_the_ai_answered_gets_the_agreement_when_it_answers(reader_window, qtbot):
+    from inference.verdict import Verdict
+
+    w = reader_window
+    doc = w.session.current
+    ai = doc.prediction.label
+    other = next(c for c in ("COVID-19", "Normal", "Pneumonia") if c != ai)
+    # As the F-keys record it while the model is still loading: no AI class, no model, no agreement.
+    early = Verdict().with_class(other, None, "Dr Test", "")
+    w.reads.set_verdict(doc, early)
+    prediction = doc.prediction
+    w.session.set_prediction(doc.doc_id, prediction)  # the AI's answer arrives
+    v = SidecarStore().load(doc.key).verdict
+    assert (v.reader_class, v.ai_label, v.agreement, v.ai_model) == (other, ai, "disagree", "fake-model 1.0.0")
+    assert v.time == early.time  # the reader's own time stays
+    w.reads.set_verdict(doc, Verdict().with_class("Not assessable", None, "Dr Test", ""))
+    w.session.set_prediction(doc.doc_id, prediction)
+    assert w.reads.verdict(doc).agreement == "disagree"  # not one of the AI's classes
+    w.reads.set_verdict(doc, Verdict().with_class(ai, None, "Dr Test", ""))
+    w.session.set_prediction(doc.doc_id, prediction)
+    assert w.reads.verdict(doc).agreement == "agree"
+    settled = w.reads.verdict(doc)
+    w.session.set_prediction(doc.doc_id, prediction)  # an answer already recorded is not overwritten
+    assert w.reads.verdict(doc) is settled

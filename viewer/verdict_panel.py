@@ -226,7 +226,7 @@ class VerdictController:
         panel.reader_edited.connect(self._reader_edited)
         ev = session.events
         ev.current_changed.connect(self._current_changed)
-        ev.result_changed.connect(lambda doc: doc is session.current and self.refresh())
+        ev.result_changed.connect(self._ai_answered)
         ev.model_changed.connect(lambda _status: self.refresh())
         reads.events.verdict_changed.connect(lambda doc: doc is session.current and self.refresh())
         self.refresh()
@@ -261,6 +261,16 @@ class VerdictController:
     def ai_model(doc: ImageDocument) -> str:
         p = doc.prediction
         return "" if p is None else f"{p.model_name} {p.model_version}".strip()
+
+    def _ai_answered(self, doc: ImageDocument) -> None:
+        """A verdict given before the AI answered gets the AI's class and the agreement now."""
+        verdict = self.reads.verdict(doc) if doc.prediction is not None else None
+        if verdict is not None:
+            completed = verdict.with_ai_result(self.ai_label(doc), self.ai_model(doc))
+            if completed is not verdict:
+                self.reads.set_verdict(doc, completed)
+        if doc is self.session.current:
+            self.refresh()
 
     # -- the keys -----------------------------------------------------------------------------------
     def _verdict(self, doc: ImageDocument) -> Verdict:
