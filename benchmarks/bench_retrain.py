@@ -59,20 +59,13 @@ L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 def load_data(data: Path, reference: Path, cache_dir: Path) -> dict[str, Any]:
     """The decoded arrays of every image, in one order, with labels, sources and the split."""
     from inference.bundle import read_bundle_info
-    from training.datasets import discover
+    from training.datasets import discover_as_trained
     from training.ood_fit import recreate_split
     from training.pipeline import load_arrays
 
     info = read_bundle_info(reference)
     cfg = info.training.get("config", {})
-    ds = discover(
-        data,
-        cfg.get("class_map"),
-        csv_kind=cfg.get("csv_kind", "auto"),
-        frontal_only=cfg.get("frontal_only", True),
-        use_split=cfg.get("use_split", True),
-        exclude=cfg.get("exclude", ()),
-    )
+    ds = discover_as_trained(data, cfg)
     recreate_split(ds.samples, info.training)
     known = {c: i for i, c in enumerate(info.class_names)}
     every = [s for s in ds.samples if s.label in known]

@@ -35,18 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def validation_samples(data: Path, info) -> list:
     """The bundle's validation split, rebuilt from its stored training configuration."""
-    from training.datasets import discover
+    from training.datasets import discover_as_trained
     from training.splits import hold_out_sources, split_dataset
 
     cfg = info.training.get("config", {})
-    ds = discover(
-        data,
-        cfg.get("class_map"),
-        csv_kind=cfg.get("csv_kind", "auto"),
-        frontal_only=cfg.get("frontal_only", True),
-        use_split=cfg.get("use_split", True),
-        exclude=cfg.get("exclude", ()),
-    )
+    ds = discover_as_trained(data, cfg)
     pool, held = hold_out_sources(ds.samples, cfg.get("val_sources", ()))
     splits = split_dataset(pool, cfg.get("val_fraction", 0.15), cfg.get("test_fraction", 0.0), cfg.get("seed", 0))
     return splits["val"] + held

@@ -408,7 +408,7 @@ def _deduplicate(samples: list[Sample], parent_hashes: set[str] | None) -> tuple
 def _reference_samples(config: AdaptConfig, info: Any, classes: list[str], progress: Any) -> tuple[list[Sample], str]:
     """Images to catch forgetting on: ``--reference``, else the parent's own validation split
     when its training data is still where it was, else none (said so)."""
-    from training.datasets import discover
+    from training.datasets import discover, discover_as_trained
     from training.ood_fit import recreate_split
 
     if config.reference is not None:
@@ -417,13 +417,7 @@ def _reference_samples(config: AdaptConfig, info: Any, classes: list[str], progr
     data = (info.training.get("data") or {}).get("path")
     if data and Path(data).exists() and info.training.get("config"):
         try:
-            cfg = info.training["config"]
-            ds = discover(
-                data,
-                cfg.get("class_map"),
-                csv_kind=cfg.get("csv_kind", "auto"),
-                use_split=bool(cfg.get("use_split", True)),
-            )
+            ds = discover_as_trained(data, info.training["config"])
             val = [s for s in recreate_split(ds.samples, info.training)["val"] if s.label in classes]
         except Exception as exc:  # an unusable old data set is not the adaptation's failure
             progress.on_message(f"The parent's validation images could not be used ({exc}).")

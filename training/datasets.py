@@ -22,7 +22,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from training.duplicates import find_near_duplicates  # noqa: F401 - part of this module's documented API
 from training.pipeline import class_weights, load_arrays, make_tf_dataset  # noqa: F401 - documented API
@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_CORONAHACK_MAP",
     "DEFAULT_COVID_CHESTXRAY_MAP",
     "discover",
+    "discover_as_trained",
     "parse_class_map",
     "map_label",
     "patient_id_from_name",
@@ -247,6 +248,19 @@ def discover(
                 s.split = ""
     _check(ds, root, min_classes, min_per_class)
     return ds
+
+
+def discover_as_trained(data: Path | str, config: dict[str, Any]) -> Dataset:
+    """``data`` read the way a bundle's training read it (``config``: its stored ``training.config``),
+    so that its splits can be rebuilt for evaluation, probes and the adaptation's forgetting check."""
+    return discover(
+        data,
+        config.get("class_map"),
+        csv_kind=config.get("csv_kind", "auto"),
+        frontal_only=config.get("frontal_only", True),
+        use_split=bool(config.get("use_split", True)),
+        exclude=config.get("exclude", ()),
+    )
 
 
 def _apply_exclude(ds: Dataset, base: Path, patterns: list[str]) -> Dataset:
