@@ -1,6 +1,6 @@
 """How ``--adapt-blocks`` and its learning rate/anchor were chosen: CV inside the 200-film NIH pool only.
 
-    .venv/bin/python benchmarks/bench_adaptation_tune_blocks.py [--folds 2] [--steps 150]
+    .venv/bin/python benchmarks/bench_adaptation_tune_blocks.py [--folds 4]
     (after bench_adaptation.py base)
 
 Like ``bench_adaptation_tune.py`` (the classification-layer settings), but fine-tuning the top
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_adaptation import CACHE, CLASSES, DATA, _cached, _nih_draws, _reference_labels, _rows
+from benchmarks.bench_adaptation import CACHE, CLASSES, DATA, _cached, _nih_draws, _reference_labels, rehearsal_set
 from inference.bundle import load_bundle
 from training.adapt import balanced_accuracy, fit_top, top_outputs
 from training.finetune import freeze_for_finetuning, split_at_block
@@ -28,8 +28,7 @@ from training.pipeline import class_weights, predict_arrays
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", type=Path, default=Path("/work/runs/adapt"))
-ap.add_argument("--folds", type=int, default=2)
-ap.add_argument("--steps", type=int, default=150)
+ap.add_argument("--folds", type=int, default=4)
 ap.add_argument("--results", type=Path, default=Path("/work/runs/adapt2/tune_blocks.json"))
 args = ap.parse_args()
 out = args.out
@@ -39,14 +38,7 @@ draws, _rest = _nih_draws(sets["nih"], [50, 100, 200])
 pool = draws[200]
 model, info = load_bundle(out / "base")
 bottom, top, first = split_at_block(model, 2)
-rng = np.random.default_rng(0)
-train_paths = sets["train"]
-# The base's training images: 100 per class (labels from the manifest).
-lab = {r["abs"]: r["label"] for r in _rows(DATA)}
-reh = []
-for c in CLASSES:
-    pool_c = [p for p in train_paths if lab[p] == c]
-    reh += list(rng.choice(pool_c, 100, replace=False))
+reh, yreh_names = zip(*rehearsal_set(sets["train"], DATA), strict=True)  # the same as bench_adaptation.py
 fp = Path("/work/runs/adapt2/tune_blocks_h.npz")
 t0 = time.time()
 if fp.exists():
@@ -62,7 +54,7 @@ print(f"block inputs {hpool.shape} {href.shape} {hreh.shape} in {time.time() - t
 ypool = np.array([CLASSES.index(r["label"]) for r in pool])
 rl = _reference_labels(DATA, sets["reference"])
 yref = np.array([CLASSES.index(rl[p]) for p in sets["reference"]])
-yreh = np.array([CLASSES.index(lab[p]) for p in reh])
+yreh = np.array([CLASSES.index(c) for c in yreh_names])
 pid = [r["patient_id"] or r["path"] for r in pool]
 saved = model.get_weights()
 
@@ -80,13 +72,15 @@ for _ in range(args.folds):
     half = set(np.array(patients)[perm[: len(patients) // 2]])
     tr = np.array([p in half for p in pid])
     folds.append((tr, ~tr))
+# Round 1 (2 folds, 150 steps): blocks=1, lr 1e-4, anchor 0.1, rehearsal 3 gave +0.068 on the
+# pool's held-out half but -0.034 on the other sources (over the 0.02 limit): round 2 pulls harder.
+# Round 2 (4 folds): anchor 1 / rehearsal 3: +0.043 / -0.029; anchor 0.1 / rehearsal 10: +0.054
+# / -0.035; anchor 10 / rehearsal 10: +0.002 / -0.023 (forgetting even with the weights held):
+# round 3 distils the parent's own probabilities on the rehearsal images instead of their labels.
 configs = [
-    dict(blocks=1, lr=1e-4, anchor=0.1, rw=3.0),
-    dict(blocks=1, lr=3e-4, anchor=0.1, rw=3.0),
-    dict(blocks=2, lr=1e-4, anchor=0.1, rw=3.0),
-    dict(blocks=1, lr=1e-3, anchor=0.1, rw=3.0),
-    dict(blocks=2, lr=3e-4, anchor=0.1, rw=3.0),
-    dict(blocks=1, lr=3e-4, anchor=0.1, rw=1.0),
+    dict(blocks=1, lr=1e-4, anchor=0.1, rw=3.0, steps=150, distill=True),
+    dict(blocks=1, lr=1e-4, anchor=0.1, rw=10.0, steps=150, distill=True),
+    dict(blocks=1, lr=3e-5, anchor=0.1, rw=10.0, steps=300, distill=False),
 ]
 res = []
 for c in configs:
@@ -105,9 +99,10 @@ for c in configs:
             np.array([cw.get(int(v), 1) for v in yt]),
             rehearsal=(hreh, yreh) if c["rw"] else None,
             replay_weight=c["rw"],
-            steps=args.steps,
+            steps=c["steps"],
             learning_rate=c["lr"],
             anchor=c["anchor"],
+            distill=c.get("distill", False),
         )
         secs.append(time.process_time() - t)
         gains.append(ba(hpool[te], ypool[te]) - base_te)
@@ -115,7 +110,6 @@ for c in configs:
     res.append(
         {
             **c,
-            "steps": args.steps,
             "gain": float(np.mean(gains)),
             "ref": float(np.mean(refs)),
             "gains": gains,

@@ -266,7 +266,7 @@ def test_adapt_blocks_trains_only_the_top_blocks_with_rehearsal(films: Path, tmp
             rehearsal=rehearsal,
             block_steps=60,
             block_learning_rate=3e-3,
-            anchor=1e-4,
+            block_anchor=1e-4,
             keep_refused=True,
         )
     )
@@ -321,3 +321,36 @@ def test_adapt_blocks_on_a_network_without_blocks_is_a_clear_error(
     assert rc == 1 and "no numbered blocks" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
     assert _main("adapt", str(films), "--init", str(parent), "--adapt-blocks", "-1") == 1
+
+
+def test_fit_top_distils_the_parents_answers_on_rehearsal_images(tmp_path: Path) -> None:
+    from inference.bundle import load_bundle
+    from training.adapt import fit_top, top_outputs
+    from training.finetune import freeze_for_finetuning, split_at_block
+
+    rng = np.random.default_rng(0)
+    x_local = rng.random((32, 32, 32, 1)).astype(np.float32)
+    x_reh = rng.random((48, 32, 32, 1)).astype(np.float32)
+    agreement = {}
+    for distill in (False, True):
+        model, _ = load_bundle(_blocky_bundle(tmp_path / f"p{distill}"))
+        freeze_for_finetuning(model, 1)
+        bottom, top, _ = split_at_block(model, 1)
+        h_local, h_reh = np.asarray(bottom(x_local)), np.asarray(bottom(x_reh))
+        parent = top_outputs(top, h_reh)[0].argmax(axis=1)
+        wrong = (parent + 1) % 3  # labels that contradict what the parent answers on its own images
+        agree_local = top_outputs(top, h_local)[0].argmax(axis=1).astype(np.int32)  # local films teach nothing new
+        fit_top(
+            top,
+            h_local,
+            agree_local,
+            np.ones(32),
+            rehearsal=(h_reh, wrong),
+            replay_weight=3.0,
+            steps=40,
+            learning_rate=3e-3,
+            anchor=0.0,
+            distill=distill,
+        )
+        agreement[distill] = float(np.mean(top_outputs(top, h_reh)[0].argmax(axis=1) == parent))
+    assert agreement[True] > 0.8 > 0.5 > agreement[False]  # distilled: its answers kept, not the labels learnt

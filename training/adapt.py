@@ -234,7 +234,10 @@ class AdaptConfig:
     # only, said so). Default from bench_adaptation_tune_blocks.py (see bench_adaptation.md).
     adapt_blocks: int = DEFAULT_ADAPT_BLOCKS
     block_steps: int = 150  # Adam steps of the top blocks (mini-batches of local + rehearsal films)
-    block_learning_rate: float = 3e-4
+    block_learning_rate: float = 1e-4
+    block_anchor: float = 0.1  # L2-SP pull on every trained weight of the blocks and head
+    block_replay_weight: float = 3.0  # the rehearsal images against the local films
+    block_distill: bool = True  # rehearsal targets: the parent's probabilities (else the labels)
     rehearsal: Path | str | None = None  # labelled images of the parent's training distribution
     max_rehearsal: int = MAX_REHEARSAL
 
@@ -360,6 +363,7 @@ def fit_top(
     steps: int,
     learning_rate: float,
     anchor: float,
+    distill: bool = False,
     batch_size: int = 32,
     seed: int = 0,
     progress: Any = None,
@@ -371,7 +375,9 @@ def fit_top(
     Each Adam step draws ``batch_size`` local films (loss weighted by ``weights``) and as many
     rehearsal images of the parent's training distribution (weight ``replay_weight`` against
     the local films), plus ``anchor * |theta - theta_parent|^2`` over the trained weights
-    (L2-SP: the pull toward the parent's weights)."""
+    (L2-SP: the pull toward the parent's weights). With ``distill`` the rehearsal images' targets
+    are the parent's own probabilities (learning without forgetting: keep what the parent
+    answered, not only its labels) instead of their labels."""
     import keras
     import tensorflow as tf
 
@@ -383,10 +389,12 @@ def fit_top(
     start = [tf.constant(np.asarray(v.numpy())) for v in variables]
     optimizer = keras.optimizers.Adam(learning_rate)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
+    soft_ce = keras.losses.CategoricalCrossentropy(from_logits=True, reduction="sum")
     rw = float(replay_weight) if rehearsal is not None and len(rehearsal[0]) else 0.0
 
     def weighted(x: Any, y: Any, w: Any) -> Any:
-        return ce(y, top(x, training=True)[0], sample_weight=w) / tf.reduce_sum(w)
+        loss = soft_ce if len(y.shape) == 2 else ce  # soft targets: the parent's probabilities
+        return loss(y, top(x, training=True)[0], sample_weight=w) / tf.reduce_sum(w)
 
     @tf.function(reduce_retracing=True, autograph=False)
     def step_fn(xl: Any, yl: Any, wl: Any, xr: Any, yr: Any, wr: Any) -> Any:
@@ -409,6 +417,8 @@ def fit_top(
         yr = np.asarray(yr, np.int32)
         counts = np.bincount(yr, minlength=int(y.max(initial=0)) + 1).astype(np.float32)
         wr_all = (len(yr) / (np.count_nonzero(counts) * np.maximum(counts, 1)))[yr].astype(np.float32)
+        if distill:
+            yr = _softmax(top_outputs(top, hr)[0]).astype(np.float32)  # before any step: the parent's
     if progress is not None:
         progress.on_train_begin(steps, 1)
     losses: list[float] = []
@@ -749,7 +759,8 @@ def adapt(
         trained = f"the last {blocks} blocks (from {first_block}), the head convolution and the classification layer"
         replay_note = (
             f"Rehearsal: {len(hh)} images of the parent's training distribution ({rehearsal_label}), "
-            f"weight {config.replay_weight:g} against the local films."
+            f"weight {config.block_replay_weight:g} against the local films, "
+            + ("the parent's own probabilities as targets." if config.block_distill else "their labels as targets.")
         )
         progress.on_message(replay_note)
         progress.on_stage("training", f"{trained} on {len(part['train'])} films")
@@ -760,10 +771,11 @@ def adapt(
             yt,
             np.asarray([cw.get(int(c), 1.0) for c in yt]),
             rehearsal=(hh, np.asarray(yh)),
-            replay_weight=config.replay_weight,
+            replay_weight=config.block_replay_weight,
             steps=config.block_steps,
             learning_rate=config.block_learning_rate,
-            anchor=config.anchor,
+            anchor=config.block_anchor,
+            distill=config.block_distill,
             batch_size=config.batch_size,
             seed=config.seed,
             progress=progress,
