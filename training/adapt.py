@@ -236,7 +236,7 @@ class AdaptConfig:
     block_steps: int = 150  # Adam steps of the top blocks (mini-batches of local + rehearsal films)
     block_learning_rate: float = 1e-4
     block_anchor: float = 0.1  # L2-SP pull on every trained weight of the blocks and head
-    block_replay_weight: float = 3.0  # the rehearsal images against the local films
+    block_replay_weight: float = 10.0  # the rehearsal images against the local films
     block_distill: bool = True  # rehearsal targets: the parent's probabilities (else the labels)
     rehearsal: Path | str | None = None  # labelled images of the parent's training distribution
     max_rehearsal: int = MAX_REHEARSAL
