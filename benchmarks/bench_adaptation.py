@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_adaptation.py base --out /work/runs/adapt
     .venv/bin/python benchmarks/bench_adaptation.py adapt --out /work/runs/adapt [--films 50 100 200]
+    .venv/bin/python benchmarks/bench_adaptation.py adapt --adapt-blocks 1   (the top block too)
 
 Protocol (issue 16). ``ozturk_darkcovidnet`` (NIH ChestX-ray14 films plus its COVID set) plays
 the new hospital. ``base`` builds a model WITHOUT any of its films: EfficientNet-Lite0 from the
@@ -17,6 +18,11 @@ adapt``) on each, with the other sources' validation images as the forgetting re
 Every model (base and adapted) is then scored on the NIH films never drawn and on the
 other sources' validation images: balanced accuracy, counts. CPU time per adaptation is
 ``time.process_time`` of the whole call (decoding, fine-tune, calibration, gate).
+
+With ``--adapt-blocks N`` the last N blocks and the head convolution are fine-tuned too, with
+rehearsal of 100 per class of the base model's own training images (:func:`rehearsal_set`,
+never the reference images); models and figures then go to ``adapted-blocksN-*`` and
+``bench_adaptation_blocksN.json``.
 
 Labels: NIH "No Finding"/"Pneumonia" labels are text-mined (see the data README): accuracy
 on this source is capped by them.
@@ -192,11 +198,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-class", type=int, default=1000, help="base: training images per class (1000)")
     ap.add_argument("--head-epochs", type=int, default=200)
     ap.add_argument("--films", type=int, nargs="+", default=[50, 100, 200])
+    ap.add_argument("--adapt-blocks", type=int, default=0, help="adapt: also fine-tune the last N blocks (0)")
+    ap.add_argument(
+        "--block-labels",
+        action="store_true",
+        help="with --adapt-blocks: rehearse the labels (not the parent's probabilities); the CV's largest gain",
+    )
     args = ap.parse_args(argv)
     if args.stage == "base":
         build_base(args.out, args.cache, args.data, args.per_class, args.head_epochs)
         return 0
-    return run_adaptations(args.out, args.cache, args.data, args.films)
+    return run_adaptations(args.out, args.cache, args.data, args.films, args.adapt_blocks, args.block_labels)
+
+
+def rehearsal_set(train_paths: list[str], data: Path, per_class: int = 100) -> list[tuple[str, str]]:
+    """(path, class) of ``per_class`` images per class of the base model's own training images:
+    what a site that kept the parent's training data can rehearse (bench_adaptation_tune_blocks.py
+    draws the same ones)."""
+    rng = np.random.default_rng(0)
+    label = {r["abs"]: r["label"] for r in _rows(data)}
+    drawn: list[tuple[str, str]] = []
+    for c in CLASSES:
+        pool = [p for p in train_paths if label[p] == c]
+        drawn += [(str(p), c) for p in rng.choice(pool, min(per_class, len(pool)), replace=False)]
+    return drawn
 
 
 def _nih_draws(nih: list[dict[str, str]], films: list[int]) -> tuple[dict[int, list[dict[str, str]]], list[dict]]:
@@ -236,7 +261,9 @@ def _nih_draws(nih: list[dict[str, str]], films: list[int]) -> tuple[dict[int, l
     return draws, rest
 
 
-def run_adaptations(out: Path, cache: Path, data: Path, films: list[int]) -> int:
+def run_adaptations(
+    out: Path, cache: Path, data: Path, films: list[int], adapt_blocks: int = 0, block_labels: bool = False
+) -> int:
     from inference.bundle import load_bundle
     from training.adapt import AdaptConfig, adapt
     from training.pipeline import predict_arrays
@@ -257,6 +284,8 @@ def run_adaptations(out: Path, cache: Path, data: Path, films: list[int]) -> int
     x_nih, y_nih = arrays([(r["path"], r["label"]) for r in rest])
     ref_labels = _reference_labels(data, sets["reference"])
     x_ref, y_ref = arrays([(p, ref_labels[p]) for p in sets["reference"]])
+    tag = (f"-blocks{adapt_blocks}" + ("-labels" if block_labels else "")) if adapt_blocks else ""
+    rehearsal = arrays(rehearsal_set(sets["train"], data)) if adapt_blocks else None
 
     def score(bundle: Path) -> dict[str, Any]:
         model, info = load_bundle(bundle)
@@ -277,7 +306,7 @@ def run_adaptations(out: Path, cache: Path, data: Path, films: list[int]) -> int
         local = [
             Sample(Path(r["path"]), labels[r["path"]], patient_id=r["patient_id"], source=TARGET) for r in draws[n]
         ]
-        target = out / f"adapted-{n}"
+        target = out / f"adapted{tag}-{n}"
         if target.exists():
             import shutil
 
@@ -291,10 +320,13 @@ def run_adaptations(out: Path, cache: Path, data: Path, films: list[int]) -> int
                 cache_dir=out / "cache",
                 keep_refused=True,
                 seed=SEED,
+                adapt_blocks=adapt_blocks,
+                **({"block_distill": False} if block_labels else {}),
             ),
             progress=ConsoleProgress(),
             local=local,
             reference_arrays=(x_ref, y_ref),
+            rehearsal_arrays=rehearsal,
         )
         cpu, wall = time.process_time() - cpu, time.time() - wall
         row = score(target)
@@ -305,6 +337,8 @@ def run_adaptations(out: Path, cache: Path, data: Path, films: list[int]) -> int
                 "gate_reasons": result.reasons,
                 "cpu_seconds": round(cpu, 1),
                 "wall_seconds": round(wall, 1),
+                "adapted_layers": result.report["lineage"]["adapted_layers"],
+                "fit": result.report["lineage"]["fit"],
                 "split": {
                     "fine_tune": result.report["lineage"]["fine_tune_films"],
                     "check": result.report["lineage"]["check_films"],
@@ -313,7 +347,7 @@ def run_adaptations(out: Path, cache: Path, data: Path, films: list[int]) -> int
         )
         results["adapted"][str(n)] = row
         print(f"adapted with {n}:", json.dumps(row), flush=True)
-        (out / "bench_adaptation.json").write_text(json.dumps(results, indent=2))
+        (out / f"bench_adaptation{tag}.json").write_text(json.dumps(results, indent=2))
     return 0
 
 

@@ -206,3 +206,151 @@ def test_rehearsal_draws_the_parents_class_gaussians_and_holds_its_decisions() -
     far2 = np.array([[-4.0, -4.0]])  # class 2, which the local films never show
     assert int(np.argmax(far2 @ wr + br)) == 2  # rehearsal keeps what the parent knew there
     assert float(np.mean(np.argmax(x @ wr + br, axis=1) == y)) > float(np.mean(np.argmax(x @ w + b, axis=1) == y))
+
+
+def _blocky_bundle(out: Path) -> Path:
+    """A tiny network named like EfficientNet (stem, block1a, block2a with a residual add,
+    top_conv, BatchNorm everywhere, head_pool/logits/predictions), untrained."""
+    import keras
+    from keras import layers
+
+    from inference.bundle import BundleInfo, write_bundle
+    from inference.preprocess import PreprocessConfig
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 1), name="image")
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="stem_conv")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="block1a_conv")(x)
+    x = layers.BatchNormalization(name="block1a_bn")(x)
+    x = layers.MaxPooling2D(2, name="block1a_pool")(x)
+    y = layers.Conv2D(8, 3, padding="same", activation="relu", name="block2a_conv")(x)
+    y = layers.BatchNormalization(name="block2a_bn")(y)
+    x = layers.Add(name="block2a_add")([x, y])
+    x = layers.Conv2D(8, 1, activation="relu", name="top_conv")(x)
+    x = layers.BatchNormalization(name="top_bn")(x)
+    x = layers.Flatten(name="head_pool")(x)  # keeps where the blob is
+    x = layers.Dropout(0.1, name="head_dropout")(x)
+    logits = layers.Dense(3, name="logits")(x)
+    model = keras.Model(inputs, layers.Activation("softmax", name="predictions")(logits), name="blocky")
+    info = BundleInfo(
+        name="blocky",
+        version="2.0.0",
+        architecture="blocky-test",
+        class_names=list(CLASSES),
+        preprocessing=PreprocessConfig(size=32, channels=1),
+        gradcam_layer="top_conv",
+        description="Tiny test model with numbered blocks.",
+    )
+    return write_bundle(model, info, out)
+
+
+def test_adapt_blocks_trains_only_the_top_blocks_with_rehearsal(films: Path, tmp_path: Path) -> None:
+    import keras
+
+    from inference.bundle import load_bundle
+    from training.adapt import AdaptConfig, adapt
+    from training.finetune import split_at_block
+
+    parent = _blocky_bundle(tmp_path / "parent")
+    before = _tree_digest(parent)
+    rehearsal = tmp_path / "rehearsal"  # the parent's training distribution: other films of the same classes
+    make_class_folder(rehearsal, dict.fromkeys(CLASSES, 8), size=48, seed=3)
+    out = tmp_path / "child"
+    result = adapt(
+        AdaptConfig(
+            parent=parent,
+            out_dir=out,
+            data=films,
+            adapt_blocks=1,
+            rehearsal=rehearsal,
+            block_steps=60,
+            block_learning_rate=3e-3,
+            block_anchor=1e-4,
+            keep_refused=True,
+        )
+    )
+    lineage = result.report["lineage"]
+    assert "last 1 blocks (from block2a)" in lineage["adapted_layers"]
+    assert "24 images of the parent's training distribution" in lineage["rehearsal"]
+    check = lineage["comparison"]["check"]
+    assert check["child"]["balanced_accuracy"] > check["parent"]["balanced_accuracy"] + 0.15
+    assert _tree_digest(parent) == before
+    old, _ = load_bundle(parent)
+    new, _ = load_bundle(out)
+
+    def same(name: str) -> bool:
+        a, b = old.get_layer(name).get_weights(), new.get_layer(name).get_weights()
+        return all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+
+    for frozen in ("stem_conv", "block1a_conv", "stem_bn", "block1a_bn", "block2a_bn", "top_bn"):
+        assert same(frozen), frozen  # the bottom and every BatchNorm (statistics too) as the parent's
+    for trained in ("block2a_conv", "top_conv", "logits"):
+        assert not same(trained), trained
+    # The cut network computes what the whole one does.
+    bottom, top, first = split_at_block(new, 1)
+    x = np.random.default_rng(0).random((4, 32, 32, 1)).astype(np.float32)
+    whole = keras.Model(new.inputs[0], new.get_layer("logits").output)(x)
+    assert first == "block2a"
+    assert np.allclose(np.asarray(top(bottom(x))[0]), np.asarray(whole), atol=1e-5)
+
+
+def test_adapt_blocks_without_rehearsal_images_adapts_the_last_layer_only(films: Path, tmp_path: Path) -> None:
+    from training.adapt import AdaptConfig, adapt
+
+    parent = _blocky_bundle(tmp_path / "parent")
+    report = adapt(AdaptConfig(parent=parent, out_dir=None, data=films, adapt_blocks=1, epochs=20)).report
+    assert report["lineage"]["adapted_layers"] == "the classification layer"
+
+
+def test_adapt_blocks_on_a_network_without_blocks_is_a_clear_error(
+    parent: Path, films: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = _main(
+        "adapt",
+        str(films),
+        "--init",
+        str(parent),
+        "--out",
+        str(tmp_path / "c"),
+        "--adapt-blocks",
+        "1",
+        "--rehearsal",
+        str(films),
+    )
+    assert rc == 1 and "no numbered blocks" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+    assert _main("adapt", str(films), "--init", str(parent), "--adapt-blocks", "-1") == 1
+
+
+def test_fit_top_distils_the_parents_answers_on_rehearsal_images(tmp_path: Path) -> None:
+    from inference.bundle import load_bundle
+    from training.adapt import fit_top, top_outputs
+    from training.finetune import freeze_for_finetuning, split_at_block
+
+    rng = np.random.default_rng(0)
+    x_local = rng.random((32, 32, 32, 1)).astype(np.float32)
+    x_reh = rng.random((48, 32, 32, 1)).astype(np.float32)
+    agreement = {}
+    for distill in (False, True):
+        model, _ = load_bundle(_blocky_bundle(tmp_path / f"p{distill}"))
+        freeze_for_finetuning(model, 1)
+        bottom, top, _ = split_at_block(model, 1)
+        h_local, h_reh = np.asarray(bottom(x_local)), np.asarray(bottom(x_reh))
+        parent = top_outputs(top, h_reh)[0].argmax(axis=1)
+        wrong = (parent + 1) % 3  # labels that contradict what the parent answers on its own images
+        agree_local = top_outputs(top, h_local)[0].argmax(axis=1).astype(np.int32)  # local films teach nothing new
+        fit_top(
+            top,
+            h_local,
+            agree_local,
+            np.ones(32),
+            rehearsal=(h_reh, wrong),
+            replay_weight=3.0,
+            steps=40,
+            learning_rate=3e-3,
+            anchor=0.0,
+            distill=distill,
+        )
+        agreement[distill] = float(np.mean(top_outputs(top, h_reh)[0].argmax(axis=1) == parent))
+    assert agreement[True] > 0.8 > 0.5 > agreement[False]  # distilled: its answers kept, not the labels learnt

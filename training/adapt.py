@@ -60,6 +60,8 @@ MIN_CHECK_FRACTION = 0.2
 DEFAULT_TOLERANCE = 0.02
 MIN_LOCAL_FILMS = 10  # fewer cannot be split into fine-tune and check films that mean anything
 MAX_REFERENCE = 1000  # reference images drawn from the parent's own validation split
+MAX_REHEARSAL = 300  # rehearsal images (class-balanced) when the top blocks are adapted
+DEFAULT_ADAPT_BLOCKS = 0
 # ``main.py adapt`` exits with this when the gate refuses the new model (0: accepted and
 # written, 1: bad input, 2: unusable model folder, 130: cancelled).
 EXIT_REFUSED = 3
@@ -225,6 +227,19 @@ class AdaptConfig:
     n_boot: int = 2000
     version: str | None = None  # default: adapted_version(parent's)
     keep_refused: bool = False  # write the model even when the gate refuses it (marked refused)
+    # 0: only the classification layer (above). N > 0: also the last N inverted-residual blocks and
+    # the head convolution (BatchNorm frozen), on cached block inputs, with the same L2-SP pull and
+    # rehearsal of real images of the parent's training distribution (``rehearsal``, else its own
+    # training images when they are still where they were; without any, the classification layer
+    # only, said so). Default from bench_adaptation_tune_blocks.py (see bench_adaptation.md).
+    adapt_blocks: int = DEFAULT_ADAPT_BLOCKS
+    block_steps: int = 150  # Adam steps of the top blocks (mini-batches of local + rehearsal films)
+    block_learning_rate: float = 1e-4
+    block_anchor: float = 0.1  # L2-SP pull on every trained weight of the blocks and head
+    block_replay_weight: float = 10.0  # the rehearsal images against the local films
+    block_distill: bool = True  # rehearsal targets: the parent's probabilities (else the labels)
+    rehearsal: Path | str | None = None  # labelled images of the parent's training distribution
+    max_rehearsal: int = MAX_REHEARSAL
 
 
 @dataclass
@@ -324,6 +339,103 @@ def fit_head(
         best = (np.nan, w.copy(), b.copy(), step)
     summary = {"steps_run": step, "best_step": best[3], "best_val_loss": None if val is None else round(best[0], 4)}
     return best[1].astype(np.float32), best[2].astype(np.float32), summary
+
+
+def top_outputs(top: Any, h: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits, penultimate features)`` of cached block inputs ``h`` through ``top``
+    (:func:`training.finetune.split_at_block`), in inference mode."""
+    if len(h) == 0:
+        d = int(top.outputs[1].shape[-1])
+        return np.zeros((0, int(top.outputs[0].shape[-1]))), np.zeros((0, d), np.float32)
+    outs = [top(h[i : i + batch_size], training=False) for i in range(0, len(h), batch_size)]
+    logits = np.concatenate([np.asarray(o[0]) for o in outs]).astype(np.float64)
+    return logits, np.concatenate([np.asarray(o[1]) for o in outs]).astype(np.float32)
+
+
+def fit_top(
+    top: Any,
+    h: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    *,
+    rehearsal: tuple[np.ndarray, np.ndarray] | None = None,
+    replay_weight: float = 1.0,
+    steps: int,
+    learning_rate: float,
+    anchor: float,
+    distill: bool = False,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: Any = None,
+    cancel: Any = None,
+) -> dict[str, Any]:
+    """Fine-tune the trainable weights of ``top`` (the last blocks, the head convolution and the
+    classification layer; BatchNorm frozen) in place, on cached block inputs ``h``.
+
+    Each Adam step draws ``batch_size`` local films (loss weighted by ``weights``) and as many
+    rehearsal images of the parent's training distribution (weight ``replay_weight`` against
+    the local films), plus ``anchor * |theta - theta_parent|^2`` over the trained weights
+    (L2-SP: the pull toward the parent's weights). With ``distill`` the rehearsal images' targets
+    are the parent's own probabilities (learning without forgetting: keep what the parent
+    answered, not only its labels) instead of their labels."""
+    import keras
+    import tensorflow as tf
+
+    from training.progress import check_cancel
+
+    variables = list(top.trainable_variables)
+    if not variables:
+        raise ValueError("nothing to train: the top of the network is frozen")
+    start = [tf.constant(np.asarray(v.numpy())) for v in variables]
+    optimizer = keras.optimizers.Adam(learning_rate)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
+    soft_ce = keras.losses.CategoricalCrossentropy(from_logits=True, reduction="sum")
+    rw = float(replay_weight) if rehearsal is not None and len(rehearsal[0]) else 0.0
+
+    def weighted(x: Any, y: Any, w: Any) -> Any:
+        loss = soft_ce if len(y.shape) == 2 else ce  # soft targets: the parent's probabilities
+        return loss(y, top(x, training=True)[0], sample_weight=w) / tf.reduce_sum(w)
+
+    @tf.function(reduce_retracing=True, autograph=False)
+    def step_fn(xl: Any, yl: Any, wl: Any, xr: Any, yr: Any, wr: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = weighted(xl, yl, wl)
+            if rw:
+                loss = (loss + rw * weighted(xr, yr, wr)) / (1.0 + rw)
+            pull = tf.add_n([tf.reduce_sum(tf.square(v.value - v0)) for v, v0 in zip(variables, start, strict=True)])
+            total = loss + anchor * pull
+        grads = tape.gradient(total, [v.value for v in variables])
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return loss
+
+    rng = np.random.default_rng(seed)
+    keras.utils.set_random_seed(seed)
+    y = np.asarray(labels, np.int32)
+    w = np.asarray(weights, np.float32)
+    if rw:
+        hr, yr = rehearsal  # type: ignore[misc]
+        yr = np.asarray(yr, np.int32)
+        counts = np.bincount(yr, minlength=int(y.max(initial=0)) + 1).astype(np.float32)
+        wr_all = (len(yr) / (np.count_nonzero(counts) * np.maximum(counts, 1)))[yr].astype(np.float32)
+        if distill:
+            yr = _softmax(top_outputs(top, hr)[0]).astype(np.float32)  # before any step: the parent's
+    if progress is not None:
+        progress.on_train_begin(steps, 1)
+    losses: list[float] = []
+    for step in range(1, steps + 1):
+        i = rng.choice(len(h), min(batch_size, len(h)), replace=False)
+        if rw:
+            j = rng.choice(len(hr), min(batch_size, len(hr)), replace=False)
+            xr_b, yr_b, wr_b = hr[j], yr[j], wr_all[j]
+        else:
+            xr_b, yr_b, wr_b = h[i], y[i], w[i]  # unused: rw == 0
+        loss = float(step_fn(h[i], y[i], w[i], xr_b, yr_b, wr_b))
+        losses.append(loss)
+        if progress is not None and (step % 10 == 0 or step == steps):
+            progress.on_epoch_end(step - 1, {"loss": float(np.mean(losses[-10:]))})
+        if step % 5 == 0:
+            check_cancel(cancel)
+    return {"steps_run": steps, "final_loss": round(float(np.mean(losses[-10:])), 4) if losses else None}
 
 
 def replay_features(scorer: Any, n_per_class: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -429,6 +541,43 @@ def _reference_samples(config: AdaptConfig, info: Any, classes: list[str], progr
     return [], ""
 
 
+def _rehearsal_samples(config: AdaptConfig, info: Any, classes: list[str]) -> tuple[list[Sample], str]:
+    """Real images of the parent's training distribution to rehearse while its blocks change:
+    ``rehearsal``, else its own training images when they are still where they were, else none.
+    At most ``max_rehearsal``, drawn class by class (the same number of each where possible)."""
+    from training.datasets import discover
+    from training.ood_fit import recreate_split
+
+    pool: list[Sample] = []
+    label = ""
+    if config.rehearsal is not None:
+        ds = discover(config.rehearsal, config.class_map, use_split=False)
+        pool, label = [s for s in ds.samples if s.label in classes], f"rehearsal images {config.rehearsal}"
+    else:
+        data = (info.training.get("data") or {}).get("path")
+        if data and Path(data).exists() and info.training.get("config"):
+            cfg = info.training["config"]
+            try:
+                ds = discover(
+                    data,
+                    cfg.get("class_map"),
+                    csv_kind=cfg.get("csv_kind", "auto"),
+                    use_split=bool(cfg.get("use_split", True)),
+                )
+                pool = [s for s in recreate_split(ds.samples, info.training)["train"] if s.label in classes]
+                label = f"the parent's own training images ({data})"
+            except Exception:  # an unusable old data set: no rehearsal images, said by the caller
+                pool = []
+    rng = np.random.default_rng(config.seed)
+    per_class = max(1, config.max_rehearsal // max(1, len(classes)))
+    drawn: list[Sample] = []
+    for c in classes:
+        of_c = [s for s in pool if s.label == c]
+        take = sorted(rng.choice(len(of_c), min(per_class, len(of_c)), replace=False)) if of_c else []
+        drawn += [of_c[i] for i in take]
+    return drawn, label if drawn else ""
+
+
 def _model_hash(folder: Path) -> str:
     from inference.model_folder import MODEL_FILE
     from inference.sidecar import file_sha256
@@ -455,10 +604,12 @@ def adapt(
     cancel: Any = None,
     *,
     reference_arrays: tuple[np.ndarray, np.ndarray] | None = None,
+    rehearsal_arrays: tuple[np.ndarray, np.ndarray] | None = None,
     local: list[Sample] | None = None,
 ) -> AdaptResult:
-    """Run the adaptation loop (module docstring). ``reference_arrays`` (preprocessed uint8
-    images, labels) and ``local`` (labelled samples) let a benchmark pass data it already holds.
+    """Run the adaptation loop (module docstring). ``reference_arrays`` and ``rehearsal_arrays``
+    (preprocessed uint8 images, labels) and ``local`` (labelled samples) let a benchmark pass
+    data it already holds.
     Raises AdaptError/DatasetError/BundleError for bad input, TrainingCancelled on cancel;
     nothing is written unless the gate passes or ``keep_refused``."""
     import tempfile
@@ -476,8 +627,9 @@ def adapt(
     from inference.ood import OOD_FILE, feature_layer, load_feature_gaussians
     from training.calibration import MIN_IMAGES, CalibrationError, calibration_record
     from training.evaluate import compute_metrics
-    from training.ood_fit import logits_and_features
-    from training.pipeline import class_weights, load_arrays
+    from training.finetune import freeze_for_finetuning, split_at_block
+    from training.ood_fit import fit_ood, logits_and_features
+    from training.pipeline import class_weights, load_arrays, predict_arrays
     from training.progress import NullProgress, check_cancel
     from training.samples import DatasetError
 
@@ -536,50 +688,133 @@ def adapt(
         ref_label = "reference images given by the caller"
     check_cancel(cancel)
 
+    if config.adapt_blocks < 0:
+        raise AdaptError("--adapt-blocks cannot be negative.")
+    blocks = config.adapt_blocks
+    xh: np.ndarray | None = None  # rehearsal images (uint8) when the top blocks are adapted
+    yh: np.ndarray | None = None
+    rehearsal_label = ""
+    if blocks:
+        if rehearsal_arrays is not None:
+            xh, yh = rehearsal_arrays
+            rehearsal_label = "rehearsal images given by the caller"
+        else:
+            reh_samples, rehearsal_label = _rehearsal_samples(config, info, classes)
+            if reh_samples:
+                xh, kept_h, _ = load_arrays(reh_samples, pre, config.cache_dir, progress, cancel)
+                yh = np.asarray([index[s.label] for s in kept_h], np.int32)
+        if xh is None or len(xh) == 0:
+            progress.on_message(
+                "No images of the parent's training distribution to rehearse (give --rehearsal): "
+                "only the classification layer is adapted."
+            )
+            blocks = 0
+
+    # Reference images first: with the top blocks adapted, the network's weights change in place.
+    if reference_arrays is not None:
+        xr, yr = reference_arrays
+    elif ref_samples:
+        xr, kept_r, _ = load_arrays(ref_samples, pre, config.cache_dir, progress, cancel)
+        yr = np.asarray([index[s.label] for s in kept_r], np.int32)
+    else:
+        xr, yr = np.zeros((0, pre.size, pre.size), np.uint8), np.zeros(0, np.int32)
+    check_cancel(cancel)
+
     progress.on_stage("features", f"{len(kept)} local films through {info.display_name}")
     model, _ = load_bundle(parent_dir)
     layer = feature_layer(model)
     activation = getattr(getattr(layer, "activation", None), "__name__", "")
     if layer is None or len(layer.input.shape) != 2 or activation != "linear":
         raise AdaptError(f"{info.display_name} has no final linear Dense layer; it cannot be adapted this way.")
-    logits, feats = logits_and_features(model, x, pre, config.batch_size)
+    top = None
+    if blocks:
+        try:
+            bottom, top, first_block = split_at_block(model, blocks)
+        except ValueError as exc:
+            raise AdaptError(f"{info.display_name}: {exc}") from None
+        # The bottom of the network is never trained: its output is computed once per image.
+        h = predict_arrays(bottom, x, pre, config.batch_size)
+        hh = predict_arrays(bottom, xh, pre, config.batch_size)
+        hr = predict_arrays(bottom, xr, pre, config.batch_size)
+        check_cancel(cancel)
+        logits, feats = top_outputs(top, h)
+        lr_parent, fr_parent = top_outputs(top, hr)
+    else:
+        logits, feats = logits_and_features(model, x, pre, config.batch_size)
+        lr_parent, fr_parent = logits_and_features(model, xr, pre, config.batch_size) if len(xr) else (None, None)
     check_cancel(cancel)
     w0, b0 = (np.asarray(a) for a in layer.get_weights())
     t_parent = temperature_of(info.calibration)
 
     scorer = load_feature_gaussians(parent_dir) if info.ood else None
-    replay, replay_note = None, "No rehearsal: the parent carries no class Gaussians of its training features."
-    if scorer is not None and scorer.means.shape == (len(classes), feats.shape[1]) and config.replay_per_class > 0:
-        replay = replay_features(scorer, config.replay_per_class, config.seed)
-        replay_note = (
-            f"Rehearsal: {config.replay_per_class} features per class drawn from the parent's training-feature "
-            f"Gaussians (its out-of-distribution scorer), weight {config.replay_weight:g} against the local films."
-        )
-    progress.on_message(replay_note)
-    progress.on_stage("training", f"classification layer on {len(part['train'])} films")
     yt = y[part["train"]]
     cw = class_weights(yt, len(classes))
-    val = (feats[part["val"]], y[part["val"]]) if part["val"] else None
-    w, b, fit = fit_head(
-        feats[part["train"]],
-        yt,
-        np.asarray([cw.get(int(c), 1.0) for c in yt]),
-        w0,
-        b0,
-        val,
-        replay=replay,
-        replay_weight=config.replay_weight,
-        early_stop=config.early_stop,
-        steps=config.epochs,
-        learning_rate=config.learning_rate,
-        anchor=config.anchor,
-        progress=progress,
-        cancel=cancel,
-    )
+    if blocks:
+        trained = f"the last {blocks} blocks (from {first_block}), the head convolution and the classification layer"
+        replay_note = (
+            f"Rehearsal: {len(hh)} images of the parent's training distribution ({rehearsal_label}), "
+            f"weight {config.block_replay_weight:g} against the local films, "
+            + ("the parent's own probabilities as targets." if config.block_distill else "their labels as targets.")
+        )
+        progress.on_message(replay_note)
+        progress.on_stage("training", f"{trained} on {len(part['train'])} films")
+        freeze_for_finetuning(model, blocks)
+        fit = fit_top(
+            top,
+            h[part["train"]],
+            yt,
+            np.asarray([cw.get(int(c), 1.0) for c in yt]),
+            rehearsal=(hh, np.asarray(yh)),
+            replay_weight=config.block_replay_weight,
+            steps=config.block_steps,
+            learning_rate=config.block_learning_rate,
+            anchor=config.block_anchor,
+            distill=config.block_distill,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            progress=progress,
+            cancel=cancel,
+        )
+        fit["trained"] = trained
+        check_cancel(cancel)
+        child_logits, child_feats = top_outputs(top, h)
+        lr_child, fr_child = top_outputs(top, hr)
+        w, b = (np.asarray(a, np.float64) for a in layer.get_weights())
+    else:
+        trained = "the classification layer"
+        replay, replay_note = None, "No rehearsal: the parent carries no class Gaussians of its training features."
+        if scorer is not None and scorer.means.shape == (len(classes), feats.shape[1]) and config.replay_per_class > 0:
+            replay = replay_features(scorer, config.replay_per_class, config.seed)
+            replay_note = (
+                f"Rehearsal: {config.replay_per_class} features per class drawn from the parent's training-feature "
+                f"Gaussians (its out-of-distribution scorer), weight {config.replay_weight:g} against the local films."
+            )
+        progress.on_message(replay_note)
+        progress.on_stage("training", f"classification layer on {len(part['train'])} films")
+        val = (feats[part["val"]], y[part["val"]]) if part["val"] else None
+        w, b, fit = fit_head(
+            feats[part["train"]],
+            yt,
+            np.asarray([cw.get(int(c), 1.0) for c in yt]),
+            w0,
+            b0,
+            val,
+            replay=replay,
+            replay_weight=config.replay_weight,
+            early_stop=config.early_stop,
+            steps=config.epochs,
+            learning_rate=config.learning_rate,
+            anchor=config.anchor,
+            progress=progress,
+            cancel=cancel,
+        )
+        fit["trained"] = trained
+        child_logits, child_feats = feats.astype(np.float64) @ w + b, feats
+        lr_child = None if fr_parent is None else fr_parent.astype(np.float64) @ w + b
+        fr_child = fr_parent
     check_cancel(cancel)
 
     progress.on_stage("evaluating")
-    child_logits = feats.astype(np.float64) @ w + b
     calibration, calibration_note = info.calibration, ""
     if len(part["val"]) >= MIN_IMAGES:
         try:
@@ -595,37 +830,45 @@ def adapt(
             f"at least {MIN_IMAGES} are needed to refit it."
         )
     t_child = temperature_of(calibration)
-    ood_note = (
-        "Parent's out-of-distribution scorer kept unchanged: only the classification layer was fine-tuned, "
-        "so the features it reads are the parent's."
-        if scorer is not None
-        else "No out-of-distribution scorer (the parent has none)."
-    )
+    child_scorer, child_ood = scorer, info.ood
+    if scorer is None:
+        ood_note = "No out-of-distribution scorer (the parent has none)."
+    elif not blocks:
+        ood_note = (
+            "Parent's out-of-distribution scorer kept unchanged: only the classification layer was fine-tuned, "
+            "so the features it reads are the parent's."
+        )
+    else:
+        # The features changed with the blocks: the scorer is refitted on the adapted network's
+        # features of the rehearsal images and the local fine-tune films (never the check films).
+        _, fh_child = top_outputs(top, hh)
+        fit_idx = part["train"] + part["val"]
+        thr = fr_child if len(fr_child) else child_feats[fit_idx]
+        child_scorer, child_ood = fit_ood(
+            np.concatenate([fh_child, child_feats[fit_idx]]),
+            np.concatenate([np.asarray(yh), y[fit_idx]]),
+            thr,
+            f"adapted features of {len(fh_child)} rehearsal images and {len(fit_idx)} local fine-tune films, "
+            f"threshold on {'the reference images' if len(fr_child) else 'the fine-tune films'} ({len(thr)})",
+        )
+        ood_note = f"Out-of-distribution scorer refitted on the adapted features ({child_ood['fitted_on']})."
 
-    def compare(labels: np.ndarray, parent_logits: np.ndarray, f: np.ndarray) -> dict[str, Any]:
-        """Both models on one set: the parent's logits as computed, the child's from the same features."""
-        cl = f.astype(np.float64) @ w + b
-        pp, pc = _softmax(parent_logits, t_parent), _softmax(cl, t_child)
-        abstain = float(np.mean(scorer.is_outlier(f))) if scorer is not None and len(f) else None
+    def compare(labels: np.ndarray, lp: np.ndarray, fp: np.ndarray, lc: np.ndarray, fc: np.ndarray) -> dict[str, Any]:
+        """Both models on one set: the parent's logits and features, the adapted model's."""
+        pp, pc = _softmax(lp, t_parent), _softmax(lc, t_child)
+        ap = float(np.mean(scorer.is_outlier(fp))) if scorer is not None and len(fp) else None
+        ac = float(np.mean(child_scorer.is_outlier(fc))) if child_scorer is not None and len(fc) else None
         return {
-            "parent": _summary(compute_metrics(labels, pp, classes), abstain),
-            "child": _summary(compute_metrics(labels, pc, classes), abstain),
+            "parent": _summary(compute_metrics(labels, pp, classes), ap),
+            "child": _summary(compute_metrics(labels, pc, classes), ac),
             "_pred": (labels, pp.argmax(axis=1), pc.argmax(axis=1)),
         }
 
     tc = part["test"]
-    check = compare(y[tc], logits[tc], feats[tc])
+    check = compare(y[tc], logits[tc], feats[tc], child_logits[tc], child_feats[tc])
     reference = None
-    if reference_arrays is not None or ref_samples:
-        if reference_arrays is not None:
-            xr, yr = reference_arrays
-        else:
-            xr, kept_r, _ = load_arrays(ref_samples, pre, config.cache_dir, progress, cancel)
-            yr = np.asarray([index[s.label] for s in kept_r], np.int32)
-        check_cancel(cancel)
-        if len(xr):
-            lr, fr = logits_and_features(model, xr, pre, config.batch_size)
-            reference = compare(np.asarray(yr), lr, fr)
+    if len(xr) and lr_parent is not None and lr_child is not None:
+        reference = compare(np.asarray(yr), lr_parent, fr_parent, lr_child, fr_child)
     check_cancel(cancel)
     result = gate(
         check["_pred"],
@@ -672,6 +915,7 @@ def adapt(
         "calibration": calibration_note,
         "ood": ood_note,
         "rehearsal": replay_note,
+        "adapted_layers": trained,
         "fit": fit,
     }
     report = {
@@ -688,7 +932,8 @@ def adapt(
         return AdaptResult(result.accept, result.reasons, report, None)
 
     progress.on_stage("saving", str(out_dir))
-    layer.set_weights([w, b])
+    if not blocks:
+        layer.set_weights([w, b])  # with the top blocks adapted, the weights were trained in place
     training = {
         "adaptation": lineage,
         "data": {
@@ -712,7 +957,7 @@ def adapt(
         training=training,
         metrics={"local_check": compute_metrics(y[tc], _softmax(child_logits[tc], t_child), classes)},
         calibration=calibration,
-        ood=info.ood,
+        ood=child_ood,
     )
     checked = set(tc)  # check films were never trained on: a later round may learn from them
     local_hashes = {s.meta["sha256"] for i, s in enumerate(kept) if "sha256" in s.meta and i not in checked}
@@ -724,8 +969,8 @@ def adapt(
         rep = Path(tmp) / "adaptation.json"
         rep.write_text(json.dumps(report, indent=2, default=_json_default), encoding="utf-8")
         extra: dict[str, Any] = {CONTENT_HASHES_FILE: hashes, CARD_FILE: card, "report/adaptation.json": rep}
-        if scorer is not None:
-            extra[OOD_FILE] = parent_dir / OOD_FILE
+        if child_scorer is not None:
+            extra[OOD_FILE] = parent_dir / OOD_FILE if child_scorer is scorer else Path(child_scorer.save(tmp))
         check_cancel(cancel)
         written = write_bundle(model, child, out_dir, extra_files=extra)
     report["written_to"] = str(written)

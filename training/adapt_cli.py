@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from training.adapt import DEFAULT_TOLERANCE, EXIT_REFUSED, MIN_CHECK_FRACTION
+from training.adapt import DEFAULT_ADAPT_BLOCKS, DEFAULT_TOLERANCE, EXIT_REFUSED, MAX_REHEARSAL, MIN_CHECK_FRACTION
 
 __all__ = ["register", "run_adapt", "default_parent"]
 
@@ -54,6 +54,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"allowed loss in balanced accuracy on the reference images ({DEFAULT_TOLERANCE})",
     )
     a.add_argument("--steps", type=int, default=300, help="training steps of the classification layer (300)")
+    a.add_argument(
+        "--adapt-blocks",
+        type=int,
+        default=DEFAULT_ADAPT_BLOCKS,
+        metavar="N",
+        help="also fine-tune the network's last N blocks and head convolution (BatchNorm frozen), rehearsing "
+        f"images of the parent's training distribution; 0: the classification layer only ({DEFAULT_ADAPT_BLOCKS})",
+    )
+    a.add_argument(
+        "--rehearsal",
+        metavar="REH",
+        help=f"labelled images of the parent's training distribution to rehearse with --adapt-blocks (at most "
+        f"{MAX_REHEARSAL} used; default: the parent's own training images when its training data is still "
+        "where it was, else the classification layer only)",
+    )
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--cache-dir", metavar="DIR", help="keep decoded images here to start later runs faster")
     a.add_argument("--version", metavar="V", help="version of the adapted model (default: <parent>-adapted.N)")
@@ -80,6 +95,8 @@ def run_adapt(args: argparse.Namespace) -> int:
 
     if not args.reads and not args.data:
         return _error("nothing to adapt to: give --reads and/or DATA")
+    if args.adapt_blocks < 0:
+        return _error("--adapt-blocks cannot be negative")
     if args.check_fraction < MIN_CHECK_FRACTION:
         return _error(f"--check-fraction must be at least {MIN_CHECK_FRACTION}")
     if args.json and Path(args.json).exists():
@@ -102,6 +119,8 @@ def run_adapt(args: argparse.Namespace) -> int:
             check_fraction=args.check_fraction,
             tolerance=args.tolerance,
             epochs=args.steps,
+            adapt_blocks=args.adapt_blocks,
+            rehearsal=args.rehearsal,
             seed=args.seed,
             cache_dir=args.cache_dir,
             version=args.version,

@@ -30,7 +30,7 @@ from training.progress import TrainingProgress, check_cancel
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
-__all__ = ["block_names", "freeze_for_finetuning", "warm_up_head"]
+__all__ = ["block_names", "freeze_for_finetuning", "split_at_block", "warm_up_head"]
 
 HEAD_LAYERS = ("head_pool", "head_dropout", "logits", "predictions")
 _BLOCK = re.compile(r"^(block\d+[a-z])_")
@@ -161,3 +161,30 @@ def warm_up_head(
     if fv is not None:
         summary["val_accuracy"] = round(float(hist["val_accuracy"][best]), 4)
     return summary
+
+
+def split_at_block(model: keras.Model, blocks: int) -> tuple[keras.Model, keras.Model, str]:
+    """``(bottom, top, first)``: the network cut at the input of its last ``blocks`` blocks.
+
+    ``bottom`` maps the image to that tensor; ``top`` maps it to ``[logits, penultimate
+    features]`` (the input and output of the final Dense layer). Both share ``model``'s layers,
+    so training ``top`` trains ``model``: the bottom's output can be computed once and cached,
+    and each fine-tuning step runs only the top of the network. ``first`` names the first top block.
+    """
+    import keras
+
+    from inference.ood import feature_layer
+
+    names = block_names(model)
+    if not names:
+        raise ValueError(f"{model.name} has no numbered blocks (block1a_...): its top blocks cannot be adapted.")
+    if not 1 <= blocks < len(names):
+        raise ValueError(f"between 1 and {len(names) - 1} top blocks can be adapted, not {blocks}.")
+    first = names[len(names) - blocks]
+    entry = next(layer for layer in model.layers if layer.name.startswith(first + "_"))
+    dense = feature_layer(model)
+    if dense is None or dense.name != "logits":
+        raise ValueError(f"{model.name} has no final 'logits' layer: its top blocks cannot be adapted.")
+    bottom = keras.Model(model.inputs[0], entry.input)
+    top = keras.Model(entry.input, [dense.output, dense.input])
+    return bottom, top, first
