@@ -17,7 +17,15 @@ from typing import Any
 
 from inference.paths import user_models_dir
 
-__all__ = ["ACTIVATIONS_FILE", "active_model", "predecessor", "record_activation", "roll_back"]
+__all__ = [
+    "ACTIVATIONS_FILE",
+    "active_model",
+    "predecessor",
+    "record_activation",
+    "remember",
+    "remembered",
+    "roll_back",
+]
 
 ACTIVATIONS_FILE = "activations.json"
 MAX_HISTORY = 50
@@ -57,6 +65,20 @@ def active_model() -> Path | None:
     """The folder last activated in the viewer, when it still exists."""
     active = _load()["active"]
     return Path(active) if active and Path(active).is_dir() else None
+
+
+def remembered() -> str:
+    """The active model's folder as recorded (empty: the bundled model), whether or not it still
+    loads: the viewer tries it and falls back to the bundled model itself, saying why."""
+    return _load()["active"]
+
+
+def remember(path: str | os.PathLike[str]) -> None:
+    """Record ``path`` as the active model without a rollback step (empty: the bundled model); the
+    viewer's correction after a remembered model failed to load."""
+    data = _load()
+    data["active"] = str(path)
+    _save(data)
 
 
 def record_activation(new: str | os.PathLike[str], previous: str | os.PathLike[str] | None) -> None:

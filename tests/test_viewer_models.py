@@ -267,6 +267,23 @@ def test_activation_keeps_the_predecessor_and_roll_back_restores_it(
         assert dialog.roll_back() == models_env
     assert window.session.model.path == str(models_env)
     assert not dialog.rollback_button.isEnabled()  # one step taken back; no further predecessor
-    from inference.activations import active_model
+    from training.adapt_cli import default_parent
 
-    assert active_model() == models_env  # what `main.py adapt` starts from by default
+    assert default_parent() == models_env  # what `main.py adapt` starts from by default
+    assert window.settings.active_model == ""  # the viewer's next start: the bundled model, one record
+
+
+def test_the_viewer_and_adapt_share_one_record_of_the_active_model(models_env, tiny_bundle_dir, tmp_path):
+    """The model the viewer starts with is the one `main.py adapt` adapts by default: one record."""
+    from inference.activations import record_activation, roll_back
+    from training.adapt_cli import default_parent
+    from viewer.settings import ViewerSettings
+
+    other = _variant(tiny_bundle_dir, tmp_path / "other", "another model")
+    settings = ViewerSettings()
+    settings.active_model = str(other)
+    assert default_parent() == other
+    record_activation(models_env, other)  # the model manager activates the bundled one
+    assert settings.active_model == str(models_env)
+    assert roll_back(models_env) == other  # rolled back outside the viewer: its next start follows
+    assert ViewerSettings().active_model == str(other)

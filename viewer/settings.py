@@ -113,12 +113,22 @@ class ViewerSettings:
 
     @property
     def active_model(self) -> str:
-        """Folder of the model to load at start; empty means the bundled model."""
-        return self._get("models/active", "", str)
+        """Folder of the model to load at start; empty means the bundled model.
+
+        Kept in one place, ``inference.activations`` (``<user data>/models/activations.json``), which
+        the model manager's roll back and ``main.py adapt`` read too; a value from an older version's
+        settings file is still honoured until the next activation.
+        """
+        from inference.activations import remembered
+
+        return remembered() or self._get("models/active", "", str)
 
     @active_model.setter
     def active_model(self, value: str) -> None:
-        self._qs.setValue("models/active", str(value))
+        from inference.activations import remember
+
+        remember(str(value))
+        self._qs.remove("models/active")
 
     @property
     def reader_name(self) -> str:
