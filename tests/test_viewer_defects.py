@@ -82,15 +82,3 @@ def test_grad_cam_plus_plus_is_called_so_everywhere(make_window, qtbot, image_fi
     window.status_presenter.annotate()
     assert f"Grad-CAM++: {name}" in window.canvas._annotations["top_right"]
     assert not any(line.startswith("Grad-CAM:") for line in window.canvas._annotations["top_right"])
-
-
-def test_the_badge_keeps_the_number_and_shortens_the_class(qtbot):
-    from PySide6.QtGui import QFont, QFontMetrics
-
-    from viewer.thumbnails import badge_text, fit_badge
-
-    shown = badge_text("Pneumonia >99%")
-    assert shown.endswith(" >99%") and shown.startswith("Pneum")
-    metrics = QFontMetrics(QFont())
-    assert fit_badge("Pneumonia 91%", metrics, metrics.horizontalAdvance("Pneu… 91%")).endswith(" 91%")
-    assert badge_text("COVID-19 87%") == "COVID-19 87%"  # what fits is left alone
