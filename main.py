@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from inference import cli as inference_cli
+from inference import models_cli
 from training import adapt_cli
 from training import cli as training_cli
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     inference_cli.register(sub)
     training_cli.register(sub)
     adapt_cli.register(sub)
+    models_cli.register(sub)
     return parser
 
 
