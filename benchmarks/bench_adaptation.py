@@ -191,7 +191,7 @@ def build_base(out: Path, cache: Path, data: Path, n_per_class: int, head_epochs
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=("base", "adapt"))
+    ap.add_argument("stage", choices=("base", "recipe-base", "adapt", "summary"))
     ap.add_argument("--out", type=Path, default=Path("/work/runs/adapt"))
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--cache", type=Path, default=CACHE, help="the whole manifest's decoded arrays (.npy/.json stem)")
@@ -204,11 +204,52 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --adapt-blocks: rehearse the labels (not the parent's probabilities); the CV's largest gain",
     )
+    ap.add_argument("--model", type=Path, help="recipe-base: a bundle trained with NIH held out")
+    ap.add_argument("--draw-seed", type=int, default=SEED, help="adapt: which draw of the NIH films (0)")
     args = ap.parse_args(argv)
+    if args.stage == "recipe-base":
+        recipe_base(args.out, args.model, args.data)
+        return 0
+    if args.stage == "summary":
+        summary(args.out)
+        return 0
     if args.stage == "base":
         build_base(args.out, args.cache, args.data, args.per_class, args.head_epochs)
         return 0
-    return run_adaptations(args.out, args.cache, args.data, args.films, args.adapt_blocks, args.block_labels)
+    return run_adaptations(
+        args.out, args.cache, args.data, args.films, args.adapt_blocks, args.block_labels, args.draw_seed
+    )
+
+
+def recipe_base(out: Path, model: Path, data: Path) -> None:
+    """Use a bundle that ``main.py train --val-sources ozturk_darkcovidnet`` wrote (the product's
+    own recipe: ImageNet Lite0, top blocks fine-tuned end to end) as the base. Its reference images
+    are 600 of ITS OWN validation images of the other sources (never trained on); the NIH films and
+    their draws are the head-only base's, so both bases are adapted and scored on the same films."""
+    from inference.bundle import load_bundle
+    from training.datasets import discover_as_trained
+    from training.ood_fit import recreate_split
+
+    _, info = load_bundle(model)
+    if TARGET not in (info.training.get("config") or {}).get("val_sources", []):
+        raise SystemExit(f"{model} was not trained with {TARGET} held out (--val-sources)")
+    ds = discover_as_trained(info.training["data"]["path"], info.training["config"])
+    split = recreate_split(ds.samples, info.training)
+    val = [s for s in split["val"] if s.source != TARGET]
+    order = np.random.default_rng(SEED).permutation(len(val))
+    nih = [
+        {"path": r["abs"], "label": r["label"], "patient_id": r["patient_id"]}
+        for r in _rows(data)
+        if r["source"] == TARGET
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    sets = {"train": [], "calibration": [], "reference": [str(val[i].path) for i in order[:600]], "nih": nih}
+    (out / "sets.json").write_text(json.dumps(sets, indent=1))
+    link = out / "base"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(model.resolve(), target_is_directory=True)
+    print(f"base -> {model}: {len(split['train'])} training images, reference 600 of {len(val)} validation")
 
 
 def rehearsal_set(train_paths: list[str], data: Path, per_class: int = 100) -> list[tuple[str, str]]:
@@ -224,10 +265,12 @@ def rehearsal_set(train_paths: list[str], data: Path, per_class: int = 100) -> l
     return drawn
 
 
-def _nih_draws(nih: list[dict[str, str]], films: list[int]) -> tuple[dict[int, list[dict[str, str]]], list[dict]]:
+def _nih_draws(
+    nih: list[dict[str, str]], films: list[int], seed: int = SEED
+) -> tuple[dict[int, list[dict[str, str]]], list[dict]]:
     """Nested class-stratified draws of whole patients (50 within 100 within 200) and the NIH
-    films never drawn, which every model is scored on."""
-    rng = np.random.default_rng(SEED)
+    films never drawn, which every model of that draw is scored on."""
+    rng = np.random.default_rng(seed)
     by_patient: dict[str, list[dict[str, str]]] = {}
     for r in nih:
         by_patient.setdefault(r["patient_id"] or r["path"], []).append(r)
@@ -262,7 +305,13 @@ def _nih_draws(nih: list[dict[str, str]], films: list[int]) -> tuple[dict[int, l
 
 
 def run_adaptations(
-    out: Path, cache: Path, data: Path, films: list[int], adapt_blocks: int = 0, block_labels: bool = False
+    out: Path,
+    cache: Path,
+    data: Path,
+    films: list[int],
+    adapt_blocks: int = 0,
+    block_labels: bool = False,
+    draw_seed: int = SEED,
 ) -> int:
     from inference.bundle import load_bundle
     from training.adapt import AdaptConfig, adapt
@@ -272,7 +321,7 @@ def run_adaptations(
 
     sets = json.loads((out / "sets.json").read_text())
     x_all, index = _cached(cache)
-    draws, rest = _nih_draws(sets["nih"], films)
+    draws, rest = _nih_draws(sets["nih"], films, draw_seed)
 
     def arrays(items: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
         return (
@@ -285,6 +334,7 @@ def run_adaptations(
     ref_labels = _reference_labels(data, sets["reference"])
     x_ref, y_ref = arrays([(p, ref_labels[p]) for p in sets["reference"]])
     tag = (f"-blocks{adapt_blocks}" + ("-labels" if block_labels else "")) if adapt_blocks else ""
+    tag += f"-draw{draw_seed}" if draw_seed != SEED else ""
     rehearsal = arrays(rehearsal_set(sets["train"], data)) if adapt_blocks else None
 
     def score(bundle: Path) -> dict[str, Any]:
@@ -300,7 +350,7 @@ def run_adaptations(
             "other_n": len(y_ref),
         }
 
-    results: dict[str, Any] = {"base": score(out / "base"), "adapted": {}}
+    results: dict[str, Any] = {"base": score(out / "base"), "adapted": {}, "draw_seed": draw_seed}
     print("base:", results["base"], flush=True)
     for n in films:
         local = [
@@ -349,6 +399,27 @@ def run_adaptations(
         print(f"adapted with {n}:", json.dumps(row), flush=True)
         (out / f"bench_adaptation{tag}.json").write_text(json.dumps(results, indent=2))
     return 0
+
+
+def summary(out: Path) -> None:
+    """Mean, SD and worst change over every draw's ``bench_adaptation*.json`` in ``out`` (the
+    classification-layer runs), as a markdown table."""
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob("bench_adaptation*.json")) if "blocks" not in p.name]
+    sizes = sorted({int(n) for r in runs for n in r["adapted"]})
+    bases = [round(r["base"]["nih_balanced_accuracy"], 3) for r in runs]
+    print(f"{len(runs)} draws; base NIH balanced accuracy per draw:", bases)
+    print("| films | draws | NIH change: mean (SD) | worst | other sources change: mean (SD) | worst | CPU s (max) |")
+    print("|---|---|---|---|---|---|---|")
+    for n in sizes:
+        rows = [(r["base"], r["adapted"][str(n)]) for r in runs if str(n) in r["adapted"]]
+        nih = np.array([a["nih_balanced_accuracy"] - b["nih_balanced_accuracy"] for b, a in rows])
+        oth = np.array([a["other_balanced_accuracy"] - b["other_balanced_accuracy"] for b, a in rows])
+        cpu = max(a["cpu_seconds"] for _, a in rows)
+        sd_n, sd_o = (float(nih.std(ddof=1)), float(oth.std(ddof=1))) if len(rows) > 1 else (0.0, 0.0)
+        print(
+            f"| {n} | {len(rows)} | {nih.mean():+.3f} ({sd_n:.3f}) | {nih.min():+.3f} "
+            f"| {oth.mean():+.3f} ({sd_o:.3f}) | {oth.min():+.3f} | {cpu:.1f} |"
+        )
 
 
 def _reference_labels(data: Path, paths: list[str]) -> dict[str, str]:

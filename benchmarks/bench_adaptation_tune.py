@@ -1,6 +1,7 @@
 """How the adaptation defaults were chosen: 4-fold CV inside the 200-film NIH pool only.
 
-    .venv/bin/python benchmarks/bench_adaptation_tune.py   (after bench_adaptation.py base)
+    .venv/bin/python benchmarks/bench_adaptation_tune.py [OUT]  (after bench_adaptation.py base or recipe-base;
+                                                               OUT defaults to /work/runs/adapt)
 
 Each fold fine-tunes the base model's classification layer (training.adapt.fit_head) on half
 of the pool's patients and scores the other half, and the other sources' reference images;
@@ -22,7 +23,7 @@ from training.adapt import balanced_accuracy, fit_head, replay_features
 from training.ood_fit import logits_and_features
 from training.pipeline import class_weights
 
-out = Path("/work/runs/adapt")
+out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("/work/runs/adapt")
 sets = json.loads((out / "sets.json").read_text())
 x_all, index = _cached(CACHE)
 draws, rest = _nih_draws(sets["nih"], [50, 100, 200])

@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "models",
         help="show the active model and its lineage; activate another or roll back one step",
         description=(
-            "Without options: the active model (the one the viewer, predict's default and adapt's --init "
-            "default use), what it was fine-tuned from, and what a roll back would restore. Exit codes: 0 done, "
+            "Without options: the active model (the one the viewer opens with and adapt's --init "
+            "default), what it was fine-tuned from, and what a roll back would restore. Exit codes: 0 done, "
             "1 nothing to roll back to, 2 a folder that is not a usable model."
         ),
     )
