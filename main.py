@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from inference import cli as inference_cli
-from training import adapt_cli
+from training import adapt_cli, ensemble_cli
 from training import cli as training_cli
 
 DESCRIPTION = (
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     inference_cli.register(sub)
     training_cli.register(sub)
     adapt_cli.register(sub)
+    ensemble_cli.register(sub)
     return parser
 
 

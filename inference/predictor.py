@@ -161,12 +161,13 @@ class Predictor:
         self.ood: FeatureGaussians | None = self._load_ood()
         self.device = describe_device()
         self.lungs = self._resolve_lungs(lungs)
-        layer = self.model.get_layer(self.info.gradcam_layer)
-        if len(layer.output.shape) != 4:
-            raise BundleError(
-                f"The Grad-CAM layer {self.info.gradcam_layer!r} of {self.bundle_dir} has no spatial output "
-                f"(shape {tuple(layer.output.shape)})."
-            )
+        for name in self.info.cam_layers:  # one per network (several in an ensemble)
+            layer = self.model.get_layer(name)
+            if len(layer.output.shape) != 4:
+                raise BundleError(
+                    f"The Grad-CAM layer {name!r} of {self.bundle_dir} has no spatial output "
+                    f"(shape {tuple(layer.output.shape)})."
+                )
         spec = tf.TensorSpec((None, self.info.input_size, self.info.input_size, self.info.channels), tf.float32)
         # With a scorer, one pass gives the probabilities and the penultimate features.
         model = self.model if self.ood is None else with_features(self.model)
@@ -211,10 +212,10 @@ class Predictor:
 
     @property
     def cam(self) -> CamEngine:
-        """The Grad-CAM engine for the bundle's target layer (built on first use, owned by this predictor)."""
+        """The Grad-CAM engine for the bundle's target layers (built on first use, owned by this predictor)."""
         with self._cam_lock:
             if self._cam is None:
-                self._cam = CamEngine(self.model, self.info.gradcam_layer)
+                self._cam = CamEngine(self.model, self.info.cam_layers)
             return self._cam
 
     def warm_up(self, explain: bool = True) -> None:
