@@ -127,7 +127,7 @@ def test_the_predictor_gives_the_mean_of_the_members(members, merged) -> None:
     explained, explanation = predictor.predict_and_explain(xray_from_array(pixels))
     np.testing.assert_allclose(explained.probs, prediction.probs, atol=1e-5)
     assert explanation.cam.shape == (32, 32) and explanation.heatmap_model.shape == (32, 32)
-    assert 0.0 <= explanation.cam.min() and explanation.cam.max() <= 1.0
+    assert explanation.cam.min() >= 0.0 and explanation.cam.max() <= 1.0
 
 
 def test_gradcam_over_two_layers_is_the_mean_of_the_single_layer_maps(members, merged) -> None:
