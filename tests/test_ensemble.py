@@ -236,3 +236,21 @@ def test_calibrating_on_the_members_split_uses_their_validation_images_only(tmp_
     with pytest.raises(EnsembleError, match="members' own split"):
         merge_bundles([a, c], tmp_path / "ens2", "e", "1.0.0", data=data)
     assert not (tmp_path / "ens2").exists()
+
+
+def test_adapting_an_ensemble_keeps_its_grad_cam_layers(tmp_path: Path) -> None:
+    import main
+
+    films = tmp_path / "films"
+    make_class_folder(films, {"COVID-19": 40, "Normal": 40, "Pneumonia": 40}, size=32)
+    a = make_tiny_bundle(tmp_path / "a", head="flatten", seed=0)  # flattened: keeps where things are
+    b = make_tiny_bundle(tmp_path / "b", seed=1)
+    parent = merge_bundles([a, b], tmp_path / "ens", "tiny-ens", "1.0.0")
+    out = tmp_path / "child"
+    assert main.main(["adapt", str(films), "--init", str(parent), "--out", str(out)]) == 0
+    info = read_bundle_info(out)
+    assert info.version == "1.0.0-adapted.1" and info.cam_layers == ["m0_last_conv", "m1_last_conv"]
+    from inference.predictor import Predictor
+
+    _, explanation = Predictor(out, lungs=None).predict_and_explain(xray_from_array(class_image(1, 5, 32)))
+    assert explanation.cam.shape == (32, 32)
