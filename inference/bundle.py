@@ -214,7 +214,7 @@ def load_bundle(path: str | os.PathLike[str]) -> tuple[keras.Model, BundleInfo]:
     """Load the network and its description; every failure becomes a :class:`BundleError`.
 
     The network must have one input of the described shape, one ``(batch, classes)`` output,
-    and the Grad-CAM layer with a spatial output: a wrong model is refused here, not mid-batch.
+    and every Grad-CAM layer with a spatial output: a wrong model is refused here, not mid-batch.
     """
     info = read_bundle_info(path)
     model = mf.load_network(
