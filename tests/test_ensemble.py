@@ -108,6 +108,7 @@ def test_the_merged_bundle_is_an_ordinary_flat_bundle(merged) -> None:
     assert features is not None and features.shape == (4, 28)
     card = (merged / "README.md").read_text(encoding="utf-8")
     assert "tiny-a 0.0.1" in card and "coarse-test 0.0.2" in card and "20/40 = 0.500" in card
+    assert "0.100 (as recorded)" in card  # the members carry no ece_after: their metrics figure, labelled
     assert "mean of the members' maps" in card
     import zipfile
 

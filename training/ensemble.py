@@ -232,6 +232,9 @@ def _member_record(m: _Member) -> dict[str, Any]:
     figures = {k: val[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "ece", "n_images") if k in val}
     if figures:
         record["validation"] = figures
+    cal = m.info.calibration or {}
+    if "ece_after" in cal:  # metrics.val.ece may be before or after the temperature, by when it was written
+        record["validation_ece_calibrated"] = cal["ece_after"]
     if (m.info.training or {}).get("command"):
         record["command"] = m.info.training["command"]
     return record
@@ -265,14 +268,19 @@ def ensemble_card(info: BundleInfo) -> str:
         ),
     ]
     lines = [card_markdown(f"Model: {info.display_name}", info.description, facts).rstrip(), "", "## Members", ""]
-    lines += ["| # | model | architecture | its temperature | its validation accuracy | its validation ECE |"]
+    lines += [
+        "| # | model | architecture | its temperature | its validation accuracy | its validation ECE (calibrated) |"
+    ]
     lines += ["|---|---|---|---|---|---|"]
     for i, m in enumerate(members):
         val = m.get("validation") or {}
         acc = val.get("accuracy")
         n = val.get("n_images")
         acc_text = (f"{round(acc * n):,}/{n:,} = {acc:.3f}" if n else f"{acc:.3f}") if acc is not None else "-"
-        ece = f"{val['ece']:.3f}" if val.get("ece") is not None else "-"
+        if m.get("validation_ece_calibrated") is not None:
+            ece = f"{m['validation_ece_calibrated']:.3f}"
+        else:
+            ece = f"{val['ece']:.3f} (as recorded)" if val.get("ece") is not None else "-"
         lines.append(
             f"| {i} | {m['name']} {m['version']} | {m['architecture']} | {m['temperature']:g} | {acc_text} | {ece} |"
         )
