@@ -52,6 +52,18 @@ def _score_tensor(model: keras.Model) -> tuple[Any, bool]:
     return model.outputs[0], True
 
 
+def _feature_tensor(model: keras.Model) -> Any:
+    """The input of the model's final Dense layer when it is one flat vector per image, else None."""
+    from inference.ood import feature_layer
+
+    layer = feature_layer(model)
+    try:
+        features = layer.input if layer is not None else None
+    except (AttributeError, ValueError):  # a layer used twice has no single input
+        return None
+    return features if features is not None and len(features.shape) == 2 else None
+
+
 class CamEngine:
     """A compiled Grad-CAM pass for one model and one or several target layers.
 
@@ -82,8 +94,13 @@ class CamEngine:
         score, score_is_prob = _score_tensor(model)
         if len(model.inputs) != 1:
             raise ValueError(f"Grad-CAM expects a model with one input; {model.name} has {len(model.inputs)}")
+        # The penultimate features (the OOD scorer's input, inference.ood.with_features) come out of
+        # the same forward pass, so "predict and explain" needs no second pass for them.
+        features = _feature_tensor(model)
+        self.has_features = features is not None
+        outputs = [*targets, score, model.outputs[0]] + ([features] if features is not None else [])
         # The bare input tensor, not a one-element list: Keras warns when the call's structure differs.
-        self.grad_model = keras.Model(model.inputs[0], [*targets, score, model.outputs[0]])
+        self.grad_model = keras.Model(model.inputs[0], outputs)
         self.score_is_prob = score_is_prob
         self.input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
         self._spec = (
@@ -111,6 +128,7 @@ class CamEngine:
         grad_model = self.grad_model
         score_is_prob = self.score_is_prob
         n_layers = len(self.layer_names)
+        has_features = self.has_features
 
         def layer_map(features, grads):
             if method == "gradcam":
@@ -129,7 +147,9 @@ class CamEngine:
 
         def cam_pass(x, class_index):
             with tf.GradientTape() as tape:
-                *features, score, probs = grad_model(x, training=False)
+                out = grad_model(x, training=False)
+                pooled = out[-1] if has_features else tf.zeros((tf.shape(x)[0], 0))
+                features, score, probs = out[:n_layers], out[n_layers], out[n_layers + 1]
                 predicted = tf.argmax(probs, axis=-1, output_type=tf.int32)
                 chosen = tf.where(class_index < 0, predicted, class_index)
                 if score_is_prob:
@@ -140,7 +160,7 @@ class CamEngine:
             # Every target layer's gradient from the one tape: one backward pass for all.
             grads = tape.gradient(total, features)
             cams = tuple(layer_map(features[i], grads[i]) for i in range(n_layers))
-            return probs, chosen, cams
+            return probs, chosen, cams, pooled
 
         return cam_pass
 
@@ -156,6 +176,12 @@ class CamEngine:
         ``x`` is a batch of model inputs ``(N, S, S, C)``. ``class_index`` None explains each
         image's predicted class; an int or an array of N ints chooses the classes.
         """
+        probs, chosen, maps, _ = self._raw_all(x, class_index, method)
+        return probs, chosen, maps
+
+    def _raw_all(
+        self, x: np.ndarray, class_index: int | np.ndarray | None, method: str
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray | None]:
         fn = self._compiled(method)
         x = np.asarray(x, dtype=np.float32)
         n = x.shape[0]
@@ -165,9 +191,10 @@ class CamEngine:
             cls = np.broadcast_to(np.asarray(class_index, dtype=np.int32), (n,)).copy()
             if np.any((cls < 0) | (cls >= self.n_classes)):
                 raise ValueError(f"class index out of range 0..{self.n_classes - 1}: {class_index}")
-        probs, chosen, cams = fn(x, cls)
+        probs, chosen, cams, pooled = fn(x, cls)
         maps = [np.maximum(np.nan_to_num(c.numpy(), nan=0.0, posinf=0.0, neginf=0.0), 0.0) for c in cams]
-        return probs.numpy(), chosen.numpy(), maps
+        features = np.asarray(pooled, dtype=np.float32) if self.has_features else None
+        return probs.numpy(), chosen.numpy(), maps, features
 
     def run(
         self,
@@ -180,12 +207,22 @@ class CamEngine:
         One target layer: the maps lie on its feature grid. Several: on the input grid ``(S, S)``,
         the mean of the layers' maps (:func:`combine_maps`). See :meth:`raw` for the arguments.
         """
-        probs, chosen, maps = self.raw(x, class_index, method)
+        return self.run_with_features(x, class_index, method)[:3]
+
+    def run_with_features(
+        self,
+        x: np.ndarray,
+        class_index: int | np.ndarray | None = None,
+        method: str = "gradcam",
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`run` plus the penultimate features ``(N, D)`` of the same forward pass (the
+        input of the final Dense layer, as :func:`inference.ood.with_features`; None without one)."""
+        probs, chosen, maps, features = self._raw_all(x, class_index, method)
         if len(maps) == 1:
             cams = normalise_maps(maps[0])
         else:
             cams = normalise_maps(combine_maps(maps, (self.input_shape[1], self.input_shape[0])))
-        return probs, chosen, cams
+        return probs, chosen, cams, features
 
 
 def combine_maps(maps: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:

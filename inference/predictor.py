@@ -268,8 +268,7 @@ class Predictor:
     ) -> tuple[Prediction, Explanation]:
         """Prediction and Grad-CAM from one forward and one backward pass."""
         x, geom, lungs, scope = self._prepare(image, explain=True)
-        probs, chosen, cams = self.cam.run(x[np.newaxis], class_index, method)
-        features = self._features(x[np.newaxis])
+        probs, chosen, cams, features = self._explain_pass(x[np.newaxis], class_index, method)
         return (
             self._prediction(probs[0], geom, lungs, scope, _row(features, 0)),
             self._explanation(cams[0], int(chosen[0]), geom, method, lungs),
@@ -379,8 +378,7 @@ class Predictor:
         if ready:
             batch = np.stack([item.x for item in ready])
             if explain:
-                probs, chosen, cams = self.cam.run(batch, None, method)
-                features = self._features(batch)
+                probs, chosen, cams, features = self._explain_pass(batch, None, method)
                 for i, item in enumerate(ready):
                     predictions[id(item)] = (
                         self._prediction(probs[i], item.geometry, item.lungs, item.scope, _row(features, i)),
@@ -415,6 +413,19 @@ class Predictor:
         if self.ood is None:
             return np.asarray(out, dtype=np.float32), None
         return np.asarray(out[0], dtype=np.float32), np.asarray(out[1], dtype=np.float32)
+
+    def _explain_pass(
+        self, batch: np.ndarray, class_index: int | None, method: str
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Probabilities, explained classes, maps and (with an OOD scorer) the features, from the
+        Grad-CAM pass alone: its forward pass already holds the features (an ensemble runs several
+        networks, so a second forward pass would cost a third of the time)."""
+        probs, chosen, cams, features = self.cam.run_with_features(batch, class_index, method)
+        if self.ood is None:
+            return probs, chosen, cams, None
+        if features is None:  # not reached: the constructor checked the feature layer
+            features = self._features(batch)
+        return probs, chosen, cams, features
 
     def _features(self, batch: np.ndarray) -> np.ndarray | None:
         """The penultimate features of ``batch`` (None without an OOD scorer: nothing is computed)."""

@@ -232,6 +232,16 @@ def test_calibrating_on_the_members_split_uses_their_validation_images_only(tmp_
     assert info.ood["n_val"] == len(parts["val"]) and (out / "ood.npz").is_file()
     card = (out / "README.md").read_text(encoding="utf-8")
     assert f"{info.calibration['temperature']:g}" in card and "## Members" in card
+    # The explain pass reads the OOD features from its own forward pass: the same distance as predict.
+    from inference.predictor import Predictor
+
+    predictor = Predictor(out, lungs=None)
+    image = xray_from_array(class_image(0, seed=3, size=32))
+    plain, (explained, _) = predictor.predict(image), predictor.predict_and_explain(image)
+    assert plain.ood_distance is not None
+    assert explained.ood_distance == pytest.approx(plain.ood_distance, rel=1e-4)
+    [result] = predictor.predict_paths([next(data.rglob("*.png"))], explain=True)
+    assert result.prediction.ood_distance is not None and result.explanation.cam.shape == (32, 32)
     # Members split differently: no "own validation images" to calibrate on.
     c = _with(_coarse_bundle(tmp_path / "c0"), tmp_path / "c", config={**split, "seed": 1})
     with pytest.raises(EnsembleError, match="members' own split"):
