@@ -418,8 +418,8 @@ class Predictor:
         self, batch: np.ndarray, class_index: int | None, method: str
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """Probabilities, explained classes, maps and (with an OOD scorer) the features, from the
-        Grad-CAM pass alone: its forward pass already holds the features (an ensemble runs several
-        networks, so a second forward pass would cost a third of the time)."""
+        Grad-CAM pass alone: its forward pass already holds the features (a second forward pass for
+        them took the two-network ensemble from 59 to 86 ms per film, 1.1.1 from 25 to 32 ms)."""
         probs, chosen, cams, features = self.cam.run_with_features(batch, class_index, method)
         if self.ood is None:
             return probs, chosen, cams, None

@@ -219,8 +219,10 @@ def test_calibrating_on_the_members_split_uses_their_validation_images_only(tmp_
     data = tmp_path / "data"
     make_class_folder(data, {"COVID-19": 30, "Normal": 30, "Pneumonia": 30}, size=32)
     split = {"val_fraction": 0.4, "test_fraction": 0.0, "seed": 0, "val_sources": []}
-    a = _with(make_tiny_bundle(tmp_path / "a0", seed=0), tmp_path / "a", 1.5, config=split)
-    b = _with(_coarse_bundle(tmp_path / "b0"), tmp_path / "b", 0.8, config=split)
+    a = _with(make_tiny_bundle(tmp_path / "a0", seed=0), tmp_path / "a", 1.5, config={**split, "frontal_only": True})
+    b = _with(
+        _coarse_bundle(tmp_path / "b0"), tmp_path / "b", 0.8, config={**split, "frontal_only": True, "exclude": ["x"]}
+    )
     out = tmp_path / "ens"
     argv = ["ensemble", str(a), str(b), "--out", str(out), "--name", "cxr-ens", "--version", "0.2.0"]
     assert main.main([*argv, "--data", str(data)]) == 0
@@ -230,6 +232,7 @@ def test_calibrating_on_the_members_split_uses_their_validation_images_only(tmp_
     assert info.calibration is not None and info.calibration["n_images"] == len(parts["val"]) < len(samples)
     assert info.ood is not None and info.ood["n_train"] == len(parts["train"])
     assert info.ood["n_val"] == len(parts["val"]) and (out / "ood.npz").is_file()
+    assert info.training["config"] == {**split, "frontal_only": True}  # what every member agrees on
     card = (out / "README.md").read_text(encoding="utf-8")
     assert f"{info.calibration['temperature']:g}" in card and "## Members" in card
     # The explain pass reads the OOD features from its own forward pass: the same distance as predict.

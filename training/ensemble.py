@@ -60,6 +60,10 @@ MAX_MEMBERS = 8
 # The keys of a member's training.config that decide its train/validation split
 # (training.ood_fit.recreate_split): members calibrated together must agree on all of them.
 SPLIT_KEYS = ("val_fraction", "test_fraction", "seed", "val_sources")
+# How the members read their data (training.datasets.discover_as_trained): kept in the ensemble's
+# training.config where every member agrees, so tools that rebuild "the model's validation
+# images" (benchmarks/shortcut_probe.py, adapt's reference images) read the data as they did.
+READ_KEYS = ("data", "class_map", "csv_kind", "frontal_only", "use_split", "exclude")
 
 
 class EnsembleError(Exception):
@@ -216,6 +220,9 @@ def shared_split(infos: Sequence[BundleInfo]) -> tuple[dict[str, Any] | None, st
             return None, f"{infos[0].display_name} was split with {first}, {info.display_name} with {other}"
     if any(c is not None for c in counts) and any(c != counts[0] for c in counts):
         return None, "the members were trained on different images (their training/validation counts differ)"
+    for key in READ_KEYS:
+        if key in configs[0] and all(key in c and c[key] == configs[0][key] for c in configs):
+            first[key] = configs[0][key]
     return first, ""
 
 
