@@ -10,7 +10,7 @@ import sys
 
 from inference import cli as inference_cli
 from inference import models_cli
-from training import adapt_cli
+from training import adapt_cli, ensemble_cli
 from training import cli as training_cli
 
 DESCRIPTION = (
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     training_cli.register(sub)
     adapt_cli.register(sub)
     models_cli.register(sub)
+    ensemble_cli.register(sub)
     return parser
 
 

@@ -11,6 +11,7 @@ trained it::
       "input": {"size": 224, "channels": 1},
       "preprocessing": {...PreprocessConfig...},
       "gradcam_layer": "last_conv",                             # Grad-CAM target layer
+      "gradcam_layers": ["m0_last_conv", "m1_top_activation"],  # optional: several (an ensemble)
       "training": {"data": {"counts": {...}, "sources": {...}, "n_images": N}, ...},
       "metrics": {...},
       "keras_version": "3.x", "tensorflow_version": "2.x"
@@ -72,6 +73,10 @@ class BundleInfo:
     # Optional out-of-distribution scorer (inference.ood): {"file": "ood.npz", "quantile": 0.99,
     # "threshold": ..., "validation_abstain_rate": ...}. None: no OOD gate (older models).
     ood: dict[str, Any] | None = None
+    # Several Grad-CAM layers (an ensemble of networks, training.ensemble: one per member; the
+    # heat map is the mean of their maps, inference.gradcam). Empty: ``gradcam_layer`` alone.
+    # When set, ``gradcam_layer`` is its first entry, so readers that know one layer still work.
+    gradcam_layers: list[str] = field(default_factory=list)
 
     @property
     def input_size(self) -> int:
@@ -80,6 +85,11 @@ class BundleInfo:
     @property
     def channels(self) -> int:
         return self.preprocessing.channels
+
+    @property
+    def cam_layers(self) -> list[str]:
+        """Every Grad-CAM target layer: ``gradcam_layers``, or ``[gradcam_layer]`` (one network)."""
+        return list(self.gradcam_layers) or [self.gradcam_layer]
 
     @property
     def display_name(self) -> str:
@@ -98,6 +108,7 @@ class BundleInfo:
             "input": {"size": self.preprocessing.size, "channels": self.preprocessing.channels},
             "preprocessing": self.preprocessing.to_dict(),
             "gradcam_layer": self.gradcam_layer,
+            **({"gradcam_layers": list(self.gradcam_layers)} if self.gradcam_layers else {}),
             "training": self.training,
             "metrics": self.metrics,
             "keras_version": self.keras_version,
@@ -138,13 +149,22 @@ class BundleInfo:
                     f"{where} has an invalid calibration (temperature must be a number from 0.001 to 1000)."
                 ) from None
         ood = _ood_from(data, where)
+        gradcam_layer = mf.text(data, "gradcam_layer", where, required=True, max_len=128, pattern=mf.IDENT_RE)
+        gradcam_layers = mf.text_list(
+            data, "gradcam_layers", where, min_items=1, max_items=16, max_len=128, pattern=mf.IDENT_RE, default=[]
+        )
+        if gradcam_layers and gradcam_layers[0] != gradcam_layer:
+            raise BundleError(
+                f"{where}: gradcam_layer ({gradcam_layer!r}) must be the first of gradcam_layers ({gradcam_layers})."
+            )
         return cls(
             name=mf.text(data, "name", where, required=True, max_len=100, pattern=mf.NAME_RE),
             version=mf.text(data, "version", where, required=True, max_len=40, pattern=mf.VERSION_RE),
             architecture=mf.text(data, "architecture", where, required=True, max_len=64, pattern=mf.IDENT_RE),
             class_names=classes,
             preprocessing=pre,
-            gradcam_layer=mf.text(data, "gradcam_layer", where, required=True, max_len=128, pattern=mf.IDENT_RE),
+            gradcam_layer=gradcam_layer,
+            gradcam_layers=gradcam_layers,
             created=mf.text(data, "created", where, max_len=64),
             training=mf.mapping(data, "training", where),
             metrics=mf.mapping(data, "metrics", where),
@@ -194,7 +214,7 @@ def load_bundle(path: str | os.PathLike[str]) -> tuple[keras.Model, BundleInfo]:
     """Load the network and its description; every failure becomes a :class:`BundleError`.
 
     The network must have one input of the described shape, one ``(batch, classes)`` output,
-    and the Grad-CAM layer with a spatial output: a wrong model is refused here, not mid-batch.
+    and every Grad-CAM layer with a spatial output: a wrong model is refused here, not mid-batch.
     """
     info = read_bundle_info(path)
     model = mf.load_network(
@@ -204,21 +224,20 @@ def load_bundle(path: str | os.PathLike[str]) -> tuple[keras.Model, BundleInfo]:
         output_rank=2,
         saved_with=info.keras_version,
     )
-    try:
-        layer = model.get_layer(info.gradcam_layer)
-    except ValueError:
-        raise BundleError(
-            f"{INFO_FILE} names Grad-CAM layer {info.gradcam_layer!r}, which the network lacks."
-        ) from None
-    try:
-        rank = len(layer.output.shape)
-    except (AttributeError, ValueError):  # a layer used twice has no single output
-        rank = 0
-    if rank != 4:
-        raise BundleError(
-            f"The Grad-CAM layer {info.gradcam_layer!r} of {Path(path)} has no spatial output; "
-            f"{INFO_FILE} must name a convolutional layer."
-        )
+    for name in info.cam_layers:
+        try:
+            layer = model.get_layer(name)
+        except ValueError:
+            raise BundleError(f"{INFO_FILE} names Grad-CAM layer {name!r}, which the network lacks.") from None
+        try:
+            rank = len(layer.output.shape)
+        except (AttributeError, ValueError):  # a layer used twice has no single output
+            rank = 0
+        if rank != 4:
+            raise BundleError(
+                f"The Grad-CAM layer {name!r} of {Path(path)} has no spatial output; "
+                f"{INFO_FILE} must name a convolutional layer."
+            )
     return model, info
 
 

@@ -161,12 +161,13 @@ class Predictor:
         self.ood: FeatureGaussians | None = self._load_ood()
         self.device = describe_device()
         self.lungs = self._resolve_lungs(lungs)
-        layer = self.model.get_layer(self.info.gradcam_layer)
-        if len(layer.output.shape) != 4:
-            raise BundleError(
-                f"The Grad-CAM layer {self.info.gradcam_layer!r} of {self.bundle_dir} has no spatial output "
-                f"(shape {tuple(layer.output.shape)})."
-            )
+        for name in self.info.cam_layers:  # one per network (several in an ensemble)
+            layer = self.model.get_layer(name)
+            if len(layer.output.shape) != 4:
+                raise BundleError(
+                    f"The Grad-CAM layer {name!r} of {self.bundle_dir} has no spatial output "
+                    f"(shape {tuple(layer.output.shape)})."
+                )
         spec = tf.TensorSpec((None, self.info.input_size, self.info.input_size, self.info.channels), tf.float32)
         # With a scorer, one pass gives the probabilities and the penultimate features.
         model = self.model if self.ood is None else with_features(self.model)
@@ -211,10 +212,10 @@ class Predictor:
 
     @property
     def cam(self) -> CamEngine:
-        """The Grad-CAM engine for the bundle's target layer (built on first use, owned by this predictor)."""
+        """The Grad-CAM engine for the bundle's target layers (built on first use, owned by this predictor)."""
         with self._cam_lock:
             if self._cam is None:
-                self._cam = CamEngine(self.model, self.info.gradcam_layer)
+                self._cam = CamEngine(self.model, self.info.cam_layers)
             return self._cam
 
     def warm_up(self, explain: bool = True) -> None:
@@ -267,8 +268,7 @@ class Predictor:
     ) -> tuple[Prediction, Explanation]:
         """Prediction and Grad-CAM from one forward and one backward pass."""
         x, geom, lungs, scope = self._prepare(image, explain=True)
-        probs, chosen, cams = self.cam.run(x[np.newaxis], class_index, method)
-        features = self._features(x[np.newaxis])
+        probs, chosen, cams, features = self._explain_pass(x[np.newaxis], class_index, method)
         return (
             self._prediction(probs[0], geom, lungs, scope, _row(features, 0)),
             self._explanation(cams[0], int(chosen[0]), geom, method, lungs),
@@ -378,8 +378,7 @@ class Predictor:
         if ready:
             batch = np.stack([item.x for item in ready])
             if explain:
-                probs, chosen, cams = self.cam.run(batch, None, method)
-                features = self._features(batch)
+                probs, chosen, cams, features = self._explain_pass(batch, None, method)
                 for i, item in enumerate(ready):
                     predictions[id(item)] = (
                         self._prediction(probs[i], item.geometry, item.lungs, item.scope, _row(features, i)),
@@ -414,6 +413,19 @@ class Predictor:
         if self.ood is None:
             return np.asarray(out, dtype=np.float32), None
         return np.asarray(out[0], dtype=np.float32), np.asarray(out[1], dtype=np.float32)
+
+    def _explain_pass(
+        self, batch: np.ndarray, class_index: int | None, method: str
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """Probabilities, explained classes, maps and (with an OOD scorer) the features, from the
+        Grad-CAM pass alone: its forward pass already holds the features (a second forward pass for
+        them took the two-network ensemble from 59 to 86 ms per film, 1.1.1 from 25 to 32 ms)."""
+        probs, chosen, cams, features = self.cam.run_with_features(batch, class_index, method)
+        if self.ood is None:
+            return probs, chosen, cams, None
+        if features is None:  # not reached: the constructor checked the feature layer
+            features = self._features(batch)
+        return probs, chosen, cams, features
 
     def _features(self, batch: np.ndarray) -> np.ndarray | None:
         """The penultimate features of ``batch`` (None without an OOD scorer: nothing is computed)."""

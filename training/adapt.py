@@ -952,6 +952,7 @@ def adapt(
         class_names=classes,
         preprocessing=pre,
         gradcam_layer=info.gradcam_layer,
+        gradcam_layers=list(info.gradcam_layers),
         description=(info.description + " " if info.description else "")
         + f"Adapted on {n_local} local films ({date[:10]}).",
         training=training,

@@ -170,7 +170,7 @@ def model_card_html(info: BundleInfo, path: str = "", bundled: bool = False, act
         ("Classes", ", ".join(info.class_names)),
         ("Input", f"{info.input_size} × {info.input_size}, {info.channels} channel{'s' if info.channels != 1 else ''}"),
         ("Preprocessing", _preprocessing_text(info)),
-        ("Grad-CAM layer", info.gradcam_layer),
+        ("Grad-CAM layer", ", ".join(info.cam_layers) + (" (the mean of their maps)" if info.gradcam_layers else "")),
         ("Created", info.created),
         ("Keras / TensorFlow", " / ".join(v for v in (info.keras_version, info.tensorflow_version) if v)),
         ("Folder", path),
