@@ -170,11 +170,19 @@ def test_trained_bundles_carry_their_images_hashes_and_adapt_leaves_those_films_
             calibrate=False,
         )
     )
+    from inference.bundle import read_bundle_info
+    from training.datasets import discover_as_trained
+    from training.ood_fit import recreate_split
+
     hashes = read_content_hashes(result.bundle_dir, read_description(result.bundle_dir))
-    assert hashes == {hashlib.sha256(p.read_bytes()).hexdigest() for p in seen.rglob("*.png")}
+    training = read_bundle_info(result.bundle_dir).training
+    split = recreate_split(discover_as_trained(seen, training["config"]).samples, training)
+    # the films its weights were fitted on; its validation films are not "trained on"
+    assert hashes == {hashlib.sha256(s.path.read_bytes()).hexdigest() for s in split["train"]}
+    assert split["val"] and len(hashes) == len(split["train"]) < 18
     local = tmp_path / "local"
     make_class_folder(local, dict.fromkeys(CLASSES, 6), size=32, seed=2)
-    for p in list(seen.rglob("*.png"))[:5]:  # five films the model was trained on come back as local films
+    for p in [s.path for s in split["train"]][:5]:  # five films the model was trained on come back as local films
         (local / p.parent.name / f"again_{p.name}").write_bytes(p.read_bytes())
     report = adapt(AdaptConfig(parent=result.bundle_dir, out_dir=None, data=local)).report
     assert report["lineage"]["counts"]["in_parent_training_data"] == 5

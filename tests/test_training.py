@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import csv  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import threading  # noqa: E402
@@ -378,6 +379,18 @@ def test_leave_source_out_and_lung_crop_reach_the_bundle(csv_data: Path, tmp_pat
     assert sources["site-b"]["train"] > 0
     assert info.training["config"]["val_sources"] == ["site-a"]
     assert any("Leave-source-out" in m for m in progress.messages)
+    # only the films the weights were fitted on count as "trained on" for a later adaptation
+    from inference.sidecar import file_sha256
+
+    hashed = set((result.bundle_dir / "training_hashes.txt").read_text().split())
+    rows = [r for r in csv.DictReader(csv_data.open()) if r["path"] != "img/broken.png"]
+    by_source = {
+        src: {file_sha256(csv_data.parent / r["path"]) for r in rows if r["source"] == src}
+        for src in ("site-a", "site-b")
+    }
+    held_out = by_source["site-a"] - by_source["site-b"]  # dup.png is a byte copy of a site-b film
+    assert held_out and not (held_out & hashed)
+    assert len(hashed) == sum(sources[s].get("train", 0) for s in sources)
     predictor = Predictor(result.bundle_dir)
     image = load_image(next(csv_data.parent.glob("img/Normal_1.png")))
     lungs = predictor.lungs.segment(image, 0.1)

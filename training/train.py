@@ -370,9 +370,11 @@ def train(
             ("split_a", "path_a", "split_b", "path_b", "distance"),
             [(d["split_a"], d["path_a"], d["split_b"], d["path_b"], d["distance"]) for d in duplicates],
         )
-        # What an adaptation de-duplicates its local films against (training.adapt).
+        # What an adaptation de-duplicates its local films against (training.adapt): the films the
+        # weights were fitted on. Validation and test films are not, and a source held out with
+        # --val-sources is exactly what a site may later adapt to.
         hashes = Path(tmp) / CONTENT_HASHES_FILE
-        hashes.write_text(content_hashes_text(file_sha256(s.path) for a in arrays.values() for s in a[2]))
+        hashes.write_text(content_hashes_text(file_sha256(s.path) for s in arrays["train"][2]))
         extra[CONTENT_HASHES_FILE] = hashes
         if scorer is not None:  # inside the one atomic save: a half-written bundle never has it
             extra[OOD_FILE] = scorer.save(tmp)
