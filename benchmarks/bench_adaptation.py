@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe_base(args.out, args.model, args.data)
         return 0
     if args.stage == "summary":
-        summary(args.out)
+        summary(args.out, args.adapt_blocks)
         return 0
     if args.stage == "base":
         build_base(args.out, args.cache, args.data, args.per_class, args.head_epochs)
@@ -243,7 +243,12 @@ def recipe_base(out: Path, model: Path, data: Path) -> None:
         if r["source"] == TARGET
     ]
     out.mkdir(parents=True, exist_ok=True)
-    sets = {"train": [], "calibration": [], "reference": [str(val[i].path) for i in order[:600]], "nih": nih}
+    sets = {
+        "train": [str(s.path) for s in split["train"]],  # what --adapt-blocks rehearses (rehearsal_set)
+        "calibration": [],
+        "reference": [str(val[i].path) for i in order[:600]],
+        "nih": nih,
+    }
     (out / "sets.json").write_text(json.dumps(sets, indent=1))
     link = out / "base"
     if link.is_symlink() or link.exists():
@@ -401,10 +406,16 @@ def run_adaptations(
     return 0
 
 
-def summary(out: Path) -> None:
+def summary(out: Path, adapt_blocks: int = 0) -> None:
     """Mean, SD and worst change over every draw's ``bench_adaptation*.json`` in ``out`` (the
-    classification-layer runs), as a markdown table."""
-    runs = [json.loads(p.read_text()) for p in sorted(out.glob("bench_adaptation*.json")) if "blocks" not in p.name]
+    classification-layer runs, or with ``adapt_blocks`` those of ``--adapt-blocks N``), as a
+    markdown table."""
+    files = sorted(
+        out.glob(f"bench_adaptation-blocks{adapt_blocks}*.json" if adapt_blocks else "bench_adaptation*.json")
+    )
+    runs = [
+        json.loads(p.read_text()) for p in files if "labels" not in p.name and (adapt_blocks or "blocks" not in p.name)
+    ]
     sizes = sorted({int(n) for r in runs for n in r["adapted"]})
     bases = [round(r["base"]["nih_balanced_accuracy"], 3) for r in runs]
     print(f"{len(runs)} draws; base NIH balanced accuracy per draw:", bases)
