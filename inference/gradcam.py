@@ -52,18 +52,6 @@ def _score_tensor(model: keras.Model) -> tuple[Any, bool]:
     return model.outputs[0], True
 
 
-def _feature_tensor(model: keras.Model) -> Any:
-    """The input of the model's final Dense layer when it is one flat vector per image, else None."""
-    from inference.ood import feature_layer
-
-    layer = feature_layer(model)
-    try:
-        features = layer.input if layer is not None else None
-    except (AttributeError, ValueError):  # a layer used twice has no single input
-        return None
-    return features if features is not None and len(features.shape) == 2 else None
-
-
 class CamEngine:
     """A compiled Grad-CAM pass for one model and one or several target layers.
 
@@ -96,7 +84,9 @@ class CamEngine:
             raise ValueError(f"Grad-CAM expects a model with one input; {model.name} has {len(model.inputs)}")
         # The penultimate features (the OOD scorer's input, inference.ood.with_features) come out of
         # the same forward pass, so "predict and explain" needs no second pass for them.
-        features = _feature_tensor(model)
+        from inference.ood import feature_tensor
+
+        features = feature_tensor(model)
         self.has_features = features is not None
         outputs = [*targets, score, model.outputs[0]] + ([features] if features is not None else [])
         # The bare input tensor, not a one-element list: Keras warns when the call's structure differs.
@@ -169,19 +159,14 @@ class CamEngine:
         x: np.ndarray,
         class_index: int | np.ndarray | None = None,
         method: str = "gradcam",
-    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """Probabilities ``(N, K)``, explained classes ``(N,)`` and, per target layer, the map
-        ``(N, h, w)`` on its feature grid before any normalisation (non-negative, finite).
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray | None]:
+        """Probabilities ``(N, K)``, explained classes ``(N,)``, per target layer the map ``(N, h, w)``
+        on its feature grid before any normalisation (non-negative, finite), and the penultimate
+        features ``(N, D)`` of the same forward pass (None when the network has none).
 
         ``x`` is a batch of model inputs ``(N, S, S, C)``. ``class_index`` None explains each
         image's predicted class; an int or an array of N ints chooses the classes.
         """
-        probs, chosen, maps, _ = self._raw_all(x, class_index, method)
-        return probs, chosen, maps
-
-    def _raw_all(
-        self, x: np.ndarray, class_index: int | np.ndarray | None, method: str
-    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray | None]:
         fn = self._compiled(method)
         x = np.asarray(x, dtype=np.float32)
         n = x.shape[0]
@@ -217,7 +202,7 @@ class CamEngine:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """:meth:`run` plus the penultimate features ``(N, D)`` of the same forward pass (the
         input of the final Dense layer, as :func:`inference.ood.with_features`; None without one)."""
-        probs, chosen, maps, features = self._raw_all(x, class_index, method)
+        probs, chosen, maps, features = self.raw(x, class_index, method)
         if len(maps) == 1:
             cams = normalise_maps(maps[0])
         else:

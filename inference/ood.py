@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,7 @@ __all__ = [
     "fit_feature_gaussians",
     "load_feature_gaussians",
     "feature_layer",
+    "feature_tensor",
     "with_features",
     "ood_reason",
 ]
@@ -133,6 +134,14 @@ def with_features(model: keras.Model) -> keras.Model | None:
     """
     import keras
 
+    features = feature_tensor(model)
+    if features is None:
+        return None
+    return keras.Model(model.inputs[0], [model.outputs[0], features], name=f"{model.name}_with_features")
+
+
+def feature_tensor(model: keras.Model) -> Any:
+    """The input of the model's final Dense layer when it is one flat vector per image, else None."""
     layer = feature_layer(model)
     if layer is None:
         return None
@@ -140,9 +149,7 @@ def with_features(model: keras.Model) -> keras.Model | None:
         features = layer.input
     except (AttributeError, ValueError):  # a layer used twice has no single input
         return None
-    if len(features.shape) != 2:
-        return None
-    return keras.Model(model.inputs[0], [model.outputs[0], features], name=f"{model.name}_with_features")
+    return features if len(features.shape) == 2 else None
 
 
 def ood_reason(distance: float, threshold: float) -> str:

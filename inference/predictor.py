@@ -161,13 +161,6 @@ class Predictor:
         self.ood: FeatureGaussians | None = self._load_ood()
         self.device = describe_device()
         self.lungs = self._resolve_lungs(lungs)
-        for name in self.info.cam_layers:  # one per network (several in an ensemble)
-            layer = self.model.get_layer(name)
-            if len(layer.output.shape) != 4:
-                raise BundleError(
-                    f"The Grad-CAM layer {name!r} of {self.bundle_dir} has no spatial output "
-                    f"(shape {tuple(layer.output.shape)})."
-                )
         spec = tf.TensorSpec((None, self.info.input_size, self.info.input_size, self.info.channels), tf.float32)
         # With a scorer, one pass gives the probabilities and the penultimate features.
         model = self.model if self.ood is None else with_features(self.model)
@@ -421,11 +414,7 @@ class Predictor:
         Grad-CAM pass alone: its forward pass already holds the features (a second forward pass for
         them took the two-network ensemble from 59 to 86 ms per film, 1.1.1 from 25 to 32 ms)."""
         probs, chosen, cams, features = self.cam.run_with_features(batch, class_index, method)
-        if self.ood is None:
-            return probs, chosen, cams, None
-        if features is None:  # not reached: the constructor checked the feature layer
-            features = self._features(batch)
-        return probs, chosen, cams, features
+        return probs, chosen, cams, (features if self.ood is not None else None)
 
     def _features(self, batch: np.ndarray) -> np.ndarray | None:
         """The penultimate features of ``batch`` (None without an OOD scorer: nothing is computed)."""

@@ -147,7 +147,7 @@ def test_gradcam_over_two_layers_is_the_mean_of_the_single_layer_maps(members, m
     np.testing.assert_allclose(combine_maps(raw, (32, 32)), (scaled[0] + scaled[1]) / 2, rtol=1e-5, atol=1e-7)
     # The additive head: member A's map inside the ensemble is its own map scaled by 1 / (n T_A).
     own, _ = load_bundle(members[0])
-    _, _, own_raw = CamEngine(own, "last_conv").raw(x, chosen)
+    own_raw = CamEngine(own, "last_conv").raw(x, chosen)[2]
     np.testing.assert_allclose(raw[0], own_raw[0] / (2 * T_A), rtol=1e-4, atol=1e-6)
     # One layer alone: the map normalised on its own grid, as before ensembles existed.
     _, _, single = CamEngine(model, "m0_last_conv").run(x, chosen)
